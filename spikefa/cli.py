@@ -1,0 +1,112 @@
+"""The ``spikefa`` command line: parses arguments and calls the library, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from .config import ConfigError, available_models
+
+
+def _train(args):
+    from .train import train
+
+    res = train(args.model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=args.out,
+                resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend)
+    print(f"test error {res.test_error:.4f} after {res.epochs:g} epochs ({res.steps} steps, {res.wall_s:.0f} s); run file {res.path}")
+
+
+def _test(args):
+    from .train import test_run
+
+    res = test_run(args.run, data_dir=args.data, n_test=args.n_test)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"test error {res['test_error']:.4f} ({res['readout']} read-out; last {res['test_error_last']:.4f}, "
+              f"sum {res['test_error_sum']:.4f}) on {res['n_test']} images after {res['epochs']:g} epochs")
+
+
+def _experiment(args):
+    from .experiments import run_experiment
+
+    res = run_experiment(args.name, args.out, quick=args.quick, seed=args.seed, data_dir=args.data)
+    print(json.dumps(res, indent=1, default=str))
+
+
+def _download(args):
+    from .data import download_mnist
+
+    print(f"MNIST verified in {download_mnist(args.dest)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spikefa",
+        description="Simulate learning with random feedback in networks of stochastic binary integrating "
+                    "neurons (Lillicrap et al. 2016).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model and write a run file",
+                       description="Train a model (a bundled name or a .toml file) and save its run file (HDF5). "
+                                   f"Bundled models: {', '.join(available_models())}.")
+    t.add_argument("model", help="bundled model name (e.g. small) or path to a .toml model file")
+    t.add_argument("--epochs", type=float, help="passes over the training set (overrides train.epochs)")
+    t.add_argument("--seed", type=int, help="random seed (overrides run.seed)")
+    t.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (else $SPIKEFA_MNIST_DIR, "
+                                                 "data/mnist, ~/.cache/spikefa/mnist)")
+    t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5)")
+    t.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    t.add_argument("--backend", choices=["numba", "numpy"], help="numba kernels (fast) or the NumPy reference")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    s = sub.add_parser("test", help="test a saved run's final weights",
+                       description="Test the final weights of a run file on its test set, plasticity off.")
+    s.add_argument("run", metavar="RUN.h5")
+    s.add_argument("--data", metavar="DIR", help="folder with the four MNIST files")
+    s.add_argument("--n-test", type=int, help="test on the first N test images only")
+    s.add_argument("--json", action="store_true", help="print one JSON object (test_error, n_test, epochs, steps, ...)")
+    s.set_defaults(func=_test)
+
+    e = sub.add_parser("experiment", help="run one of the paper's rate-based experiments (fig2, fig3a, fig3d, fig5)")
+    e.add_argument("name", help="fig2 | fig3a | fig3d | fig5")
+    e.add_argument("--out", "-o", default="results/rate", help="folder for the figure and numbers")
+    e.add_argument("--quick", action="store_true", help="the small version (seconds)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (fig3a)")
+    e.set_defaults(func=_experiment)
+
+    d = sub.add_parser("download-mnist", help="download and verify the four MNIST files")
+    d.add_argument("dest", nargs="?", help="folder (default ~/.cache/spikefa/mnist)")
+    d.set_defaults(func=_download)
+    return p
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    from .data import DataError
+    from .runfile import RunFileError
+
+    try:
+        args.func(args)
+    except (ConfigError, DataError, RunFileError) as exc:
+        print(f"spikefa: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nspikefa: interrupted; the run's checkpoint is saved (continue with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

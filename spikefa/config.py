@@ -1,0 +1,263 @@
+"""Model files (TOML) -> frozen, validated configuration.
+
+A model file has four tables, ``[model]``, ``[train]``, ``[test]`` and ``[run]``; every
+choice that SPEC.md leaves open is a named key here, and the resolved configuration
+(every key, defaults filled in) is written into each run's output file.
+
+Unknown tables or keys and bad values raise :class:`ConfigError`, whose message names
+the key (``model.phi_d``) and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PHI_D_CHOICES = ("tanh", "2sigma-1", "sigma-0.5")
+READOUT_CHOICES = ("last", "sum")
+DTYPE_CHOICES = ("float32", "float64")
+DATASET_CHOICES = ("mnist", "mnist-subset")
+FEEDBACK_CHOICES = ("fa", "transport", "dfa", "shallow", "sparse-fa", "learned")
+
+
+class ConfigError(ValueError):
+    """A model file or option has an unknown key or a bad value."""
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Network and neuron parameters (SPEC.md, "Populations" and "One time step")."""
+
+    layers: tuple = (784, 1500, 1500, 1500, 1000)
+    n_classes: int = 10
+    tau: float = 0.9
+    p_max: float = 0.95
+    phi_d: str = "tanh"
+    feedback: str = "fa"
+    sparsity: float = 0.5
+    eta: float = 1e-3
+    gamma: float = 1e-8
+    eta_feedback: float = 1e-4
+    np_baseline_rate: float = 0.05
+    np_variance_floor: float = 0.05
+    w_init: float = 0.05
+    feedback_init: float = 0.1
+    bias_init: float = 0.0
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Training protocol: continuous presentation, no resets (SPEC.md, "Protocol")."""
+
+    dataset: str = "mnist"
+    epochs: float = 1.0
+    steps_per_image: int = 5
+    n_train: int = 0
+    test_every: int = 10000
+    shuffle: bool = True
+
+
+@dataclass(frozen=True)
+class TestParams:
+    """Test protocol: plasticity off, ``steps_per_image`` steps per image, no reset."""
+
+    __test__ = False  # not a pytest class
+
+    steps_per_image: int = 5
+    readout: str = "last"
+    n_test: int = 0
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """How the run is executed; none of these change the result except ``seed``."""
+
+    seed: int = 1
+    backend: str = "numba"
+    block_steps: int = 500
+    checkpoint_minutes: float = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The complete, validated configuration of one run."""
+
+    name: str = "custom"
+    description: str = ""
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    test: TestParams = field(default_factory=TestParams)
+    run: RunParams = field(default_factory=RunParams)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"]["layers"] = list(self.model.layers)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **sections) -> "Config":
+        """Return a copy with keys changed, e.g. ``cfg.replace(train={"epochs": 2})``."""
+        d = self.to_dict()
+        for section, values in sections.items():
+            if section in ("name", "description"):
+                d[section] = values
+                continue
+            if section not in _SECTIONS:
+                raise ConfigError(f"unknown table [{section}]; valid tables: {', '.join(_SECTIONS)}")
+            d[section].update(values)
+        return config_from_dict(d)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of non-input layers ``m``."""
+        return len(self.model.layers) - 1
+
+
+_SECTIONS = {"model": ModelParams, "train": TrainParams, "test": TestParams, "run": RunParams}
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
+
+
+def _number(key, value, *, lo=None, hi=None, lo_open=False, integer=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(key, value, "expected a number")
+    if integer and (float(value) != int(value)):
+        _fail(key, value, "expected an integer")
+    if not math.isfinite(value):
+        _fail(key, value, "expected a finite number")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        _fail(key, value, f"must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and value > hi:
+        _fail(key, value, f"must be <= {hi}")
+    return int(value) if integer else float(value)
+
+
+def _choice(key, value, choices):
+    if value not in choices:
+        _fail(key, value, "one of " + ", ".join(repr(c) for c in choices))
+    return value
+
+
+def _validate(cfg: Config) -> Config:
+    m, tr, te, ru = cfg.model, cfg.train, cfg.test, cfg.run
+    layers = m.layers
+    if not isinstance(layers, (list, tuple)) or len(layers) < 3:
+        _fail("model.layers", layers, "a list of at least three layer sizes (input, one or more hidden, output)")
+    layers = tuple(_number(f"model.layers[{i}]", n, lo=1, integer=True) for i, n in enumerate(layers))
+    n_classes = _number("model.n_classes", m.n_classes, lo=2, integer=True)
+    if layers[-1] % n_classes:
+        _fail("model.layers[-1]", layers[-1], f"the output layer must be a multiple of model.n_classes = {n_classes}")
+    model = ModelParams(
+        layers=layers,
+        n_classes=n_classes,
+        tau=_number("model.tau", m.tau, lo=0, hi=1, lo_open=True),
+        p_max=_number("model.p_max", m.p_max, lo=0, hi=1),
+        phi_d=_choice("model.phi_d", m.phi_d, PHI_D_CHOICES),
+        feedback=_choice("model.feedback", m.feedback, FEEDBACK_CHOICES),
+        sparsity=_number("model.sparsity", m.sparsity, lo=0, hi=1),
+        eta=_number("model.eta", m.eta, lo=0),
+        gamma=_number("model.gamma", m.gamma, lo=0),
+        eta_feedback=_number("model.eta_feedback", m.eta_feedback, lo=0),
+        np_baseline_rate=_number("model.np_baseline_rate", m.np_baseline_rate, lo=0, hi=1, lo_open=True),
+        np_variance_floor=_number("model.np_variance_floor", m.np_variance_floor, lo=0, hi=0.25, lo_open=True),
+        w_init=_number("model.w_init", m.w_init, lo=0),
+        feedback_init=_number("model.feedback_init", m.feedback_init, lo=0),
+        bias_init=_number("model.bias_init", m.bias_init),
+        dtype=_choice("model.dtype", m.dtype, DTYPE_CHOICES),
+    )
+    if model.sparsity >= 1 and model.feedback == "sparse-fa":
+        _fail("model.sparsity", model.sparsity, "must be < 1 for sparse-fa (1 removes every synapse)")
+    train = TrainParams(
+        dataset=_choice("train.dataset", tr.dataset, DATASET_CHOICES),
+        epochs=_number("train.epochs", tr.epochs, lo=0),
+        steps_per_image=_number("train.steps_per_image", tr.steps_per_image, lo=1, integer=True),
+        n_train=_number("train.n_train", tr.n_train, lo=0, integer=True),
+        test_every=_number("train.test_every", tr.test_every, lo=0, integer=True),
+        shuffle=bool(tr.shuffle) if isinstance(tr.shuffle, bool) else _fail("train.shuffle", tr.shuffle, "true or false"),
+    )
+    test = TestParams(
+        steps_per_image=_number("test.steps_per_image", te.steps_per_image, lo=1, integer=True),
+        readout=_choice("test.readout", te.readout, READOUT_CHOICES),
+        n_test=_number("test.n_test", te.n_test, lo=0, integer=True),
+    )
+    run = RunParams(
+        seed=_number("run.seed", ru.seed, lo=0, hi=2**63 - 1, integer=True),
+        backend=_choice("run.backend", ru.backend, ("numba", "numpy")),
+        block_steps=_number("run.block_steps", ru.block_steps, lo=1, integer=True),
+        checkpoint_minutes=_number("run.checkpoint_minutes", ru.checkpoint_minutes, lo=0, lo_open=True),
+    )
+    if not isinstance(cfg.name, str):
+        _fail("name", cfg.name, "a string")
+    return Config(name=cfg.name, description=str(cfg.description), model=model, train=train, test=test, run=run)
+
+
+def config_from_dict(d: dict) -> Config:
+    """Validate a nested dict (as read from TOML or a run file) into a :class:`Config`."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a model must be a table of tables, got {type(d).__name__}")
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        if key in ("name", "description"):
+            kwargs[key] = value
+            continue
+        if key not in _SECTIONS:
+            raise ConfigError(
+                f"unknown table or key {key!r}; valid: name, description, " + ", ".join(f"[{s}]" for s in _SECTIONS)
+            )
+        cls = _SECTIONS[key]
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}] must be a table, got {value!r}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for k in value:
+            if k not in names:
+                raise ConfigError(f"unknown key {key}.{k}; valid keys of [{key}]: {', '.join(names)}")
+        kwargs[key] = cls(**value)
+    return _validate(Config(**kwargs))
+
+
+def models_dir() -> Path:
+    """Folder of the bundled model files (the repository's ``models/``)."""
+    here = Path(__file__).resolve().parents[1] / "models"
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "spikefa" / "models"
+
+
+def available_models() -> list[str]:
+    return sorted(p.stem for p in models_dir().glob("*.toml") if not p.stem.startswith("rate-"))
+
+
+def load_config(model: str | os.PathLike | Config) -> Config:
+    """Read a model file by path or by bundled name (``small``, ``lillicrap2016-fig4``)."""
+    if isinstance(model, Config):
+        return model
+    path = Path(model)
+    if not path.suffix and not path.exists():
+        path = models_dir() / f"{model}.toml"
+    if not path.is_file():
+        raise ConfigError(
+            f"model file {str(model)!r} not found; give a path to a .toml file or one of: "
+            + ", ".join(available_models())
+        )
+    try:
+        with open(path, "rb") as fh:
+            d = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    d.setdefault("name", path.stem)
+    try:
+        return config_from_dict(d)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

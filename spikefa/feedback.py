@@ -1,0 +1,144 @@
+"""Feedback variants: what each feedback population listens to, through which matrix.
+
+All variants share one step kernel (:func:`spikefa.kernels.run_block`); a variant only
+decides, for every hidden layer ``l = 1..m-1``:
+
+- the matrix ``F^l`` of shape ``(n_l, n_src)`` and its source layer ``src``;
+- whether ``F^l`` learns, and which forward layers learn;
+- which forward synapses exist (sparse FA).
+
+The top layer's feedback neurons are always the error neurons
+``U^m = (1-tau) U^m + tau (s^m - y*)``.
+
+| name        | ``U^l`` receives                              | learns    | reference                    |
+|-------------|-----------------------------------------------|-----------|------------------------------|
+| ``fa``      | ``B^l phi_d(U^{l+1})``, ``B^l`` fixed random  | W, b      | Lillicrap et al. 2016        |
+| ``transport`` | ``(W^{l+1})^T phi_d(U^{l+1})``, current W   | W, b      | backprop's weight transport  |
+| ``dfa``     | ``D^l phi_d(U^m)``, fixed random              | W, b      | Nokland 2016                 |
+| ``shallow`` | nothing                                       | top W, b  | Lillicrap et al. 2016        |
+| ``sparse-fa`` | as ``fa``; a fraction of W and B removed    | W, b      | Lillicrap et al. 2016, Fig 3a|
+| ``learned`` | as ``fa``; B learns by node perturbation      | W, b, B   | Lansdell et al. 2020         |
+
+``learned`` (after Lansdell, Prakash & Kording 2020, ICLR): the spike sampling noise
+``xi^l = s^l - sigma(V^l)`` is the perturbation. With the loss of the step
+``L = sum_j E[(s^m_j - y*_j)^2 | V^m] / 2 = sum_j ((p_j - y*_j)^2 + p_j (1 - p_j)) / 2``
+(``p = sigma(V^m)``; the expectation over the top layer's own spikes removes noise that
+carries no information about the lower layers) and a running baseline
+``Lbar <- Lbar + r (L - Lbar)`` (``r = model.np_baseline_rate``), the node-perturbation
+estimate of ``dL/ds^l_i`` is ``lambda_i = (L - Lbar) xi_i / max(p_i (1-p_i), v_min)``
+(``v_min = model.np_variance_floor`` bounds the variance of the estimate). ``B^l`` is
+trained to predict it from the feedback signal it already carries,
+``B^l <- B^l - eta_fb (B^l e - lambda) e^T`` with ``e = phi_d(U^{l+1})``
+(``eta_fb = model.eta_feedback``): the regression of Lansdell et al.'s Eq. 5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import FEEDBACK_CHOICES, ConfigError
+
+
+@dataclass
+class FeedbackWiring:
+    """Per hidden layer feedback matrices and flags, as the kernel takes them."""
+
+    F: list  # (n_l, n_src) arrays; may alias forward weights (transport)
+    src: np.ndarray  # int64 (m-1,) source layer of each feedback population
+    scale_idx: np.ndarray  # int64 (m-1,) forward scale that multiplies F (-1: none)
+    on: np.ndarray  # bool (m-1,) feedback population driven at all
+    learns: np.ndarray  # bool (m-1,) F learns (node perturbation)
+    learn: np.ndarray  # bool (m,) forward layers that are plastic
+    W_mask: list  # (m,) uint8 masks of existing synapses, or None where all exist
+
+
+def _uniform(rng, shape, half_width, dtype):
+    return rng.uniform(-half_width, half_width, size=shape).astype(dtype)
+
+
+def _base(sizes, learn_all=True):
+    m = len(sizes) - 1
+    return dict(
+        src=np.arange(2, m + 1, dtype=np.int64),
+        scale_idx=np.full(m - 1, -1, dtype=np.int64),
+        on=np.ones(m - 1, dtype=bool),
+        learns=np.zeros(m - 1, dtype=bool),
+        learn=np.ones(m, dtype=bool) if learn_all else np.eye(1, m, m - 1, dtype=bool)[0],
+        W_mask=[None] * m,
+    )
+
+
+def fa(params, sizes, W, rng):
+    """Feedback alignment: ``U^l`` driven by ``B^l phi_d(U^{l+1})``, ``B^l ~ U[-a, a]`` fixed."""
+    m = len(sizes) - 1
+    F = [_uniform(rng, (sizes[l], sizes[l + 1]), params.feedback_init, W[0].dtype) for l in range(1, m)]
+    return FeedbackWiring(F=F, **_base(sizes))
+
+
+def transport(params, sizes, W, rng):
+    """Weight transport (symmetric control): ``U^l`` driven by ``(W^{l+1})^T phi_d(U^{l+1})``.
+
+    ``W[l]`` is stored as ``(n_l, n_{l+1})``, which is exactly the layout of a feedback
+    matrix into layer ``l``: the kernel reads the live forward weights, times their scale.
+    """
+    m = len(sizes) - 1
+    base = _base(sizes)
+    base["scale_idx"] = np.arange(1, m, dtype=np.int64)
+    return FeedbackWiring(F=[W[l] for l in range(1, m)], **base)
+
+
+def dfa(params, sizes, W, rng):
+    """Direct feedback alignment (Nokland 2016): ``U^l`` driven by ``D^l phi_d(U^m)``."""
+    m = len(sizes) - 1
+    base = _base(sizes)
+    base["src"] = np.full(m - 1, m, dtype=np.int64)
+    F = [_uniform(rng, (sizes[l], sizes[m]), params.feedback_init, W[0].dtype) for l in range(1, m)]
+    return FeedbackWiring(F=F, **base)
+
+
+def shallow(params, sizes, W, rng):
+    """Shallow learning: no feedback reaches the hidden layers; only the top layer learns."""
+    m = len(sizes) - 1
+    base = _base(sizes, learn_all=False)
+    base["on"][:] = False
+    F = [np.zeros((1, 1), dtype=W[0].dtype) for _ in range(1, m)]
+    return FeedbackWiring(F=F, **base)
+
+
+def sparse_fa(params, sizes, W, rng):
+    """Sparse FA: as ``fa`` with a fraction ``model.sparsity`` of W and B removed for good.
+
+    Removed forward synapses are zeroed here and masked out of every later update.
+    """
+    wiring = fa(params, sizes, W, rng)
+    for l, Wl in enumerate(W):
+        keep = rng.random(Wl.shape) >= params.sparsity
+        Wl *= keep
+        wiring.W_mask[l] = keep.astype(np.uint8)
+    for Fl in wiring.F:
+        Fl *= rng.random(Fl.shape) >= params.sparsity
+    return wiring
+
+
+def learned(params, sizes, W, rng):
+    """As ``fa``, and ``B^l`` learns by node perturbation (see the module docstring)."""
+    wiring = fa(params, sizes, W, rng)
+    wiring.learns[:] = True
+    return wiring
+
+
+RULES = {"fa": fa, "transport": transport, "dfa": dfa, "shallow": shallow, "sparse-fa": sparse_fa, "learned": learned}
+assert tuple(RULES) == FEEDBACK_CHOICES
+
+
+def build_feedback(params, sizes, W, rng) -> FeedbackWiring:
+    """Wire the feedback variant ``params.feedback`` (an unknown name lists the valid ones)."""
+    try:
+        rule = RULES[params.feedback]
+    except KeyError:
+        raise ConfigError(
+            f"model.feedback = {params.feedback!r} is not a feedback variant; valid: {', '.join(RULES)}"
+        ) from None
+    return rule(params, sizes, W, rng)

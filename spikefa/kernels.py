@@ -1,0 +1,274 @@
+"""Numba kernels: one block of time steps of the spiking network.
+
+The equations are those of Lillicrap, Cownden, Tweed & Akerman (2016), Methods, "A deep
+network that integrates its activity and spikes", as restated in SPEC.md. For every step
+``t`` of the block, in this order:
+
+1. input spikes      ``s0_i = u_i < min(x_i, p_max)``
+2. forward sweep     ``V^l = (1-tau) V^l + tau (W^l s^{l-1} + b^l)``,  ``s^l_j = u_j < sigma(V^l_j)``
+3. error neurons     ``U^m = (1-tau) U^m + tau (s^m - y*)``
+4. feedback sweep    ``U^l = (1-tau) U^l + tau F^l phi_d(U^src)``  (l = m-1 .. 1)
+5. plasticity        ``m^l = phi_d(U^l) sigma'(V^l)``;
+                     ``W^l <- (1 - eta gamma) W^l - eta m^l s^{l-1}^T``, same for ``b^l``;
+                     optionally the feedback matrix learns (node perturbation, ``learned``).
+
+Storage conventions (shared with :mod:`spikefa.reference`, the NumPy twin):
+
+- Every population lives in one flat array (``spikes``, ``psp``, ...) of length
+  ``sum(sizes)``; layer ``l`` occupies ``offsets[l] : offsets[l] + sizes[l]`` (layer 0 is
+  the input, whose PSP slots are unused).
+- ``W[l-1]`` has shape ``(n_{l-1}, n_l)``: row ``i`` holds the synapses *from* presynaptic
+  unit ``i``, so the event-driven forward pass adds one contiguous row per spike and the
+  plasticity update rewrites only the rows of units that spiked.
+- Weight decay is exact and free: the effective weights are ``scale[l-1] * W[l-1]`` (and
+  ``scale * b``) with a float64 ``scale`` that is multiplied by ``1 - eta*gamma`` each step.
+  In float32, ``W - eta*gamma*W`` is a no-op (``float32(1 - 1e-11) == 1``) that would still
+  cost a pass over all weights.
+- ``F[k]`` (feedback into hidden layer ``k+1``) has shape ``(n_{k+1}, n_src)``; for the
+  weight-transport control it *is* ``W[k+1]`` (same layout), scaled by ``scale[k+1]``.
+- Sums over synapses accumulate in float64 and are rounded once to the working dtype, so
+  the kernel and its twin agree bit for bit whatever their summation order, except for a
+  rounding tie (probability ~1e-9 per value in float32). Spike probabilities and
+  ``phi_d`` are evaluated in float64 for the same reason.
+
+Random numbers are an input (``uniforms``, one row per step); kernels never allocate in
+the step loop and read no globals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+PHI_CODES = {"tanh": 0, "2sigma-1": 1, "sigma-0.5": 2}
+
+
+@njit(cache=True, inline="always")
+def _sigma(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+@njit(cache=True, inline="always")
+def _phi(u, kind):
+    if kind == 0:
+        return np.tanh(u)
+    elif kind == 1:
+        return 2.0 / (1.0 + np.exp(-u)) - 1.0
+    return 1.0 / (1.0 + np.exp(-u)) - 0.5
+
+
+# reassoc lets LLVM vectorise the reduction; the float64 accumulator keeps the result
+# within an ulp of any other summation order before it is rounded to the working dtype.
+@njit(cache=True, fastmath={"reassoc", "nsz"})
+def _row_dot(F, i, x, o, n):
+    acc = 0.0
+    for k in range(n):
+        acc += F[i, k] * x[o + k]
+    return acc
+
+
+def _run_block(
+    sizes, offsets,
+    W, b, scale, W_mask, use_mask, learn,
+    F, fb_src, fb_scale_idx, fb_on, fb_learn,
+    spikes, psp, prob, feedback_psp, phi_fb, fb_drive, modulator, loss_baseline,
+    active, n_active, acc, g,
+    uniforms, in_prob, step_image, step_label, n_per_class,
+    one_minus_tau, tau, eta, decay, eta_fb, baseline_rate, var_floor, phi_kind,
+    plastic, feedback,
+    rec_idx, spike_buf, trace_psp, trace_fb, trace_mod, nthreads,
+):
+    """Advance the network ``uniforms.shape[0]`` steps in place.
+
+    Parameters
+    ----------
+    sizes, offsets : int64 arrays (m+1,)
+        Layer sizes (input first) and their offsets into the flat state arrays.
+    W, b : tuples of m arrays
+        Raw forward weights ``(n_{l-1}, n_l)`` and biases; effective = ``scale * raw``.
+    scale : float64 (m,)
+        Per-layer decay scale (updated in place).
+    W_mask, use_mask : tuple of m uint8 arrays, bool (m,)
+        Synapses removed for good (sparse FA) stay zero where ``use_mask``.
+    learn : bool (m,)
+        Which forward layers are plastic.
+    F, fb_src, fb_scale_idx, fb_on, fb_learn : per hidden layer (m-1 entries)
+        Feedback matrix, source layer, index of the scale that multiplies it (-1: none),
+        whether the feedback population is driven, whether ``F`` learns.
+    spikes : uint8 (N,)
+        Spikes of all layers at the last step (input included).
+    psp, prob, feedback_psp, phi_fb, fb_drive, modulator : (N,)
+        ``V``, ``sigma(V)`` (float64), ``U``, ``phi_d(U)`` (float64), ``F phi_d(U^src)``
+        (float64) and the modulator ``m`` of every neuron.
+    loss_baseline : float64 (1,)
+        Running mean of the loss (node perturbation only).
+    active, n_active, acc, g : workspaces
+        Indices of spiking presynaptic units per layer (int64 (N,)), their counts (m,),
+        a float64 accumulator and a dtype buffer of length ``max(sizes)``.
+    uniforms : float64 (T, N)
+        One uniform draw in [0, 1) per unit and step.
+    in_prob, step_image, step_label : (n_img, n_0) float64, (T,), (T,)
+        Spike probability of each input pixel of the images shown in this block
+        (already ``min(x, p_max)``), which of them is shown at each step, and its class.
+    plastic, feedback : bool
+        Training (plasticity on) or testing; whether to run the feedback sweep at all.
+    rec_idx : int64 (R,)
+        Flat indices of neurons whose ``V``, ``U`` and ``m`` are traced every step.
+    spike_buf : uint8 (T, N)
+        Receives the spikes of every unit at every step.
+    trace_psp, trace_fb, trace_mod : (T, R)
+        Receive the traces.
+    nthreads : int
+        Number of column chunks of the forward sweep (Numba's thread count; passed in
+        because ``numba.get_num_threads`` would stop the compiled kernel from being cached).
+    """
+    m = sizes.shape[0] - 1
+    n_steps = uniforms.shape[0]
+    for t in range(n_steps):
+        # 1. input spikes
+        img = step_image[t]
+        n0 = sizes[0]
+        for i in range(n0):
+            spikes[i] = 1 if uniforms[t, i] < in_prob[img, i] else 0
+
+        # 2. forward sweep, bottom-up
+        for l in range(1, m + 1):
+            Wl = W[l - 1]
+            bl = b[l - 1]
+            c = scale[l - 1]
+            n_pre = sizes[l - 1]
+            n_post = sizes[l]
+            o_pre = offsets[l - 1]
+            o = offsets[l]
+            k = 0
+            for i in range(n_pre):
+                if spikes[o_pre + i]:
+                    active[o_pre + k] = i
+                    k += 1
+            n_active[l - 1] = k
+            width = (n_post + nthreads - 1) // nthreads
+            width = ((width + 15) // 16) * 16
+            n_chunks = (n_post + width - 1) // width
+            for ch in prange(n_chunks):
+                j0 = ch * width
+                j1 = min(j0 + width, n_post)
+                for j in range(j0, j1):
+                    acc[j] = 0.0
+                for a in range(k):
+                    row = active[o_pre + a]
+                    for j in range(j0, j1):
+                        acc[j] += Wl[row, j]
+                for j in range(j0, j1):
+                    x = c * (acc[j] + bl[j])
+                    psp[o + j] = one_minus_tau * psp[o + j] + tau * x
+                    p = _sigma(np.float64(psp[o + j]))
+                    prob[o + j] = p
+                    spikes[o + j] = 1 if uniforms[t, o + j] < p else 0
+
+        if feedback or plastic:
+            # 3. error neurons: output minus target
+            o = offsets[m]
+            label = step_label[t]
+            for j in range(sizes[m]):
+                target = 1.0 if j // n_per_class == label else 0.0
+                feedback_psp[o + j] = one_minus_tau * feedback_psp[o + j] + tau * (spikes[o + j] - target)
+                phi_fb[o + j] = _phi(np.float64(feedback_psp[o + j]), phi_kind)
+
+            # 4. feedback sweep, top-down
+            for l in range(m - 1, 0, -1):
+                if not fb_on[l - 1]:
+                    continue
+                Fl = F[l - 1]
+                src = fb_src[l - 1]
+                o_src = offsets[src]
+                n_src = sizes[src]
+                si = fb_scale_idx[l - 1]
+                sc = 1.0 if si < 0 else scale[si]
+                o = offsets[l]
+                for i in prange(sizes[l]):
+                    d = sc * _row_dot(Fl, i, phi_fb, o_src, n_src)
+                    fb_drive[o + i] = d
+                    feedback_psp[o + i] = one_minus_tau * feedback_psp[o + i] + tau * d
+                    phi_fb[o + i] = _phi(np.float64(feedback_psp[o + i]), phi_kind)
+
+        if plastic:
+            # 5. three-factor plasticity with the values of this step
+            for l in range(1, m + 1):
+                if not learn[l - 1]:
+                    continue
+                Wl = W[l - 1]
+                bl = b[l - 1]
+                n_post = sizes[l]
+                o = offsets[l]
+                o_pre = offsets[l - 1]
+                c_new = scale[l - 1] * (1.0 - decay)
+                coef = eta / c_new
+                for j in range(n_post):
+                    p = prob[o + j]
+                    mj = phi_fb[o + j] * (p * (1.0 - p))
+                    modulator[o + j] = mj
+                    g[j] = coef * mj
+                k = n_active[l - 1]
+                if use_mask[l - 1]:
+                    Ml = W_mask[l - 1]
+                    for a in prange(k):
+                        row = active[o_pre + a]
+                        for j in range(n_post):
+                            if Ml[row, j]:
+                                Wl[row, j] -= g[j]
+                else:
+                    for a in prange(k):
+                        row = active[o_pre + a]
+                        for j in range(n_post):
+                            Wl[row, j] -= g[j]
+                for j in range(n_post):
+                    bl[j] -= g[j]
+                scale[l - 1] = c_new
+
+            # 5b. feedback learned by node perturbation (Lansdell et al. 2020)
+            any_fb_learn = False
+            for l in range(1, m):
+                if fb_learn[l - 1]:
+                    any_fb_learn = True
+            if any_fb_learn:
+                o = offsets[m]
+                label = step_label[t]
+                loss = 0.0
+                for j in range(sizes[m]):
+                    target = 1.0 if j // n_per_class == label else 0.0
+                    p = prob[o + j]
+                    loss += 0.5 * ((p - target) * (p - target) + p * (1.0 - p))
+                reward = loss - loss_baseline[0]
+                loss_baseline[0] += baseline_rate * (loss - loss_baseline[0])
+                for l in range(1, m):
+                    if not fb_learn[l - 1]:
+                        continue
+                    Fl = F[l - 1]
+                    src = fb_src[l - 1]
+                    o_src = offsets[src]
+                    n_src = sizes[src]
+                    o = offsets[l]
+                    for i in prange(sizes[l]):
+                        p = prob[o + i]
+                        var = max(p * (1.0 - p), var_floor)
+                        estimate = reward * (spikes[o + i] - p) / var
+                        coef_i = eta_fb * (fb_drive[o + i] - estimate)
+                        for kk in range(n_src):
+                            Fl[i, kk] = Fl[i, kk] - coef_i * phi_fb[o_src + kk]
+
+        # recording: every unit's spikes, chosen neurons' traces
+        N = spikes.shape[0]
+        for i in range(N):
+            spike_buf[t, i] = spikes[i]
+        for r in range(rec_idx.shape[0]):
+            q = rec_idx[r]
+            trace_psp[t, r] = psp[q]
+            trace_fb[t, r] = feedback_psp[q]
+            trace_mod[t, r] = modulator[q]
+
+
+# One source, two compilations: threads pay off only when a step moves megabytes of
+# weights; for small networks the cost of starting a parallel region dominates.
+run_block = njit(cache=True, parallel=True)(_run_block)
+run_block_serial = njit(cache=True)(_run_block)
+run_block.__doc__ = run_block_serial.__doc__ = _run_block.__doc__

@@ -1,0 +1,247 @@
+"""The network: weights, feedback wiring and state, and one call that advances it.
+
+A :class:`Network` owns every array the kernels touch, allocated once; :meth:`Network.run`
+validates a block's inputs and hands the arrays to the chosen back end (the Numba kernel
+or its NumPy twin), which updates them in place. Layer names follow the paper's figure:
+``in``, ``h1`` ... ``h{m-1}``, ``out``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import kernels, reference
+from .config import Config
+from .feedback import FeedbackWiring, build_feedback
+
+BACKENDS = {"numba": kernels.run_block, "numba-serial": kernels.run_block_serial, "numpy": reference.run_block}
+
+# below this many forward + feedback synapses a step is too short for threads to pay
+PARALLEL_MIN_SYNAPSES = 1_000_000
+
+# purposes of the seeded generators: each stream is independent of how the others are used
+SEED_INIT_W, SEED_NOISE, SEED_ORDER, SEED_TEST, SEED_FEEDBACK, SEED_RECORD = range(6)
+
+
+def rng_for(seed: int, purpose: int, *more: int) -> np.random.Generator:
+    """The run's generator for one purpose (weights, noise, image order, test noise ...)."""
+    return np.random.default_rng([int(seed), purpose, *map(int, more)])
+
+
+def layer_names(m: int) -> list[str]:
+    """``['in', 'h1', ..., 'h{m-1}', 'out']`` for a network of ``m`` non-input layers."""
+    return ["in"] + [f"h{l}" for l in range(1, m)] + ["out"]
+
+
+@dataclass
+class NetworkState:
+    """Everything that changes during a run, flat over layers (see :mod:`spikefa.kernels`)."""
+
+    spikes: np.ndarray  # uint8 (N,)
+    psp: np.ndarray  # dtype (N,) forward PSP V
+    prob: np.ndarray  # float64 (N,) sigma(V)
+    feedback_psp: np.ndarray  # dtype (N,) feedback PSP U
+    phi_fb: np.ndarray  # float64 (N,) phi_d(U)
+    fb_drive: np.ndarray  # float64 (N,) input to the feedback PSP
+    modulator: np.ndarray  # dtype (N,) m = phi_d(U) sigma'(V)
+    loss_baseline: np.ndarray  # float64 (1,)
+
+    @classmethod
+    def zeros(cls, n: int, dtype) -> "NetworkState":
+        return cls(
+            spikes=np.zeros(n, np.uint8), psp=np.zeros(n, dtype), prob=np.zeros(n),
+            feedback_psp=np.zeros(n, dtype), phi_fb=np.zeros(n), fb_drive=np.zeros(n),
+            modulator=np.zeros(n, dtype), loss_baseline=np.zeros(1),
+        )
+
+    def arrays(self) -> dict:
+        return dict(self.__dict__)
+
+    def copy(self) -> "NetworkState":
+        return NetworkState(**{k: v.copy() for k, v in self.__dict__.items()})
+
+
+@dataclass
+class Network:
+    """Weights (raw, with a float64 decay scale per layer), feedback wiring and state."""
+
+    config: Config
+    W: list  # raw forward weights, W[l-1] of shape (n_{l-1}, n_l)
+    b: list  # raw biases
+    scale: np.ndarray  # float64 (m,)
+    wiring: FeedbackWiring
+    state: NetworkState
+    _work: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.asarray(self.config.model.layers, dtype=np.int64)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+
+    @property
+    def m(self) -> int:
+        return len(self.sizes) - 1
+
+    @property
+    def n_units(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def n_synapses(self) -> int:
+        """Forward plus feedback synapses (what one step has to read)."""
+        return int(sum(w.size for w in self.W) + sum(f.size for f in self.wiring.F))
+
+    @property
+    def names(self) -> list[str]:
+        return layer_names(self.m)
+
+    def layer_slice(self, l: int) -> slice:
+        o = int(self.offsets[l])
+        return slice(o, o + int(self.sizes[l]))
+
+    # ----------------------------------------------------------------- effective values
+    def weights(self, l: int) -> np.ndarray:
+        """Effective forward weights into layer ``l`` (1-based), shape ``(n_{l-1}, n_l)``."""
+        return (self.scale[l - 1] * self.W[l - 1]).astype(self.W[l - 1].dtype)
+
+    def biases(self, l: int) -> np.ndarray:
+        return (self.scale[l - 1] * self.b[l - 1]).astype(self.b[l - 1].dtype)
+
+    def feedback_matrix(self, l: int) -> np.ndarray | None:
+        """Effective matrix into feedback layer ``l`` (1-based hidden), ``(n_l, n_src)``; None if off."""
+        if not self.wiring.on[l - 1]:
+            return None
+        si = self.wiring.scale_idx[l - 1]
+        F = self.wiring.F[l - 1]
+        return F.copy() if si < 0 else (self.scale[si] * F).astype(F.dtype)
+
+    def fold_scale(self) -> None:
+        """Multiply the decay scale into the raw weights (exact enough, and rare: only when
+        the scale has fallen below 1/2, so that raw weights keep their float32 range)."""
+        for l in range(self.m):
+            self.W[l] *= self.W[l].dtype.type(self.scale[l])
+            self.b[l] *= self.b[l].dtype.type(self.scale[l])
+            self.scale[l] = 1.0
+
+    def copy(self) -> "Network":
+        """A deep copy (transport feedback keeps aliasing the copy's own W)."""
+        return copy.deepcopy(self)
+
+    # ----------------------------------------------------------------------- advancing
+    def _workspaces(self, n_steps: int, n_rec: int) -> dict:
+        key = (n_steps, n_rec)
+        if self._work.get("key") != key:
+            dtype = self.W[0].dtype
+            n, mx = self.n_units, int(self.sizes.max())
+            self._work = dict(
+                key=key,
+                active=np.zeros(n, np.int64), n_active=np.zeros(self.m, np.int64),
+                acc=np.zeros(mx), g=np.zeros(mx, dtype),
+                spike_buf=np.zeros((n_steps, n), np.uint8),
+                trace_psp=np.zeros((n_steps, n_rec), dtype),
+                trace_fb=np.zeros((n_steps, n_rec), dtype),
+                trace_mod=np.zeros((n_steps, n_rec), dtype),
+            )
+        return self._work
+
+    def run(self, uniforms, in_prob, step_image, step_label, *, plastic=True, feedback=None,
+            rec_idx=None, backend=None) -> dict:
+        """Advance ``len(uniforms)`` steps in place and return the block's buffers.
+
+        Parameters
+        ----------
+        uniforms : float64 array (T, N)
+            Uniform draws in [0, 1), one per unit (input included) and step.
+        in_prob : float64 array (n_img, n_0)
+            Input spike probabilities ``min(x, p_max)`` of the images used in the block.
+        step_image, step_label : int arrays (T,)
+            Row of ``in_prob`` and class shown at each step.
+        plastic : bool
+            Plasticity on (training) or off (testing).
+        feedback : bool, optional
+            Run the feedback sweep; default ``plastic`` (it never changes forward activity).
+        rec_idx : int array, optional
+            Flat indices of neurons whose V, U and m are traced.
+        backend : {'numba', 'numpy'}, optional
+            Default: the config's ``run.backend``.
+
+        Returns
+        -------
+        dict
+            Views of ``spike_buf`` (T, N) and of the traces (T, R); they are overwritten
+            by the next call.
+        """
+        cfg = self.config
+        backend = backend or cfg.run.backend
+        if backend == "numba" and (self.n_synapses < PARALLEL_MIN_SYNAPSES or numba.get_num_threads() == 1):
+            backend = "numba-serial"
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} unknown; valid: {', '.join(BACKENDS)}")
+        T = uniforms.shape[0]
+        if uniforms.ndim != 2 or uniforms.shape[1] != self.n_units or uniforms.dtype != np.float64:
+            raise ValueError(f"uniforms must be float64 of shape (T, {self.n_units}), got {uniforms.dtype} {uniforms.shape}")
+        if in_prob.ndim != 2 or in_prob.shape[1] != self.sizes[0]:
+            raise ValueError(f"input images must have {self.sizes[0]} pixels, got shape {in_prob.shape}")
+        rec_idx = np.zeros(0, np.int64) if rec_idx is None else np.ascontiguousarray(rec_idx, dtype=np.int64)
+        work = self._workspaces(max(T, 1), rec_idx.size)
+        w = self.wiring
+        dummy_mask = np.zeros((1, 1), np.uint8)
+        masks = tuple(mk if mk is not None else dummy_mask for mk in w.W_mask)
+        use_mask = np.array([mk is not None for mk in w.W_mask])
+        mp = cfg.model
+        f64 = np.float64
+        st = self.state
+        if feedback is None:
+            feedback = plastic
+        BACKENDS[backend](
+            self.sizes, self.offsets,
+            tuple(self.W), tuple(self.b), self.scale, masks, use_mask, w.learn,
+            tuple(w.F), w.src, w.scale_idx, w.on, w.learns,
+            st.spikes, st.psp, st.prob, st.feedback_psp, st.phi_fb, st.fb_drive, st.modulator, st.loss_baseline,
+            work["active"], work["n_active"], work["acc"], work["g"],
+            uniforms, np.ascontiguousarray(in_prob, dtype=f64),
+            np.ascontiguousarray(step_image, dtype=np.int64), np.ascontiguousarray(step_label, dtype=np.int64),
+            int(self.sizes[-1] // mp.n_classes),
+            f64(1.0 - mp.tau), f64(mp.tau), f64(mp.eta), f64(mp.eta * mp.gamma), f64(mp.eta_feedback),
+            f64(mp.np_baseline_rate), f64(mp.np_variance_floor), kernels.PHI_CODES[mp.phi_d],
+            bool(plastic), bool(feedback),
+            rec_idx, work["spike_buf"], work["trace_psp"], work["trace_fb"], work["trace_mod"],
+            numba.get_num_threads(),
+        )
+        if self.scale.min() < 0.5:
+            self.fold_scale()
+        return dict(spikes=work["spike_buf"][:T], psp=work["trace_psp"][:T],
+                    feedback_psp=work["trace_fb"][:T], modulator=work["trace_mod"][:T])
+
+
+def init_network(cfg: Config) -> Network:
+    """A fresh network: W ~ U[-w_init, w_init], b = bias_init, feedback from the variant.
+
+    Forward weights and feedback matrices come from separate seeded streams, so that two
+    variants with the same seed start from the same forward weights.
+    """
+    mp = cfg.model
+    sizes = list(mp.layers)
+    dtype = np.dtype(mp.dtype)
+    rng_w = rng_for(cfg.run.seed, SEED_INIT_W)
+    W = [rng_w.uniform(-mp.w_init, mp.w_init, size=(sizes[l - 1], sizes[l])).astype(dtype) for l in range(1, len(sizes))]
+    b = [np.full(sizes[l], mp.bias_init, dtype=dtype) for l in range(1, len(sizes))]
+    wiring = build_feedback(mp, sizes, W, rng_for(cfg.run.seed, SEED_FEEDBACK))
+    return Network(config=cfg, W=W, b=b, scale=np.ones(len(sizes) - 1), wiring=wiring,
+                   state=NetworkState.zeros(sum(sizes), dtype))
+
+
+def input_probabilities(images: np.ndarray, p_max: float) -> np.ndarray:
+    """``min(x, p_max)`` with ``x`` = pixels scaled to [0, 1] (uint8 / 255, or floats as given)."""
+    if images.dtype == np.uint8:
+        x = images.astype(np.float64) / 255.0
+    else:
+        x = images.astype(np.float64)
+    return np.minimum(x, p_max)

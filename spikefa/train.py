@@ -1,0 +1,325 @@
+"""Training and testing protocols (SPEC.md, "Protocol").
+
+Training: each image is shown for ``N = train.steps_per_image`` consecutive steps, then
+the next, with no reset of any state between images; the order is a seeded shuffle per
+epoch. Testing: plasticity off, each test image for ``M = test.steps_per_image`` steps,
+no reset; the guess is the class whose output units spike most (at the last of the M
+steps, or summed over them: ``test.readout``), ties to the lowest class.
+
+A test pass runs on a copy of the state with its own seeded noise, so when and how often
+the network is tested never changes the training trajectory. The run advances in blocks
+of ``run.block_steps`` steps; the noise of a block is one draw of float64 uniforms from
+the run's generator, so the trajectory does not depend on the block size either, and a
+run resumed from a checkpoint equals the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import runfile
+from .config import Config, ConfigError, load_config
+from .data import DataError, load_dataset
+from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
+
+RESUMABLE_KEYS = {("train", "epochs"), ("train", "test_every"), ("run", "backend"), ("run", "block_steps"),
+                  ("run", "checkpoint_minutes")}
+
+
+@dataclass
+class TestResult:
+    """One test pass: errors with both read-outs from the same spikes."""
+
+    __test__ = False  # not a pytest class
+
+    error: float
+    error_last: float
+    error_sum: float
+    n_test: int
+    guesses: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    test_error: float
+    steps: int
+    epochs: float
+    wall_s: float
+    curve: dict
+
+
+def load_data(cfg: Config, split: str, data_dir=None, limit: int = 0):
+    """Images (uint8 or float in [0, 1]) and labels of ``split``, checked against the model."""
+    name = cfg.train.dataset
+    images, labels = load_dataset(name, split, data_dir if name == "mnist" else None)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    check_images(images, labels, cfg)
+    return images, labels
+
+
+def check_images(images, labels, cfg: Config) -> None:
+    """Clear errors for images that do not fit the model (shape, NaN, range, labels)."""
+    n_in = cfg.model.layers[0]
+    if images.ndim != 2 or images.shape[1] != n_in:
+        raise DataError(f"the model expects images of {n_in} pixels (model.layers[0]); got an array of shape {images.shape}")
+    if labels.shape != (images.shape[0],):
+        raise DataError(f"{images.shape[0]} images but labels of shape {labels.shape}")
+    if images.dtype != np.uint8:
+        bad = ~np.isfinite(images)
+        if bad.any():
+            raise DataError(f"images contain {int(bad.sum())} NaN or infinite pixels (first at image {int(np.argwhere(bad)[0][0])})")
+        if images.min() < 0 or images.max() > 1:
+            raise DataError(f"float images must be scaled to [0, 1]; got values in [{images.min()}, {images.max()}]")
+    if labels.size and (labels.min() < 0 or labels.max() >= cfg.model.n_classes):
+        raise DataError(f"labels must lie in 0..{cfg.model.n_classes - 1} (model.n_classes); got {labels.min()}..{labels.max()}")
+
+
+def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n_test: int = 0) -> TestResult:
+    """Test error with plasticity off, on a copy of the state (the network is not changed).
+
+    Parameters
+    ----------
+    net : Network
+    images, labels : arrays
+        Test images (n, n_in) and classes.
+    seed_key : int
+        Selects the test noise stream (``rng_for(seed, SEED_TEST, seed_key)``).
+    n_test : int
+        Use only the first ``n_test`` images (0: all).
+    """
+    cfg = net.config
+    if n_test:
+        images, labels = images[:n_test], labels[:n_test]
+    M = cfg.test.steps_per_image
+    n = images.shape[0]
+    n_classes = cfg.model.n_classes
+    out = net.layer_slice(net.m)
+    rng = rng_for(cfg.run.seed, SEED_TEST, seed_key)
+    saved = net.state.copy()
+    per_block = max(1, cfg.run.block_steps // M)
+    counts_last = np.zeros((n, n_classes), np.int64)
+    counts_sum = np.zeros((n, n_classes), np.int64)
+    try:
+        for i0 in range(0, n, per_block):
+            i1 = min(i0 + per_block, n)
+            k = i1 - i0
+            probs = input_probabilities(images[i0:i1], cfg.model.p_max)
+            step_image = np.repeat(np.arange(k), M)
+            res = net.run(rng.random((k * M, net.n_units)), probs, step_image, labels[i0:i1][step_image],
+                          plastic=False, backend=backend)
+            spikes = res["spikes"][:, out].reshape(k, M, n_classes, -1).sum(axis=3)
+            counts_last[i0:i1] = spikes[:, -1]
+            counts_sum[i0:i1] = spikes.sum(axis=1)
+    finally:
+        net.state = saved
+    # np.argmax returns the first maximum: ties go to the lowest class index
+    err_last = float(np.mean(np.argmax(counts_last, axis=1) != labels))
+    err_sum = float(np.mean(np.argmax(counts_sum, axis=1) != labels))
+    guesses = np.argmax(counts_last if cfg.test.readout == "last" else counts_sum, axis=1)
+    err = err_last if cfg.test.readout == "last" else err_sum
+    return TestResult(error=err, error_last=err_last, error_sum=err_sum, n_test=n, guesses=guesses)
+
+
+def _compatible(old: Config, new: Config) -> list[str]:
+    """Keys that differ between a checkpoint's config and the requested one (not allowed)."""
+    a, b = old.to_dict(), new.to_dict()
+    diffs = []
+    for section in ("model", "train", "test", "run"):
+        for key in a[section]:
+            if a[section][key] != b[section][key] and (section, key) not in RESUMABLE_KEYS:
+                diffs.append(f"{section}.{key}: {a[section][key]!r} -> {b[section][key]!r}")
+    return diffs
+
+
+def default_out(cfg: Config) -> Path:
+    return Path("runs") / f"{cfg.name}-{cfg.model.feedback}-seed{cfg.run.seed}.h5"
+
+
+def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=False, overwrite=False,
+          progress=True, backend=None, recorder=None) -> TrainResult:
+    """Train a model and write its run file; the library call behind ``spikefa train``.
+
+    Parameters
+    ----------
+    model : str, path or Config
+        A bundled model name (``small``), a model file, or a config.
+    epochs, seed, backend : optional
+        Override ``train.epochs``, ``run.seed``, ``run.backend``.
+    data_dir : path, optional
+        Folder of the four MNIST files (dataset ``mnist`` only).
+    out : path, optional
+        Run file; default ``runs/{name}-{feedback}-seed{seed}.h5``.
+    resume : bool
+        Continue from ``out``'s checkpoint (``train.epochs`` may be raised).
+    overwrite : bool
+        Replace an existing run file.
+    progress : bool
+        Show a progress bar (steps per second, latest test error).
+    recorder : object, optional
+        Receives every block (``recorder.on_block(net, step0, outputs)``).
+
+    Returns
+    -------
+    TrainResult
+    """
+    cfg = load_config(model)
+    changes = {}
+    if epochs is not None:
+        changes.setdefault("train", {})["epochs"] = epochs
+    if seed is not None:
+        changes.setdefault("run", {})["seed"] = seed
+    if backend is not None:
+        changes.setdefault("run", {})["backend"] = backend
+    if changes:
+        cfg = cfg.replace(**changes)
+    out = Path(out) if out is not None else default_out(cfg)
+
+    train_x, train_y = load_data(cfg, "train", data_dir, cfg.train.n_train)
+    test_x, test_y = load_data(cfg, "test", data_dir, cfg.test.n_test)
+    n_train = train_x.shape[0]
+    N = cfg.train.steps_per_image
+    total_images = int(round(cfg.train.epochs * n_train))
+    total_steps = total_images * N
+    test_every = cfg.train.test_every * N if cfg.train.test_every else 0
+
+    net = init_network(cfg)
+    rng = rng_for(cfg.run.seed, SEED_NOISE)
+    step, n_tests, wall0 = 0, 0, 0.0
+    if resume:
+        if not runfile.checkpoint_path(out).exists():
+            raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
+        diffs = _compatible(runfile.checkpoint_config(out), cfg)
+        if diffs:
+            raise ConfigError(f"{out} was run with a different model; only train.epochs and run settings may change: " + "; ".join(diffs))
+        info = runfile.load_checkpoint(out, net, rng)
+        step, n_tests, wall0 = info["step"], info["n_tests"], info["wall_s"]
+        runfile.truncate_tests(out, n_tests)
+        runfile.set_attrs(out, complete=False, total_steps=total_steps, config=cfg.to_json())
+    else:
+        runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
+        runfile.set_attrs(out, n_train=n_train)
+
+    orders: dict[int, np.ndarray] = {}
+
+    def image_at(k):  # index into the training set of the k-th image of the stream
+        e, pos = np.divmod(k, n_train)
+        result = np.empty_like(k)
+        for epoch in np.unique(e):
+            if epoch not in orders:
+                orders.clear()
+                orders[epoch] = (rng_for(cfg.run.seed, SEED_ORDER, epoch).permutation(n_train)
+                                 if cfg.train.shuffle else np.arange(n_train))
+            sel = e == epoch
+            result[sel] = orders[epoch][pos[sel]]
+        return result
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=1.0,
+                   desc=f"{cfg.name} ({cfg.model.feedback})")
+    t_start = time.perf_counter()
+    last_ckpt = t_start
+
+    def wall():
+        return wall0 + time.perf_counter() - t_start
+
+    def do_test():
+        nonlocal n_tests
+        res = evaluate(net, test_x, test_y, seed_key=step)
+        runfile.append_test(out, dict(step=step, images=step // N, epoch=step / N / n_train, error=res.error,
+                                      error_last=res.error_last, error_sum=res.error_sum, n_test=res.n_test,
+                                      wall_s=wall()))
+        n_tests += 1
+        if bar is not None:
+            bar.set_postfix(test_error=f"{res.error:.4f}", refresh=False)
+        return res
+
+    try:
+        while step < total_steps:
+            end = min(step + cfg.run.block_steps, total_steps)
+            if test_every:
+                end = min(end, (step // test_every + 1) * test_every)
+            ks = np.arange(step, end) // N
+            first = ks[0]
+            idx = image_at(np.arange(first, ks[-1] + 1))
+            outputs = net.run(rng.random((end - step, net.n_units)),
+                              input_probabilities(train_x[idx], cfg.model.p_max), ks - first, train_y[idx][ks - first],
+                              plastic=True)
+            if recorder is not None:
+                recorder.on_block(net, step, outputs)
+            if bar is not None:
+                bar.update(end - step)
+            step = end
+            if test_every and step % test_every == 0 and step < total_steps:
+                do_test()
+            if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:
+                runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall())
+                runfile.set_attrs(out, steps_done=step)
+                last_ckpt = time.perf_counter()
+        curve = runfile.Run(out).test_curve()
+        if not (curve["step"].size and curve["step"][-1] == step):
+            do_test()
+    except BaseException:
+        # Ctrl-C or SIGTERM (or an error): keep what was done; the file stays incomplete
+        if bar is not None:
+            bar.close()
+        if step > 0:
+            runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall())
+            runfile.set_attrs(out, steps_done=step)
+        raise
+    if bar is not None:
+        bar.close()
+    runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall())
+    runfile.write_final(out, net)
+    runfile.set_attrs(out, wall_s=wall())
+    runfile.mark_complete(out, step)
+    curve = runfile.Run(out).test_curve()
+    return TrainResult(path=out, test_error=float(curve["error"][-1]), steps=step,
+                       epochs=step / N / n_train, wall_s=wall(), curve=curve)
+
+
+def network_from_run(run: runfile.Run) -> Network:
+    """Rebuild the network at the end of a saved run (effective weights, scale 1)."""
+    cfg = run.config
+    net = init_network(cfg)
+    for l in range(1, net.m + 1):
+        name = net.names[l]
+        net.W[l - 1][...] = run.final(name, "W")
+        net.b[l - 1][...] = run.final(name, "b")
+        sl = net.layer_slice(l)
+        net.state.psp[sl] = run.final(name, "V")
+        net.state.feedback_psp[sl] = run.final(name, "U")
+        if l < net.m and net.wiring.learns[l - 1]:
+            net.wiring.F[l - 1][...] = run.final(name, "B")
+    net.scale[:] = 1.0
+    return net
+
+
+def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0) -> dict:
+    """Test the final weights of a run file on its test set (``spikefa test``)."""
+    run = runfile.Run(path)
+    cfg = run.config
+    if n_test is not None:
+        cfg = cfg.replace(test={"n_test": n_test})
+    net = network_from_run(run)
+    net.config = cfg
+    test_x, test_y = load_data(cfg, "test", data_dir, cfg.test.n_test)
+    res = evaluate(net, test_x, test_y, seed_key=seed_key)
+    steps = int(run.attrs.get("steps_done", 0))
+    n_train = int(run.attrs["n_train"])
+    return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum,
+                n_test=res.n_test, readout=cfg.test.readout, steps=steps,
+                epochs=steps / cfg.train.steps_per_image / n_train, complete=run.complete,
+                model=cfg.name, feedback=cfg.model.feedback, seed=cfg.run.seed, path=str(path))
+
+
+test_run.__test__ = False  # not a pytest test
