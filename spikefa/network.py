@@ -18,7 +18,7 @@ from . import kernels, reference
 from .config import Config
 from .feedback import FeedbackWiring, build_feedback
 
-BACKENDS = {"numba": kernels.run_block, "numba-serial": kernels.run_block_serial, "numpy": reference.run_block}
+BACKENDS = {"numba-parallel": kernels.run_block, "numba-serial": kernels.run_block_serial, "numpy": reference.run_block}
 
 # below this many forward + feedback synapses a step is too short for threads to pay
 PARALLEL_MIN_SYNAPSES = 1_000_000
@@ -169,8 +169,9 @@ class Network:
             Run the feedback sweep; default ``plastic`` (it never changes forward activity).
         rec_idx : int array, optional
             Flat indices of neurons whose V, U and m are traced.
-        backend : {'numba', 'numpy'}, optional
-            Default: the config's ``run.backend``.
+        backend : {'numba', 'numba-serial', 'numba-parallel', 'numpy'}, optional
+            Default: the config's ``run.backend``. ``numba`` picks the threaded kernel for
+            networks of at least ``PARALLEL_MIN_SYNAPSES`` synapses, else the serial one.
 
         Returns
         -------
@@ -180,8 +181,9 @@ class Network:
         """
         cfg = self.config
         backend = backend or cfg.run.backend
-        if backend == "numba" and (self.n_synapses < PARALLEL_MIN_SYNAPSES or numba.get_num_threads() == 1):
-            backend = "numba-serial"
+        if backend == "numba":
+            small = self.n_synapses < PARALLEL_MIN_SYNAPSES or numba.get_num_threads() == 1
+            backend = "numba-serial" if small else "numba-parallel"
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} unknown; valid: {', '.join(BACKENDS)}")
         T = uniforms.shape[0]
@@ -190,6 +192,10 @@ class Network:
         if in_prob.ndim != 2 or in_prob.shape[1] != self.sizes[0]:
             raise ValueError(f"input images must have {self.sizes[0]} pixels, got shape {in_prob.shape}")
         rec_idx = np.zeros(0, np.int64) if rec_idx is None else np.ascontiguousarray(rec_idx, dtype=np.int64)
+        if rec_idx.size and (rec_idx.min() < 0 or rec_idx.max() >= self.n_units):
+            raise ValueError(f"recorded neuron indices must lie in 0..{self.n_units - 1}; got {rec_idx.min()}..{rec_idx.max()}")
+        if step_image.size and (np.min(step_image) < 0 or np.max(step_image) >= in_prob.shape[0]):
+            raise ValueError(f"step_image indexes {in_prob.shape[0]} images; got {np.min(step_image)}..{np.max(step_image)}")
         work = self._workspaces(max(T, 1), rec_idx.size)
         w = self.wiring
         dummy_mask = np.zeros((1, 1), np.uint8)

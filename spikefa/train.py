@@ -15,7 +15,8 @@ run resumed from a checkpoint equals the uninterrupted one.
 
 from __future__ import annotations
 
-import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,30 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
     guesses = np.argmax(counts_last if cfg.test.readout == "last" else counts_sum, axis=1)
     err = err_last if cfg.test.readout == "last" else err_sum
     return TestResult(error=err, error_last=err_last, error_sum=err_sum, n_test=n, guesses=guesses)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag that the loop honours at the next block boundary, so the
+    checkpoint is taken from a consistent state; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+
+    def uninstall(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def _compatible(old: Config, new: Config) -> list[str]:
@@ -243,7 +268,9 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             bar.set_postfix(test_error=f"{res.error:.4f}", refresh=False)
         return res
 
+    stop = _StopRequest()
     try:
+        stop.install()
         while step < total_steps:
             end = min(step + cfg.run.block_steps, total_steps)
             if test_every:
@@ -254,11 +281,13 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             outputs = net.run(rng.random((end - step, net.n_units)),
                               input_probabilities(train_x[idx], cfg.model.p_max), ks - first, train_y[idx][ks - first],
                               plastic=True)
+            step0, step = step, end  # network, generator and step agree again
             if recorder is not None:
-                recorder.on_block(net, step, outputs)
+                recorder.on_block(net, step0, outputs)
             if bar is not None:
-                bar.update(end - step)
-            step = end
+                bar.update(step - step0)
+            if stop.requested:
+                raise KeyboardInterrupt
             if test_every and step % test_every == 0 and step < total_steps:
                 do_test()
             if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:
@@ -269,13 +298,16 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         if not (curve["step"].size and curve["step"][-1] == step):
             do_test()
     except BaseException:
-        # Ctrl-C or SIGTERM (or an error): keep what was done; the file stays incomplete
+        # Ctrl-C, SIGTERM or an error: keep what was done; the file stays incomplete. Every
+        # place that can raise leaves the network, generator and step consistent.
         if bar is not None:
             bar.close()
         if step > 0:
             runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall())
             runfile.set_attrs(out, steps_done=step)
         raise
+    finally:
+        stop.uninstall()
     if bar is not None:
         bar.close()
     runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall())

@@ -1,0 +1,448 @@
+"""The step kernels, the protocol and the run file (issue 2).
+
+Tolerances are multiples of the working dtype's machine epsilon; stochastic checks state
+their binomial bounds in their docstrings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from spikefa import kernels
+from spikefa.config import ConfigError, available_models, config_from_dict, load_config
+from spikefa.data import DataError, load_subset
+from spikefa.network import BACKENDS, init_network, input_probabilities
+from spikefa.runfile import Run, RunFileError, checkpoint_path
+from spikefa.train import check_images, evaluate, test_run, train
+
+VARIANTS = ["fa", "transport", "dfa", "shallow", "sparse-fa", "learned"]
+
+
+def small_cfg(**model):
+    model.setdefault("layers", [784, 40, 30, 20, 20])
+    model.setdefault("n_classes", 10)
+    return config_from_dict({"model": model, "train": {"dataset": "mnist-subset"}})
+
+
+def block_inputs(net, T, seed=0, n_img=8):
+    rng = np.random.default_rng(seed)
+    images, labels = load_subset("train")
+    probs = input_probabilities(images[:n_img], net.config.model.p_max)
+    step_image = (np.arange(T) // 5) % n_img
+    return rng.random((T, net.n_units)), probs, step_image, labels[:n_img][step_image]
+
+
+# ---------------------------------------------------------------------------- kernel vs twin
+@pytest.mark.parametrize("backend", ["numba-serial", "numba-parallel"])
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernel_matches_numpy_twin(variant, dtype, backend):
+    """300 steps with plasticity on: identical spikes; PSPs, feedback PSPs, weights, biases
+    and feedback matrices equal within 64 eps of the dtype (float32: bit-identical in practice,
+    since all sums are taken in float64 and rounded once)."""
+    cfg = small_cfg(feedback=variant, dtype=dtype, eta=5e-3)
+    a = init_network(cfg)
+    b = a.copy()
+    u, probs, si, lab = block_inputs(a, 300)
+    rec = np.arange(784, 894)
+    oa = a.run(u, probs, si, lab, rec_idx=rec, backend=backend)
+    ob = b.run(u, probs, si, lab, rec_idx=rec, backend="numpy")
+    assert oa["spikes"].sum() > 0
+    np.testing.assert_array_equal(oa["spikes"], ob["spikes"])
+    eps = np.finfo(dtype).eps
+    for name in ("psp", "feedback_psp", "modulator"):
+        np.testing.assert_allclose(oa[name], ob[name], rtol=0, atol=64 * eps)
+    for l in range(a.m):
+        np.testing.assert_allclose(a.W[l], b.W[l], rtol=0, atol=64 * eps * 0.1)
+        np.testing.assert_allclose(a.b[l], b.b[l], rtol=0, atol=64 * eps * 0.1)
+    for Fa, Fb in zip(a.wiring.F, b.wiring.F):
+        np.testing.assert_allclose(Fa, Fb, rtol=0, atol=64 * eps)
+    np.testing.assert_array_equal(a.scale, b.scale)
+    # the weights did learn, so the comparison above is not between untouched arrays
+    assert not np.array_equal(a.W[-1], init_network(cfg).W[-1])
+
+
+def test_test_mode_matches_twin():
+    cfg = small_cfg()
+    a = init_network(cfg)
+    b = a.copy()
+    u, probs, si, lab = block_inputs(a, 200, seed=3)
+    oa = a.run(u, probs, si, lab, plastic=False, backend="numba-serial")
+    ob = b.run(u, probs, si, lab, plastic=False, backend="numpy")
+    np.testing.assert_array_equal(oa["spikes"], ob["spikes"])
+
+
+# ---------------------------------------------------------------------------- by hand
+def test_one_step_by_hand():
+    """A 2-2-2-2 network, one step, every quantity computed from the equations of SPEC.md."""
+    cfg = config_from_dict({"model": {"layers": [2, 2, 2, 2], "n_classes": 2, "tau": 0.9, "eta": 0.1,
+                                      "gamma": 0.5, "dtype": "float64", "phi_d": "tanh"}})
+    net = init_network(cfg)
+    W1 = np.array([[0.5, -1.0], [2.0, 0.25]])  # stored (pre, post): W1[i, j] from input i to h1 j
+    W2 = np.array([[1.0, 0.0], [-0.5, 3.0]])
+    W3 = np.array([[0.2, -0.3], [0.1, 0.4]])
+    B1 = np.array([[1.0, -2.0], [0.5, 0.5]])  # (n_h1, n_h2)
+    B2 = np.array([[0.3, 0.7], [-1.0, 2.0]])  # (n_h2, n_out)
+    for Wl, val in zip(net.W, (W1, W2, W3)):
+        Wl[...] = val
+    for bl, val in zip(net.b, ([0.1, -0.2], [0.0, 0.3], [-0.1, 0.2])):
+        bl[...] = val
+    net.wiring.F[0][...] = B1
+    net.wiring.F[1][...] = B2
+    net.state.psp[2:] = [0.2, -0.4, 1.0, 0.5, -0.3, 0.6]
+    net.state.feedback_psp[2:] = [0.1, 0.2, -0.3, 0.4, 0.5, -0.6]
+    V0, U0 = net.state.psp.copy(), net.state.feedback_psp.copy()
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    # input pixel probs 0.5 and 0.99 (-> p_max 0.95); uniforms decide every spike
+    probs = input_probabilities(np.array([[0.5, 0.99]]), cfg.model.p_max)
+    assert probs.tolist() == [[0.5, 0.95]]
+    u = np.array([[0.4, 0.96, 0.0, 0.999, 0.999, 0.0, 0.0, 0.999]])
+    net.run(u, probs, np.array([0]), np.array([1]), backend="numpy")
+    s0 = np.array([1, 0])  # 0.4 < 0.5; 0.96 >= 0.95
+    V1 = 0.1 * V0[2:4] + 0.9 * (s0 @ W1 + [0.1, -0.2])
+    s1 = (u[0, 2:4] < sig(V1)).astype(float)
+    V2 = 0.1 * V0[4:6] + 0.9 * (s1 @ W2 + [0.0, 0.3])
+    s2 = (u[0, 4:6] < sig(V2)).astype(float)
+    V3 = 0.1 * V0[6:8] + 0.9 * (s2 @ W3 + [-0.1, 0.2])
+    s3 = (u[0, 6:8] < sig(V3)).astype(float)
+    assert s1.tolist() == [1, 0] and s2.tolist() == [0, 1] and s3.tolist() == [1, 0]
+    y = np.array([0.0, 1.0])  # label 1 owns output unit 1
+    U3 = 0.1 * U0[6:8] + 0.9 * (s3 - y)  # output minus target
+    U2 = 0.1 * U0[4:6] + 0.9 * (B2 @ np.tanh(U3))
+    U1 = 0.1 * U0[2:4] + 0.9 * (B1 @ np.tanh(U2))
+    np.testing.assert_allclose(net.state.psp[2:], np.concatenate([V1, V2, V3]), rtol=1e-14)
+    np.testing.assert_allclose(net.state.feedback_psp[2:], np.concatenate([U1, U2, U3]), rtol=1e-14)
+    for l, (Wl, V, U, pre, b_old) in enumerate([(W1, V1, U1, s0, [0.1, -0.2]), (W2, V2, U2, s1, [0.0, 0.3]),
+                                                (W3, V3, U3, s2, [-0.1, 0.2])]):
+        mod = np.tanh(U) * sig(V) * (1 - sig(V))
+        W_new = Wl - 0.1 * (np.outer(pre, mod) + 0.5 * Wl)  # stored layout: outer(pre, post)
+        b_new = np.array(b_old) - 0.1 * (mod + 0.5 * np.array(b_old))
+        np.testing.assert_allclose(net.weights(l + 1), W_new, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(net.biases(l + 1), b_new, rtol=1e-13, atol=1e-15)
+    # the sign: output unit 0 spiked but is not the target, so its weights from active h2 units fall
+    assert net.weights(3)[1, 0] < W3[1, 0] * (1 - 0.05)
+
+
+def test_decay_scale_equals_literal_rule():
+    """Many steps with a large decay: the float64 scale equals W - eta (m s^T + gamma W) step by step."""
+    cfg = config_from_dict({"model": {"layers": [784, 30, 20], "n_classes": 10, "gamma": 2.0, "eta": 0.05,
+                                      "dtype": "float64"}})
+    net = init_network(cfg)
+    W = [w.copy() for w in net.W]
+    b = [x.copy() for x in net.b]
+    u, probs, si, lab = block_inputs(net, 40, seed=5)
+    for t in range(40):  # one step at a time, the literal rule applied beside it
+        out = net.run(u[t:t + 1], probs, si[t:t + 1], lab[t:t + 1], backend="numpy")
+        s = out["spikes"][0]
+        for l in range(net.m):
+            sl = net.layer_slice(l + 1)
+            mod = net.state.modulator[sl]
+            pre = s[net.layer_slice(l)].astype(float)
+            W[l] = W[l] - 0.05 * (np.outer(pre, mod) + 2.0 * W[l])
+            b[l] = b[l] - 0.05 * (mod + 2.0 * b[l])
+    assert net.scale.min() < 0.99  # the decay was exercised (and folded when below 1/2)
+    for l in range(net.m):
+        np.testing.assert_allclose(net.weights(l + 1), W[l], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(net.biases(l + 1), b[l], rtol=1e-10, atol=1e-14)
+
+
+def test_float32_decay_is_not_lost():
+    """float32(1 - eta*gamma) == 1, yet the decay reaches the effective weights through the scale."""
+    assert np.float32(1 - 1e-3 * 1e-8) == 1
+    cfg = small_cfg()
+    net = init_network(cfg)
+    u, probs, si, lab = block_inputs(net, 10)
+    net.run(u, probs, si, lab)
+    assert net.scale[0] == pytest.approx((1 - 1e-11) ** 10, rel=1e-15)
+    assert net.scale[0] < 1
+
+
+# ---------------------------------------------------------------------------- statistics
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_input_spike_frequencies(seed):
+    """Input unit i spikes with probability min(x_i, p_max). Over T = 4000 steps the count is
+    Binomial(T, p); |rate - p| <= 5 sqrt(p (1-p) / T) fails with probability < 1e-6 per unit."""
+    cfg = config_from_dict({"model": {"layers": [6, 4, 10], "n_classes": 10}})
+    net = init_network(cfg)
+    x = np.array([[0.0, 0.05, 0.3, 0.5, 0.96, 1.0]])
+    p = np.minimum(x[0], 0.95)
+    T = 4000
+    u = np.random.default_rng(seed).random((T, net.n_units))
+    out = net.run(u, input_probabilities(x, 0.95), np.zeros(T, int), np.zeros(T, int), plastic=False)
+    rate = out["spikes"][:, :6].mean(axis=0)
+    bound = 5 * np.sqrt(p * (1 - p) / T)
+    assert np.all(np.abs(rate - p) <= bound), (rate, p)
+    assert rate[0] == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hidden_spike_frequencies(seed):
+    """With W = 0 and bias b, V -> b geometrically (factor 1 - tau per step) and units spike
+    with probability sigma(b); after a 20-step transient the count over T = 4000 steps is
+    Binomial(T, sigma(b)), checked with the same 5-sigma bound."""
+    cfg = config_from_dict({"model": {"layers": [3, 5, 10], "n_classes": 10}})
+    net = init_network(cfg)
+    for w in net.W:
+        w[...] = 0
+    bias = np.array([-3.0, -1.0, 0.0, 0.5, 2.0])
+    net.b[0][...] = bias
+    T = 4020
+    u = np.random.default_rng(seed).random((T, net.n_units))
+    out = net.run(u, np.zeros((1, 3)), np.zeros(T, int), np.zeros(T, int), plastic=False)
+    rate = out["spikes"][20:, 3:8].mean(axis=0)
+    p = 1 / (1 + np.exp(-bias.astype(np.float32).astype(float)))
+    assert np.all(np.abs(rate - p) <= 5 * np.sqrt(p * (1 - p) / 4000)), (rate, p)
+
+
+# ---------------------------------------------------------------------------- invariants
+def test_feedback_never_changes_forward_activity():
+    """Plasticity off: forward spikes and PSPs are the same with feedback on, with feedback off,
+    and with feedback weights 100x larger."""
+    cfg = small_cfg()
+    a = init_network(cfg)
+    b, c = a.copy(), a.copy()
+    for F in c.wiring.F:
+        F *= 100
+    u, probs, si, lab = block_inputs(a, 100)
+    oa = a.run(u, probs, si, lab, plastic=False, feedback=True)
+    ob = b.run(u, probs, si, lab, plastic=False, feedback=False)
+    oc = c.run(u, probs, si, lab, plastic=False, feedback=True)
+    np.testing.assert_array_equal(oa["spikes"], ob["spikes"])
+    np.testing.assert_array_equal(oa["spikes"], oc["spikes"])
+    np.testing.assert_array_equal(a.state.psp, c.state.psp)
+    assert np.abs(a.state.feedback_psp).max() > 0  # the feedback sweep did run
+    assert not np.array_equal(a.state.feedback_psp, c.state.feedback_psp)
+
+
+def test_plasticity_off_leaves_weights_untouched():
+    cfg = small_cfg(feedback="learned")
+    net = init_network(cfg)
+    before = [w.copy() for w in net.W] + [x.copy() for x in net.b] + [f.copy() for f in net.wiring.F]
+    u, probs, si, lab = block_inputs(net, 100)
+    net.run(u, probs, si, lab, plastic=False, feedback=True)
+    after = list(net.W) + list(net.b) + list(net.wiring.F)
+    for x, y in zip(before, after):
+        np.testing.assert_array_equal(x, y)
+    assert np.all(net.scale == 1)
+
+
+def test_variants_wiring():
+    for v in VARIANTS:
+        net = init_network(small_cfg(feedback=v))
+        w = net.wiring
+        assert w.learn[-1]
+        assert w.learn.all() == (v != "shallow")
+        assert w.learns.any() == (v == "learned")
+    net = init_network(small_cfg(feedback="transport"))
+    assert net.wiring.F[0] is net.W[1]  # feedback reads the live forward weights
+    net = init_network(small_cfg(feedback="dfa"))
+    assert (net.wiring.src == net.m).all()
+    with pytest.raises(ConfigError, match="'fa', 'transport', 'dfa', 'shallow', 'sparse-fa', 'learned'"):
+        small_cfg(feedback="backprop")
+
+
+def test_sparse_fa_removed_synapses_stay_zero():
+    cfg = small_cfg(feedback="sparse-fa", eta=0.05)
+    net = init_network(cfg)
+    masks = [m.copy() for m in net.wiring.W_mask]
+    for W, m in zip(net.W, masks):
+        assert abs((1 - m.mean()) - 0.5) < 0.1
+        assert np.all(W[m == 0] == 0)
+    u, probs, si, lab = block_inputs(net, 300)
+    net.run(u, probs, si, lab)
+    for W, m in zip(net.W, masks):
+        assert np.all(W[m == 0] == 0)
+        assert np.any(W[m == 1] != init_network(cfg).W[0][0, 0])
+
+
+# ---------------------------------------------------------------------------- protocol
+def test_same_seed_same_run_different_seed_differs(tmp_path):
+    r1 = train("tiny", epochs=0.25, out=tmp_path / "a.h5", progress=False)
+    r2 = train("tiny", epochs=0.25, out=tmp_path / "b.h5", progress=False)
+    r3 = train("tiny", epochs=0.25, seed=7, out=tmp_path / "c.h5", progress=False)
+    for layer in ("h1", "h2", "out"):
+        np.testing.assert_array_equal(Run(r1.path).final(layer, "W"), Run(r2.path).final(layer, "W"))
+        assert not np.array_equal(Run(r1.path).final(layer, "W"), Run(r3.path).final(layer, "W"))
+    assert r1.test_error == r2.test_error
+
+
+def test_learning_beats_chance(tmp_path):
+    """The tiny preset (784-100-100-100) after 2 epochs of the 2,000-image subset, tested on the
+    500 subset test images. Chance is 0.9; a classifier at chance would score error >= 0.85 with
+    probability > 0.99 (binomial sd at n = 500 is 0.013), so error < 0.6 is clearly learning.
+    (Measured: about 0.2 to 0.3.)"""
+    res = train("tiny", out=tmp_path / "t.h5", progress=False)
+    assert res.test_error < 0.6
+    curve = res.curve
+    assert curve["n_test"][-1] == 500
+    assert res.epochs == 2.0
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """Cut a run off mid-way (after 7 blocks), resume it: weights and test curve equal the run
+    done in one go, bit for bit."""
+    cfg = load_config("tiny").replace(train={"epochs": 1.0, "test_every": 700}, run={"block_steps": 300})
+    full = train(cfg, out=tmp_path / "full.h5", progress=False)
+
+    class Cut:
+        blocks = 0
+
+        def on_block(self, net, step0, outputs):
+            self.blocks += 1
+            if self.blocks == 7:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "cut.h5", progress=False, recorder=Cut())
+    cut = Run(tmp_path / "cut.h5")
+    assert not cut.complete
+    assert checkpoint_path(tmp_path / "cut.h5").exists()
+    resumed = train(cfg, out=tmp_path / "cut.h5", resume=True, progress=False)
+    assert Run(resumed.path).complete
+    for layer in ("h1", "h2", "out"):
+        for name in ("W", "b", "V", "U"):
+            np.testing.assert_array_equal(Run(full.path).final(layer, name), Run(resumed.path).final(layer, name))
+    a, b = Run(full.path).test_curve(), Run(resumed.path).test_curve()
+    for k in ("step", "error", "error_sum"):
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_resume_can_extend_epochs_but_not_change_the_model(tmp_path):
+    cfg = load_config("tiny").replace(train={"epochs": 0.2})
+    train(cfg, out=tmp_path / "r.h5", progress=False)
+    res = train(cfg, epochs=0.4, out=tmp_path / "r.h5", resume=True, progress=False)
+    assert res.epochs == pytest.approx(0.4)
+    with pytest.raises(ConfigError, match="model.eta"):
+        train(cfg.replace(model={"eta": 0.1}), out=tmp_path / "r.h5", resume=True, progress=False)
+    with pytest.raises(RunFileError, match="nothing to resume"):
+        train(cfg, out=tmp_path / "none.h5", resume=True, progress=False)
+
+
+def test_test_pass_does_not_disturb_training(tmp_path):
+    """Testing every 200 images or only at the end gives the same final weights."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.3})
+    a = train(cfg, out=tmp_path / "a.h5", progress=False)
+    b = train(cfg.replace(train={"test_every": 200}), out=tmp_path / "b.h5", progress=False)
+    assert Run(b.path).test_curve()["step"].size == 3
+    np.testing.assert_array_equal(Run(a.path).final("out", "W"), Run(b.path).final("out", "W"))
+
+
+def test_readouts_and_ties():
+    """All outputs silent: every count ties at 0 and the guess is class 0 (lowest index)."""
+    cfg = config_from_dict({"model": {"layers": [784, 10, 20], "n_classes": 10, "bias_init": -50.0}})
+    net = init_network(cfg)
+    images, labels = load_subset("test")
+    res = evaluate(net, images[:50], labels[:50])
+    assert np.all(res.guesses == 0)
+    assert res.error == pytest.approx(np.mean(labels[:50] != 0))
+    assert res.error_last == res.error and res.error_sum == res.error
+
+
+def test_spikefa_test_json(tmp_path, capsys):
+    from spikefa.cli import main
+
+    assert main(["train", "tiny", "--epochs", "0.1", "-o", str(tmp_path / "r.h5"), "-q"]) == 0
+    assert main(["test", str(tmp_path / "r.h5"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"test_error", "n_test", "epochs", "steps"} <= set(out)
+    assert 0 <= out["test_error"] <= 1 and out["n_test"] == 500 and out["steps"] == 1000
+    assert out["epochs"] == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_every_bundled_model_loads():
+    names = available_models()
+    assert {"lillicrap2016-fig4", "small", "tiny"} <= set(names)
+    for name in names:
+        load_config(name)
+    full = load_config("lillicrap2016-fig4")
+    assert full.model.layers == (784, 1500, 1500, 1500, 1000)
+    assert full.to_dict()["model"] == config_from_dict({}).to_dict()["model"]  # every default written out
+
+
+@pytest.mark.parametrize("table, bad, message", [
+    ({"model": {"phi_d": "relu"}}, None, "model.phi_d = 'relu'.*'tanh', '2sigma-1', 'sigma-0.5'"),
+    ({"model": {"tau": 1.5}}, None, "model.tau = 1.5"),
+    ({"model": {"colour": 1}}, None, "unknown key model.colour"),
+    ({"test": {"readout": "max"}}, None, "test.readout = 'max'.*'last', 'sum'"),
+    ({"model": {"layers": [784, 100, 15]}}, None, "multiple of model.n_classes"),
+    ({"train": {"steps_per_image": 0}}, None, "train.steps_per_image = 0"),
+    ({"simulation": {}}, None, "unknown table or key 'simulation'"),
+    ({"model": {"eta": float("nan")}}, None, "model.eta = nan"),
+])
+def test_bad_config_is_a_clear_error(table, bad, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(table)
+
+
+def test_bad_model_file(tmp_path):
+    p = tmp_path / "m.toml"
+    p.write_text("[model]\nlayers = [784, 10, 10\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found.*small"):
+        load_config("no-such-model")
+
+
+def test_bad_images_are_clear_errors():
+    cfg = load_config("tiny")
+    images, labels = load_subset("test")
+    x = images[:5].astype(np.float64) / 255
+    x[2, 10] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        check_images(x, labels[:5], cfg)
+    with pytest.raises(DataError, match="784 pixels"):
+        check_images(images[:5, :700], labels[:5], cfg)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        check_images(np.full((5, 784), 3.0), labels[:5], cfg)
+    with pytest.raises(DataError, match="labels must lie"):
+        check_images(images[:5], labels[:5] + 10, cfg)
+
+
+def test_wrong_image_size_for_model(tmp_path):
+    cfg = load_config("tiny").replace(model={"layers": [100, 20, 10]})
+    with pytest.raises(DataError, match="100 pixels"):
+        train(cfg, out=tmp_path / "x.h5", progress=False)
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RunFileError, match="cannot write the run file"):
+        train("tiny", out=blocker / "run.h5", progress=False)
+    (tmp_path / "exists.h5").write_text("")
+    with pytest.raises(RunFileError, match="--resume.*--overwrite"):
+        train("tiny", out=tmp_path / "exists.h5", progress=False)
+
+
+def test_failed_run_does_not_look_complete(tmp_path):
+    class Boom:
+        def on_block(self, net, step0, outputs):
+            if step0 > 0:
+                raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        train("tiny", out=tmp_path / "f.h5", progress=False, recorder=Boom())
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f.attrs["complete"] == False  # noqa: E712
+        assert "final" not in f
+
+
+def test_run_file_records_choices(tmp_path):
+    res = train("tiny", epochs=0.05, out=tmp_path / "r.h5", progress=False)
+    run = Run(res.path)
+    assert run.complete
+    cfg = json.loads(run.attrs["config"])
+    for key in ("phi_d", "tau", "p_max", "eta", "gamma", "w_init", "feedback_init", "feedback", "dtype"):
+        assert key in cfg["model"]
+    assert cfg["test"]["readout"] == "last" and cfg["train"]["steps_per_image"] == 5
+    assert run.attrs["seed"] == 1 and run.attrs["schema_version"] >= 1
+    assert run.attrs["spikefa_version"]
+    assert run.final("h1", "W").shape == (784, 100)
+    assert run.final("h1", "B").shape == (100, 100)
