@@ -78,12 +78,15 @@ class TestParams:
 
 @dataclass(frozen=True)
 class RunParams:
-    """How the run is executed; none of these change the result except ``seed``."""
+    """How the run is executed. ``seed`` decides the run; ``deferred_steps`` changes only
+    float rounding (weight updates are folded into the forward pass exactly and written
+    into W every that many steps); the others do not change the result at all."""
 
     seed: int = 1
     backend: str = "numba"
     block_steps: int = 500
     checkpoint_minutes: float = 10.0
+    deferred_steps: int = 8
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ def _validate(cfg: Config) -> Config:
         backend=_choice("run.backend", ru.backend, ("numba", "numpy")),
         block_steps=_number("run.block_steps", ru.block_steps, lo=1, integer=True),
         checkpoint_minutes=_number("run.checkpoint_minutes", ru.checkpoint_minutes, lo=0, lo_open=True),
+        deferred_steps=_number("run.deferred_steps", ru.deferred_steps, lo=1, hi=64, integer=True),
     )
     if not isinstance(cfg.name, str):
         _fail("name", cfg.name, "a string")

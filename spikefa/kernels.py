@@ -100,6 +100,13 @@ def _sub_row_masked(row, mask, g):
             row[j] -= g[j]
 
 
+@njit(cache=True)
+def _sub_scaled(out, c, g):
+    """``out -= c * g`` in float64 (``c`` an exact count, ``g`` one pending update)."""
+    for j in range(out.shape[0]):
+        out[j] -= c * g[j]
+
+
 # reassoc lets LLVM vectorise the reduction; the float64 accumulator keeps the result
 # within an ulp of any other summation order before it is rounded to the working dtype.
 @njit(cache=True, fastmath={"reassoc", "nsz"})
@@ -127,6 +134,7 @@ def _run_block(
     one_minus_tau, tau, eta, decay, eta_fb, baseline_rate, var_floor, phi_kind,
     plastic, feedback,
     rec_idx, spike_buf, trace_psp, trace_fb, trace_mod, nthreads,
+    pend_spikes, pend_g, n_pend, cnt,
 ):
     """Advance the network ``uniforms.shape[0]`` steps in place.
 
@@ -168,12 +176,19 @@ def _run_block(
         Receives the spikes of every unit at every step.
     trace_psp, trace_fb, trace_mod : (T, R)
         Receive the traces.
+    pend_spikes, pend_g, n_pend, cnt : (K, N) uint8, (m, K, max n) dtype, int64 (1,), float64 (K,)
+        Deferred updates (``K > 1``): the spikes and update vectors of the last ``n_pend``
+        steps, not yet written into ``W``. The forward pass folds them in exactly
+        (``W s = W_base s - sum_q (s_q . s) g_q``), and every ``K`` plastic steps they are
+        applied to the rows that spiked, oldest first: ``W`` is written once per ``K`` steps.
+        ``K = 1`` applies every update at once.
     nthreads : int
         Number of column chunks of the forward sweep (Numba's thread count; passed in
         because ``numba.get_num_threads`` would stop the compiled kernel from being cached).
     """
     m = sizes.shape[0] - 1
     n_steps = uniforms.shape[0]
+    K = pend_spikes.shape[0]
     for t in range(n_steps):
         # 1. input spikes
         img = step_image[t]
@@ -196,6 +211,12 @@ def _run_block(
                     active[o_pre + k] = i
                     k += 1
             n_active[l - 1] = k
+            npd = n_pend[0] if learn[l - 1] else 0
+            for q in range(npd):
+                c_q = 0
+                for a in range(k):
+                    c_q += pend_spikes[q, o_pre + active[o_pre + a]]
+                cnt[q] = c_q
             width = (n_post + nthreads - 1) // nthreads
             width = ((width + 15) // 16) * 16
             n_chunks = (n_post + width - 1) // width
@@ -203,6 +224,9 @@ def _run_block(
                 j0 = ch * width
                 j1 = min(j0 + width, n_post)
                 _add_rows(Wl, active[o_pre:o_pre + k], k, acc, j0, j1)
+                for q in range(npd):
+                    if cnt[q] != 0.0:
+                        _sub_scaled(acc[j0:j1], cnt[q], pend_g[l - 1, q, j0:j1])
                 for j in range(j0, j1):
                     x = c * (acc[j] + bl[j])
                     psp[o + j] = one_minus_tau * psp[o + j] + tau * x
@@ -255,7 +279,10 @@ def _run_block(
                     modulator[o + j] = mj
                     g[j] = coef * mj
                 k = n_active[l - 1]
-                if use_mask[l - 1]:
+                if K > 1:
+                    # deferred: keep the update as a factor, fold it in every K steps
+                    pend_g[l - 1, n_pend[0], :n_post] = g[:n_post]
+                elif use_mask[l - 1]:
                     Ml = W_mask[l - 1]
                     for a in prange(k):
                         row = active[o_pre + a]
@@ -266,6 +293,24 @@ def _run_block(
                 for j in range(n_post):
                     bl[j] -= g[j]
                 scale[l - 1] = c_new
+
+            if K > 1:
+                pend_spikes[n_pend[0], :] = spikes
+                n_pend[0] += 1
+                if n_pend[0] == K:
+                    # apply the K pending updates to the rows that spiked, oldest first,
+                    # each rounded to the dtype exactly as an immediate update would be
+                    for l in range(1, m + 1):
+                        if not learn[l - 1]:
+                            continue
+                        Wl = W[l - 1]
+                        o_pre = offsets[l - 1]
+                        n_post = sizes[l]
+                        for i in prange(sizes[l - 1]):
+                            for q in range(K):
+                                if pend_spikes[q, o_pre + i]:
+                                    _sub_row(Wl[i], pend_g[l - 1, q, :n_post])
+                    n_pend[0] = 0
 
             # 5b. feedback learned by node perturbation (Lansdell et al. 2020)
             any_fb_learn = False

@@ -49,13 +49,19 @@ class NetworkState:
     fb_drive: np.ndarray  # float64 (N,) input to the feedback PSP
     modulator: np.ndarray  # dtype (N,) m = phi_d(U) sigma'(V)
     loss_baseline: np.ndarray  # float64 (1,)
+    pend_spikes: np.ndarray  # uint8 (K, N) spikes of the steps whose updates are pending
+    pend_g: np.ndarray  # dtype (m, K, max n) their update vectors (raw, per layer)
+    n_pend: np.ndarray  # int64 (1,) how many are pending
 
     @classmethod
-    def zeros(cls, n: int, dtype) -> "NetworkState":
+    def zeros(cls, sizes, dtype, deferred_steps: int = 1) -> "NetworkState":
+        n, m, mx = int(sum(sizes)), len(sizes) - 1, int(max(sizes))
         return cls(
             spikes=np.zeros(n, np.uint8), psp=np.zeros(n, dtype), prob=np.zeros(n),
             feedback_psp=np.zeros(n, dtype), phi_fb=np.zeros(n), fb_drive=np.zeros(n),
             modulator=np.zeros(n, dtype), loss_baseline=np.zeros(1),
+            pend_spikes=np.zeros((deferred_steps, n), np.uint8), pend_g=np.zeros((m, deferred_steps, mx), dtype),
+            n_pend=np.zeros(1, np.int64),
         )
 
     def arrays(self) -> dict:
@@ -107,9 +113,23 @@ class Network:
         return slice(o, o + int(self.sizes[l]))
 
     # ----------------------------------------------------------------- effective values
+    def raw_weights(self, l: int) -> np.ndarray:
+        """Raw weights into layer ``l`` with pending (deferred) updates applied, as the next
+        flush will apply them; the stored array itself when none are pending."""
+        st = self.state
+        W = self.W[l - 1]
+        if st.n_pend[0] == 0 or not self.wiring.learn[l - 1]:
+            return W
+        W = W.copy()
+        pre = self.layer_slice(l - 1)
+        for q in range(int(st.n_pend[0])):
+            W[np.flatnonzero(st.pend_spikes[q, pre])] -= st.pend_g[l - 1, q, : W.shape[1]]
+        return W
+
     def weights(self, l: int) -> np.ndarray:
         """Effective forward weights into layer ``l`` (1-based), shape ``(n_{l-1}, n_l)``."""
-        return (self.scale[l - 1] * self.W[l - 1]).astype(self.W[l - 1].dtype)
+        W = self.raw_weights(l)
+        return (self.scale[l - 1] * W).astype(W.dtype)
 
     def biases(self, l: int) -> np.ndarray:
         return (self.scale[l - 1] * self.b[l - 1]).astype(self.b[l - 1].dtype)
@@ -126,8 +146,10 @@ class Network:
         """Multiply the decay scale into the raw weights (exact enough, and rare: only when
         the scale has fallen below 1/2, so that raw weights keep their float32 range)."""
         for l in range(self.m):
-            self.W[l] *= self.W[l].dtype.type(self.scale[l])
-            self.b[l] *= self.b[l].dtype.type(self.scale[l])
+            c = self.W[l].dtype.type(self.scale[l])
+            self.W[l] *= c
+            self.b[l] *= c
+            self.state.pend_g[l] *= c
             self.scale[l] = 1.0
 
     def copy(self) -> "Network":
@@ -143,7 +165,7 @@ class Network:
             self._work = dict(
                 key=key,
                 active=np.zeros(n, np.int64), n_active=np.zeros(self.m, np.int64),
-                acc=np.zeros(mx), g=np.zeros(mx, dtype),
+                acc=np.zeros(mx), g=np.zeros(mx, dtype), cnt=np.zeros(self.state.pend_spikes.shape[0]),
                 spike_buf=np.zeros((n_steps, n), np.uint8),
                 trace_psp=np.zeros((n_steps, n_rec), dtype),
                 trace_fb=np.zeros((n_steps, n_rec), dtype),
@@ -220,6 +242,7 @@ class Network:
             bool(plastic), bool(feedback),
             rec_idx, work["spike_buf"], work["trace_psp"], work["trace_fb"], work["trace_mod"],
             numba.get_num_threads(),
+            st.pend_spikes, st.pend_g, st.n_pend, work["cnt"],
         )
         if self.scale.min() < 0.5:
             self.fold_scale()
@@ -241,7 +264,15 @@ def init_network(cfg: Config) -> Network:
     b = [np.full(sizes[l], mp.bias_init, dtype=dtype) for l in range(1, len(sizes))]
     wiring = build_feedback(mp, sizes, W, rng_for(cfg.run.seed, SEED_FEEDBACK))
     return Network(config=cfg, W=W, b=b, scale=np.ones(len(sizes) - 1), wiring=wiring,
-                   state=NetworkState.zeros(sum(sizes), dtype))
+                   state=NetworkState.zeros(sizes, dtype, deferred_steps(cfg, wiring)))
+
+
+def deferred_steps(cfg: Config, wiring: FeedbackWiring) -> int:
+    """``run.deferred_steps``, or 1 where deferring is not exact: when feedback reads the
+    forward weights (transport) or synapses are masked (sparse FA)."""
+    if (wiring.scale_idx >= 0).any() or any(mk is not None for mk in wiring.W_mask):
+        return 1
+    return cfg.run.deferred_steps
 
 
 def input_probabilities(images: np.ndarray, p_max: float) -> np.ndarray:

@@ -45,11 +45,13 @@ def run_block(
     one_minus_tau, tau, eta, decay, eta_fb, baseline_rate, var_floor, phi_kind,
     plastic, feedback,
     rec_idx, spike_buf, trace_psp, trace_fb, trace_mod, nthreads=1,
+    pend_spikes=None, pend_g=None, n_pend=None, cnt=None,
 ):
     """NumPy twin of :func:`spikefa.kernels.run_block` (same signature, same effects)."""
     m = len(sizes) - 1
     sl = [slice(offsets[l], offsets[l] + sizes[l]) for l in range(m + 1)]
     dtype = psp.dtype
+    K = pend_spikes.shape[0]
     for t in range(uniforms.shape[0]):
         u = uniforms[t]
         spikes[sl[0]] = u[sl[0]] < in_prob[step_image[t]]
@@ -60,6 +62,11 @@ def run_block(
             idx = np.flatnonzero(spikes[sl[l - 1]])
             pre_active.append(idx)
             drive = W[l - 1][idx].sum(axis=0, dtype=f64) if idx.size else np.zeros(sizes[l])
+            if learn[l - 1]:  # pending (deferred) updates, folded in exactly
+                for q in range(n_pend[0]):
+                    c_q = f64(pend_spikes[q, sl[l - 1]][idx].sum())
+                    if c_q != 0.0:
+                        drive = drive - c_q * pend_g[l - 1, q, :sizes[l]].astype(f64)
             x = scale[l - 1] * (drive + b[l - 1])
             psp[sl[l]] = one_minus_tau * psp[sl[l]].astype(f64) + tau * x
             prob[sl[l]] = _sigma(psp[sl[l]].astype(f64))
@@ -90,12 +97,25 @@ def run_block(
                 modulator[sl[l]] = mod
                 gl = (eta / c_new * mod).astype(dtype)
                 idx = pre_active[l - 1]
-                if use_mask[l - 1]:
+                if K > 1:
+                    pend_g[l - 1, n_pend[0], :sizes[l]] = gl
+                elif use_mask[l - 1]:
                     W[l - 1][idx] -= gl * W_mask[l - 1][idx]
                 else:
                     W[l - 1][idx] -= gl
                 b[l - 1][...] -= gl
                 scale[l - 1] = c_new
+
+            if K > 1:
+                pend_spikes[n_pend[0]] = spikes
+                n_pend[0] += 1
+                if n_pend[0] == K:
+                    for l in range(1, m + 1):
+                        if learn[l - 1]:
+                            for q in range(K):
+                                rows = np.flatnonzero(pend_spikes[q, sl[l - 1]])
+                                W[l - 1][rows] -= pend_g[l - 1, q, :sizes[l]]
+                    n_pend[0] = 0
 
             if any(fb_learn):
                 p = prob[sl[m]]

@@ -1,0 +1,178 @@
+"""Benchmark: one training step of a model, spikefa vs its NumPy twin vs Brian2, side by side.
+
+    python -m spikefa.bench [MODEL] [--steps N] [--numpy-steps N] [--brian2-steps N] [--json]
+    spikefa bench [MODEL] ...
+
+All implementations run in this one process on the same model, the same seed, the same
+input images and the same uniforms, so the printed ratios compare like with like. It is a
+benchmark, not a test: it prints what it measured and asserts nothing.
+
+Also printed: the spike density of every layer, the bytes a training step has to move
+(active forward rows read, feedback matrices read, active rows read and written by the
+update), this machine's streaming read bandwidth measured here, and the floor those two
+give; and the peak resident memory of a short full training run in a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numba
+import numpy as np
+
+from .config import load_config
+from .data import load_subset
+from .network import init_network, input_probabilities
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _stream_sum(a):
+    s = 0.0
+    for i in numba.prange(a.shape[0]):
+        s += a[i]
+    return s
+
+
+def read_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """Best streaming read bandwidth in bytes/s over ``repeats`` passes of a float32 array."""
+    a = np.ones(n_bytes // 4, np.float32)
+    _stream_sum(a[:1024])
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        _stream_sum(a)
+        best = min(best, time.perf_counter() - t)
+    return a.nbytes / best
+
+
+def _stimulus(net, steps, seed):
+    images, labels = load_subset("train")
+    n_img = steps // net.config.train.steps_per_image + 1
+    idx = np.arange(n_img) % images.shape[0]
+    probs = input_probabilities(images[idx], net.config.model.p_max)
+    step_image = np.arange(steps) // net.config.train.steps_per_image
+    uniforms = np.random.default_rng(seed).random((steps, net.n_units))
+    return uniforms, probs, step_image, labels[idx][step_image]
+
+
+def time_spikefa(cfg, steps: int, backend: str, seed: int = 0, warmup: int = 5):
+    """ms per training step of ``backend`` (after a warm-up that includes JIT compilation)."""
+    net = init_network(cfg)
+    u, probs, si, lab = _stimulus(net, steps + warmup, seed)
+    net.run(u[:warmup], probs, si[:warmup], lab[:warmup], backend=backend)
+    t = time.perf_counter()
+    out = net.run(u[warmup:], probs, si[warmup:], lab[warmup:], backend=backend)
+    dt = time.perf_counter() - t
+    return 1e3 * dt / steps, out["spikes"].copy(), net
+
+
+def step_bytes(net, spikes) -> dict:
+    """Bytes one training step must move, at the measured spike densities."""
+    itemsize = net.W[0].dtype.itemsize
+    fwd = upd = 0.0
+    for l in range(1, net.m + 1):
+        active = spikes[:, net.layer_slice(l - 1)].sum(axis=1).mean()
+        row = int(net.sizes[l]) * itemsize
+        fwd += active * row
+        if net.wiring.learn[l - 1]:
+            upd += 2 * active * row  # read and write
+    fb = sum(F.nbytes for F, on in zip(net.wiring.F, net.wiring.on) if on)
+    return dict(forward_read=fwd, feedback_read=float(fb), update_read_write=upd, total=fwd + fb + upd)
+
+
+def peak_rss_of_training(model: str, steps: int) -> float:
+    """Peak resident memory (MiB) of a child process that trains ``model`` for ``steps`` steps."""
+    code = (
+        "import resource, tempfile, os\n"
+        "from spikefa.config import load_config\nfrom spikefa.train import train\n"
+        f"cfg = load_config({model!r})\n"
+        "n = 2000\n"
+        f"cfg = cfg.replace(train=dict(dataset='mnist-subset', n_train=0, test_every=0, epochs={steps} / cfg.train.steps_per_image / n), test=dict(n_test=100))\n"
+        "d = tempfile.mkdtemp()\n"
+        "train(cfg, out=os.path.join(d, 'r.h5'), progress=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(res.stdout.strip().splitlines()[-1]) / 1024
+
+
+def run_benchmark(model="lillicrap2016-fig4", steps=300, numpy_steps=20, brian2_steps=20, brian2_target="numpy",
+                  rss=True, seed=0) -> dict:
+    cfg = load_config(model)
+    results: dict = {}
+    ms, spikes, net = time_spikefa(cfg, steps, "numba", seed)
+    results["spikefa"] = dict(ms_per_step=ms, steps=steps, kernel="numba-parallel" if net.n_synapses >= 1e6 and numba.get_num_threads() > 1 else "numba-serial")
+    ms1, _, _ = time_spikefa(cfg, steps, "numba-serial", seed)
+    results["spikefa-1-thread"] = dict(ms_per_step=ms1, steps=steps)
+    if numpy_steps:
+        ms_np, _, _ = time_spikefa(cfg, numpy_steps, "numpy", seed, warmup=1)
+        results["numpy"] = dict(ms_per_step=ms_np, steps=numpy_steps)
+    notes = []
+    if brian2_steps:
+        try:
+            from . import export
+            timer = getattr(export, "brian2_ms_per_step")
+        except Exception as exc:  # brian2 not installed, or no timing hook
+            notes.append(f"brian2 skipped: {exc}")
+        else:
+            results["brian2"] = dict(ms_per_step=float(timer(cfg, brian2_steps, target=brian2_target)),
+                                     steps=brian2_steps, target=brian2_target)
+    for r in results.values():
+        r["steps_per_s"] = 1e3 / r["ms_per_step"]
+        r["ratio_to_spikefa"] = r["ms_per_step"] / results["spikefa"]["ms_per_step"]
+    density = {net.names[l]: float(spikes[:, net.layer_slice(l)].mean()) for l in range(net.m + 1)}
+    moved = step_bytes(net, spikes)
+    bw = read_bandwidth()
+    out = dict(
+        model=cfg.name, layers=list(cfg.model.layers), dtype=cfg.model.dtype, feedback=cfg.model.feedback,
+        threads=numba.get_num_threads(), cpu=platform.processor() or platform.machine(), results=results,
+        spike_density=density, bytes_per_step=moved, read_bandwidth_GBps=bw / 1e9,
+        floor_ms_per_step=1e3 * moved["total"] / bw, notes=notes,
+    )
+    if rss:
+        out["peak_rss_MiB"] = peak_rss_of_training(model, 2000)
+    return out
+
+
+def format_table(r: dict) -> str:
+    lines = [f"model {r['model']} {r['layers']} {r['dtype']} feedback={r['feedback']}, "
+             f"{r['threads']} numba threads, one training step (plasticity on)", "",
+             f"{'implementation':<18}{'ms/step':>10}{'steps/s':>10}{'x spikefa':>11}{'steps':>7}"]
+    for name, x in r["results"].items():
+        lines.append(f"{name:<18}{x['ms_per_step']:>10.3f}{x['steps_per_s']:>10.1f}{x['ratio_to_spikefa']:>11.2f}{x['steps']:>7}")
+    b = r["bytes_per_step"]
+    lines += ["", "spike density: " + ", ".join(f"{k} {v:.3f}" for k, v in r["spike_density"].items()),
+              f"bytes per step: forward {b['forward_read'] / 1e6:.1f} MB read, feedback {b['feedback_read'] / 1e6:.1f} MB read, "
+              f"update {b['update_read_write'] / 1e6:.1f} MB read+written; total {b['total'] / 1e6:.1f} MB",
+              f"streaming read bandwidth here: {r['read_bandwidth_GBps']:.1f} GB/s -> floor {r['floor_ms_per_step']:.3f} ms/step "
+              f"(spikefa at {r['floor_ms_per_step'] / r['results']['spikefa']['ms_per_step']:.0%} of it)"]
+    if "peak_rss_MiB" in r:
+        lines.append(f"peak resident memory of a 2,000-step training run of this model: {r['peak_rss_MiB']:.0f} MiB")
+    lines += [f"note: {n}" for n in r["notes"]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="spikefa bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", nargs="?", default="lillicrap2016-fig4")
+    p.add_argument("--steps", type=int, default=300, help="steps timed for spikefa")
+    p.add_argument("--numpy-steps", type=int, default=20, help="steps timed for the NumPy twin (0: skip)")
+    p.add_argument("--brian2-steps", type=int, default=20, help="steps timed for Brian2 (0: skip)")
+    p.add_argument("--brian2-target", default="numpy", help="Brian2 code generation target (numpy, cython, cpp_standalone)")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    r = run_benchmark(args.model, args.steps, args.numpy_steps, args.brian2_steps, args.brian2_target, rss=not args.no_rss)
+    print(json.dumps(r, indent=1) if args.json else format_table(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
