@@ -42,6 +42,35 @@ def _download(args):
     print(f"MNIST verified in {download_mnist(args.dest)}")
 
 
+def _sweep(args):
+    from . import sweep as sw
+
+    if args.dry_run:
+        spec = sw.load_sweep(args.sweep)
+        runs = sw.plan(spec, sw.sweep_dir(spec, args.out))
+        print(sw.describe(runs))
+        return
+    try:
+        res = sw.run_sweep(args.sweep, out=args.out, workers=args.workers, scheduler=args.scheduler, data_dir=args.data,
+                           progress=not args.quiet, dashboard_address=args.dashboard_address)
+    except KeyboardInterrupt:
+        print("\nspikefa: sweep stopped; finished runs are kept, start it again to run the rest", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"{len(res.runs)} runs: {len(res.ran)} ran, {len(res.reused)} re-used, {len(res.failed)} failed "
+          f"({res.wall_s:.0f} s); sweep folder {res.out}; table and figure: spikefa sweep-report {res.out}")
+    if res.failed:
+        print(sw.describe(res.failed), file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _sweep_report(args):
+    from .sweep import sweep_report
+
+    rep = sweep_report(args.sweep_dir, out=args.out)
+    print(rep["markdown"])
+    print(f"written: {rep['csv']}, {rep['md']}, {rep['figure']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spikefa",
@@ -84,6 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("download-mnist", help="download and verify the four MNIST files")
     d.add_argument("dest", nargs="?", help="folder (default ~/.cache/spikefa/mnist)")
     d.set_defaults(func=_download)
+
+    w = sub.add_parser("sweep", help="run a sweep over seeds, variants and model keys on Dask",
+                       description="Run every point of a sweep file (a grid or list over seeds, feedback variants and "
+                                   "model keys) as its own run file in the sweep folder, on a local Dask cluster or "
+                                   "an existing one. Finished runs are re-used; a failed run does not stop the others. "
+                                   "See spikefa/sweep.py for the file format.")
+    w.add_argument("sweep", metavar="SWEEP.toml", help="sweep file")
+    w.add_argument("--out", "-o", metavar="DIR", help="sweep folder (default: the file's out, else runs/sweep-NAME)")
+    w.add_argument("--workers", "-j", type=int, help="worker processes of the local cluster (default: the file's "
+                                                     "workers, else the cores this process may use)")
+    w.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786); its "
+                                                          "workers must see the sweep folder")
+    w.add_argument("--data", metavar="DIR", help="folder with the four MNIST files, as the workers see it")
+    w.add_argument("--dashboard-address", default=":8787", help="dashboard of the local cluster (default :8787)")
+    w.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")
+    w.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    w.set_defaults(func=_sweep)
+
+    r = sub.add_parser("sweep-report", help="table and error-curve figure of a sweep folder",
+                       description="Write summary.csv, summary.md (final test error mean, s.d. and n per condition) "
+                                   "and error-curves.png (mean +- 1 s.d. over seeds) for a sweep folder.")
+    r.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    r.add_argument("--out", "-o", metavar="DIR", help="folder for the table and figure (default SWEEP_DIR)")
+    r.set_defaults(func=_sweep_report)
+
     return p
 
 

@@ -1,0 +1,258 @@
+"""Sweeps on Dask (issue 8): sweep files, re-use by config hash, failures, kill and resume, report.
+
+The runs are the ``tiny`` model cut to a fraction of an epoch: what is tested is the
+bookkeeping around the runs, not learning. One local cluster of 2 single-threaded
+workers serves the module; the kill-and-resume test starts its own sweep processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+psutil = pytest.importorskip("psutil")
+
+import spikefa  # noqa: E402
+from spikefa import sweep as sw  # noqa: E402
+from spikefa.cli import main  # noqa: E402
+from spikefa.config import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, env={"NUMBA_NUM_THREADS": "1"},
+                      dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster:
+        yield cluster.scheduler_address
+
+
+def _sweep_file(tmp_path, text: str, name="s.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+SIX = """
+base = "tiny"
+out = "{out}"
+epochs = {epochs}
+[grid]
+seed = [1, 2, 3]
+"model.feedback" = ["fa", "transport"]
+"""
+
+
+# ------------------------------------------------------------------------- sweep files
+def test_points_cross_grid_and_runs_with_aliases_and_precedence():
+    s = sw.load_sweep({
+        "base": "tiny", "epochs": 0.5, "set": {"test.readout": "sum", "model.eta": 0.1},
+        "grid": {"seed": [1, 2], "model": {"feedback": ["fa", "dfa"]}},
+        "runs": [{"model.eta": 0.01}, {"base": "small"}],
+    })
+    pts = s.points()
+    assert len(pts) == 2 * 2 * 2
+    # [[runs]] is the outer loop, the grid's last key varies fastest
+    assert [(p["run.seed"], p["model.feedback"]) for p in pts[:4]] == [(1, "fa"), (1, "dfa"), (2, "fa"), (2, "dfa")]
+    assert all(p["train.epochs"] == 0.5 and p["test.readout"] == "sum" for p in pts)
+    assert [p["model.eta"] for p in pts] == [0.01] * 4 + [0.1] * 4  # a point's key beats [set]
+    assert [p["base"] for p in pts] == ["tiny"] * 4 + ["small"] * 4
+    cfg = sw.resolve(pts[1])
+    assert (cfg.name, cfg.run.seed, cfg.model.feedback, cfg.model.eta, cfg.train.epochs) == ("tiny", 1, "dfa", 0.01, 0.5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"grid": {"seed": 3}}, "non-empty list"),
+    ({"grid": {"seed": []}}, "non-empty list"),
+    ({"grid": {"seed": [1]}, "runs": [{"seed": 2}]}, "also varies"),
+    ({"epochs": 1, "set": {"train.epochs": 2}}, "both given"),
+    ({"model.feedback": ["fa"]}, "unknown sweep key"),
+    ({"workers": 0}, "positive integer"),
+    ({"grid": {"seed": [1], "run.seed": [2]}}, "twice"),
+])
+def test_bad_sweep_files_are_refused_as_a_whole(bad, match):
+    with pytest.raises(sw.SweepError, match=match):
+        sw.load_sweep(bad)
+
+
+def test_a_bad_key_is_the_failure_of_its_point_only(tmp_path):
+    runs = sw.plan(sw.load_sweep({"base": "tiny", "runs": [{"model.feedback": "fa"}, {"model.nonsense": 1},
+                                                            {"feedbak": "fa"}, {"model.feedback": "backprop"}]}),
+                   tmp_path)
+    assert [r.status for r in runs] == ["pending", "failed", "failed", "failed"]
+    assert "model.nonsense" in runs[1].error and "section.key" in runs[2].error and "'backprop'" in runs[3].error
+    with pytest.raises(ConfigError):
+        sw.resolve({"base": "no-such-model"})
+
+
+def test_the_config_hash_is_the_content_not_the_spelling():
+    h = sw.config_hash
+    plain = sw.resolve({"base": "tiny", "run.seed": 1})
+    assert plain.model.feedback == "fa"
+    assert h(plain) == h(sw.resolve({"base": "tiny", "run.seed": 1, "model.feedback": "fa"}))  # the default, spelt out
+    assert h(plain) != h(sw.resolve({"base": "tiny", "run.seed": 2}))
+    assert len(h(plain)) == sw.HASH_LEN
+
+
+def test_file_lock_takes_over_a_dead_holder_and_refuses_a_live_one(tmp_path):
+    lock = tmp_path / "x.lock"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(f"{socket.gethostname()} {dead.pid}")
+    with sw.file_lock(lock, "x"):
+        assert lock.read_text().split()[1] == str(os.getpid())
+        with pytest.raises(sw.RunLockedError, match="in use by process"):
+            with sw.file_lock(lock, "x"):
+                pass
+    assert not lock.exists()
+
+
+# ------------------------------------------------------------------------- on the cluster
+def test_sweep_of_3_seeds_x_2_variants_and_its_summary(scheduler, tmp_path):
+    out = tmp_path / "sweep"
+    path = _sweep_file(tmp_path, SIX.format(out=out, epochs=0.5))
+    res = sw.run_sweep(path, scheduler=scheduler, progress=False)
+    assert res.complete and len(res.ran) == 6 and not res.reused and not res.failed
+    files = sorted(out.glob("*.h5"))
+    assert len(files) == 6
+    errors = {"fa": [], "transport": []}
+    for f in files:
+        run = spikefa.load(f)
+        assert run.complete
+        assert f.name.endswith(f"-{sw.config_hash(run.config)}.h5")  # named by the config it holds
+        assert run.config.train.epochs == 0.5 and run.config.name == "tiny"
+        errors[run.config.model.feedback].append((run.config.run.seed, run.test_error))
+    assert {k: sorted(s for s, _ in v) for k, v in errors.items()} == {"fa": [1, 2, 3], "transport": [1, 2, 3]}
+
+    rep = sw.sweep_report(out)
+    rows = {r["model.feedback"]: r for r in rep["rows"]}
+    assert list(rows) == ["fa", "transport"]  # the sweep file's order
+    for feedback, row in rows.items():
+        e = np.array([err for _, err in errors[feedback]])
+        assert row["n"] == 3 and row["n_failed"] == 0
+        assert row["error_mean"] == pytest.approx(e.mean(), abs=1e-12)
+        assert row["error_sd"] == pytest.approx(e.std(ddof=1), abs=1e-12)
+    with open(rep["csv"]) as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert [float(r["error_mean"]) for r in csv_rows] == [rows["fa"]["error_mean"], rows["transport"]["error_mean"]]
+    md = rep["md"].read_text()
+    assert f"| fa | 3 | {100 * rows['fa']['error_mean']:.2f} \u00b1 {100 * rows['fa']['error_sd']:.2f} |" in md
+    assert rep["figure"].stat().st_size > 10_000
+
+    # started again: nothing runs, nothing is rewritten
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    again = sw.run_sweep(path, scheduler=scheduler, progress=False)
+    assert len(again.reused) == 6 and not again.ran
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes
+    # a run file of another config under a run's name is not taken for done
+    victim = files[0]
+    os.replace(files[1], victim)
+    assert not sw.is_done(victim, victim.stem.rsplit("-", 1)[1])
+
+
+def test_failed_runs_are_reported_and_the_others_finish(scheduler, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    path = _sweep_file(tmp_path, f"""
+base = "tiny"
+out = "{out}"
+epochs = 0.25
+[grid]
+seed = [1, 2]
+[[runs]]
+"model.feedback" = "fa"
+[[runs]]
+"model.nonsense" = 3            # fails when resolved
+[[runs]]
+"model.layers" = [100, 20, 20]  # a valid model that raises on the worker (images have 784 pixels)
+""")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(path), "--scheduler", scheduler, "--quiet"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "model.nonsense" in err and "DataError" in err
+
+    manifest = sw.read_manifest(out)
+    status = [(e["overrides"].get("model.feedback") or next(k for k in e["overrides"] if k.startswith("model.")),
+               e["status"]) for e in manifest["runs"]]
+    assert status == [("fa", "done")] * 2 + [("model.nonsense", "failed")] * 2 + [("model.layers", "failed")] * 2
+    runtime = [e for e in manifest["runs"] if "model.layers" in e["overrides"]]
+    assert all(e["error"].startswith("DataError: the model expects images of 100 pixels") for e in runtime)
+    assert all("check_images" in e["traceback"] for e in runtime)
+    assert sum(spikefa.load(f).complete for f in out.glob("*.h5")) == 2
+    failed_events = [e for e in sw.read_log(out) if e["event"] == "failed"]
+    assert len(failed_events) == 4
+
+    assert main(["sweep-report", str(out)]) == 0
+    md = (out / "summary.md").read_text()
+    failed_lines = md.split("## Failed runs")[1].strip().splitlines()
+    assert len(failed_lines) == 4
+    assert sum("model.nonsense" in x for x in failed_lines) == 2 and sum("DataError" in x for x in failed_lines) == 2
+
+
+def _finished(out: Path) -> list[dict]:
+    return [e for e in sw.read_log(out) if e["event"] == "finished"]
+
+
+def _wait_finished(out: Path, n: int, proc, timeout=90.0) -> None:
+    """Until the sweep in ``proc`` has logged ``n`` finished runs in all."""
+    t0 = time.time()
+    while len(_finished(out)) < n:
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert time.time() - t0 < timeout, "the sweep did not get going"
+        time.sleep(0.05)
+
+
+def test_a_killed_sweep_runs_only_the_missing_runs_when_started_again(scheduler, tmp_path):
+    """Stop a sweep with SIGTERM (the CLI's Ctrl-C path), then kill one with SIGKILL
+    (stale locks, no clean-up), and check each restart runs exactly what was not done."""
+    out = tmp_path / "sweep"
+    path = _sweep_file(tmp_path, SIX.format(out=out, epochs=1.0))
+    cmd = [sys.executable, "-m", "spikefa.cli", "sweep", str(path), "--workers", "1", "--quiet",
+           "--dashboard-address", ":0"]
+
+    def done_files():
+        return {f.name: f.stat().st_mtime_ns for f in out.glob("*.h5") if sw.is_done(f, f.stem.rsplit("-", 1)[1])}
+
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        _wait_finished(out, 2, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130, (tmp_path / "first.log").read_text()
+    first = done_files()
+    assert 2 <= len(first) < 6
+    assert not (out / sw.LOCK).exists()
+    assert sw.read_log(out)[-1]["event"] == "interrupted"
+
+    with open(tmp_path / "second.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        _wait_finished(out, len(_finished(out)) + 1, proc)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait(timeout=30)
+        psutil.wait_procs(children, timeout=30)  # the workers notice their parent is gone
+    second = done_files()
+    assert len(first) < len(second) < 6
+    assert {k: second[k] for k in first} == first  # nothing done was run again
+    sessions = [e["session"] for e in sw.read_log(out) if e["event"] == "session-start"]
+    assert len(sessions) == 2
+    # a run can complete in the instant before the kill without its "finished" line
+    ran_second = {e["file"] for e in _finished(out) if e["session"] == sessions[1]}
+    assert ran_second and ran_second <= set(second) - set(first)
+
+    res = sw.run_sweep(path, scheduler=scheduler, progress=False)  # takes over the stale locks
+    assert res.complete
+    assert {r.file for r in res.reused} == set(second)
+    assert {r.file for r in res.ran} == {r.file for r in res.runs} - set(second)
+    assert {k: v for k, v in done_files().items() if k in second} == second
