@@ -128,7 +128,7 @@ def _run_block(
     sizes, offsets,
     W, b, scale, W_mask, use_mask, learn,
     F, fb_src, fb_scale_idx, fb_on, fb_learn,
-    spikes, psp, prob, feedback_psp, phi_fb, fb_drive, modulator, loss_baseline,
+    spikes, psp, prob, feedback_psp, phi_fb, fb_drive, modulator, psp_baseline,
     active, n_active, acc, g,
     uniforms, in_prob, step_image, step_label, n_per_class,
     one_minus_tau, tau, eta, decay, eta_fb, baseline_rate, var_floor, phi_kind,
@@ -158,8 +158,8 @@ def _run_block(
     psp, prob, feedback_psp, phi_fb, fb_drive, modulator : (N,)
         ``V``, ``sigma(V)`` (float64), ``U``, ``phi_d(U)`` (float64), ``F phi_d(U^src)``
         (float64) and the modulator ``m`` of every neuron.
-    loss_baseline : float64 (1,)
-        Running mean of the loss (node perturbation only).
+    psp_baseline : float64 (N,)
+        Running mean of every PSP ``V`` (node perturbation only).
     active, n_active, acc, g : workspaces
         Indices of spiking presynaptic units per layer (int64 (N,)), their counts (m,),
         a float64 accumulator and a dtype buffer of length ``max(sizes)``.
@@ -312,21 +312,12 @@ def _run_block(
                                     _sub_row(Wl[i], pend_g[l - 1, q, :n_post])
                     n_pend[0] = 0
 
-            # 5b. feedback learned by node perturbation (Lansdell et al. 2020)
+            # 5b. feedback learned by node perturbation (Lansdell et al. 2020; see feedback.py)
             any_fb_learn = False
             for l in range(1, m):
                 if fb_learn[l - 1]:
                     any_fb_learn = True
             if any_fb_learn:
-                o = offsets[m]
-                label = step_label[t]
-                loss = 0.0
-                for j in range(sizes[m]):
-                    target = 1.0 if j // n_per_class == label else 0.0
-                    p = prob[o + j]
-                    loss += 0.5 * ((p - target) * (p - target) + p * (1.0 - p))
-                reward = loss - loss_baseline[0]
-                loss_baseline[0] += baseline_rate * (loss - loss_baseline[0])
                 for l in range(1, m):
                     if not fb_learn[l - 1]:
                         continue
@@ -335,12 +326,18 @@ def _run_block(
                     o_src = offsets[src]
                     n_src = sizes[src]
                     o = offsets[l]
+                    reward = 0.0
+                    for j in range(n_src):
+                        reward += phi_fb[o_src + j] * (psp[o_src + j] - psp_baseline[o_src + j])
+                    reward /= tau
                     x = phi_fb[o_src:o_src + n_src]
                     for i in prange(sizes[l]):
                         p = prob[o + i]
                         var = max(p * (1.0 - p), var_floor)
                         estimate = reward * (spikes[o + i] - p) / var
                         _row_axpy(Fl[i], eta_fb * (fb_drive[o + i] - estimate), x)
+                for i in range(spikes.shape[0]):
+                    psp_baseline[i] += baseline_rate * (psp[i] - psp_baseline[i])
 
         # recording: every unit's spikes, chosen neurons' traces
         N = spikes.shape[0]

@@ -48,7 +48,7 @@ class NetworkState:
     phi_fb: np.ndarray  # float64 (N,) phi_d(U)
     fb_drive: np.ndarray  # float64 (N,) input to the feedback PSP
     modulator: np.ndarray  # dtype (N,) m = phi_d(U) sigma'(V)
-    loss_baseline: np.ndarray  # float64 (1,)
+    psp_baseline: np.ndarray  # float64 (N,) running mean of V (node perturbation)
     pend_spikes: np.ndarray  # uint8 (K, N) spikes of the steps whose updates are pending
     pend_g: np.ndarray  # dtype (m, K, max n) their update vectors (raw, per layer)
     n_pend: np.ndarray  # int64 (1,) how many are pending
@@ -59,7 +59,7 @@ class NetworkState:
         return cls(
             spikes=np.zeros(n, np.uint8), psp=np.zeros(n, dtype), prob=np.zeros(n),
             feedback_psp=np.zeros(n, dtype), phi_fb=np.zeros(n), fb_drive=np.zeros(n),
-            modulator=np.zeros(n, dtype), loss_baseline=np.zeros(1),
+            modulator=np.zeros(n, dtype), psp_baseline=np.zeros(n),
             pend_spikes=np.zeros((deferred_steps, n), np.uint8), pend_g=np.zeros((m, deferred_steps, mx), dtype),
             n_pend=np.zeros(1, np.int64),
         )
@@ -232,7 +232,7 @@ class Network:
             self.sizes, self.offsets,
             tuple(self.W), tuple(self.b), self.scale, masks, use_mask, w.learn,
             tuple(w.F), w.src, w.scale_idx, w.on, w.learns,
-            st.spikes, st.psp, st.prob, st.feedback_psp, st.phi_fb, st.fb_drive, st.modulator, st.loss_baseline,
+            st.spikes, st.psp, st.prob, st.feedback_psp, st.phi_fb, st.fb_drive, st.modulator, st.psp_baseline,
             work["active"], work["n_active"], work["acc"], work["g"],
             uniforms, np.ascontiguousarray(in_prob, dtype=f64),
             np.ascontiguousarray(step_image, dtype=np.int64), np.ascontiguousarray(step_label, dtype=np.int64),

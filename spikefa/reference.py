@@ -39,7 +39,7 @@ def run_block(
     sizes, offsets,
     W, b, scale, W_mask, use_mask, learn,
     F, fb_src, fb_scale_idx, fb_on, fb_learn,
-    spikes, psp, prob, feedback_psp, phi_fb, fb_drive, modulator, loss_baseline,
+    spikes, psp, prob, feedback_psp, phi_fb, fb_drive, modulator, psp_baseline,
     active, n_active, acc, g,
     uniforms, in_prob, step_image, step_label, n_per_class,
     one_minus_tau, tau, eta, decay, eta_fb, baseline_rate, var_floor, phi_kind,
@@ -118,20 +118,23 @@ def run_block(
                     n_pend[0] = 0
 
             if any(fb_learn):
-                p = prob[sl[m]]
-                target = (np.arange(sizes[m]) // n_per_class == step_label[t]).astype(f64)
-                loss = np.sum(0.5 * ((p - target) * (p - target) + p * (1.0 - p)))
-                reward = loss - loss_baseline[0]
-                loss_baseline[0] += baseline_rate * (loss - loss_baseline[0])
                 for l in range(1, m):
                     if not fb_learn[l - 1]:
                         continue
+                    src = sl[fb_src[l - 1]]
+                    e = phi_fb[src]
+                    reward = 0.0
+                    dV = psp[src].astype(f64) - psp_baseline[src]
+                    for j in range(e.shape[0]):  # in order, as the kernel sums
+                        reward += e[j] * dV[j]
+                    reward /= tau
                     p = prob[sl[l]]
                     var = np.maximum(p * (1.0 - p), var_floor)
                     estimate = reward * (spikes[sl[l]] - p) / var
                     coef = eta_fb * (fb_drive[sl[l]] - estimate)
                     Fl = F[l - 1]
-                    Fl[...] = Fl - np.outer(coef, phi_fb[sl[fb_src[l - 1]]])
+                    Fl[...] = Fl - np.outer(coef, e)
+                psp_baseline += baseline_rate * (psp.astype(f64) - psp_baseline)
 
         spike_buf[t] = spikes
         if rec_idx.size:
