@@ -36,6 +36,12 @@ def _experiment(args):
     print(json.dumps(res, indent=1, default=str))
 
 
+def _bench(args):
+    from .bench import main as bench_main
+
+    bench_main(args.bench_args)
+
+
 def _download(args):
     from .data import download_mnist
 
@@ -113,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("download-mnist", help="download and verify the four MNIST files")
     d.add_argument("dest", nargs="?", help="folder (default ~/.cache/spikefa/mnist)")
     d.set_defaults(func=_download)
+
+    bn = sub.add_parser("bench", add_help=False, help="time one training step: spikefa vs NumPy twin vs Brian2",
+                        description="Benchmark; `spikefa bench --help` lists its options.")
+    bn.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bn.set_defaults(func=_bench)
 
     w = sub.add_parser("sweep", help="run a sweep over seeds, variants and model keys on Dask",
                        description="Run every point of a sweep file (a grid or list over seeds, feedback variants and "
