@@ -438,12 +438,12 @@ def _run_task(cfg_json: str, path: str, data_dir, topic: str) -> dict:
         pass
     cfg = config_from_dict(json.loads(cfg_json))
     path = Path(path)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     with file_lock(path.with_name(path.name + ".lock"), f"run file {path.name}"):
         if is_done(path, config_hash(cfg)):  # finished by a task that outlived an earlier sweep
             run = Run(path)
             return dict(test_error=run.test_error, wall_s=float(run.attrs.get("wall_s", 0.0)), worker=worker,
-                        resumed=False, task_s=time.perf_counter() - t0)
+                        resumed=False, task_s=time.perf_counter() - t0, cpu_s=time.thread_time() - cpu0)
         resume = path.exists() and checkpoint_path(path).exists()
         try:
             res = train(cfg, out=path, data_dir=data_dir, resume=resume, overwrite=not resume, progress=False)
@@ -452,8 +452,9 @@ def _run_task(cfg_json: str, path: str, data_dir, topic: str) -> dict:
                 raise
             resume = False  # an unreadable checkpoint: start again
             res = train(cfg, out=path, data_dir=data_dir, overwrite=True, progress=False)
+    # cpu_s against task_s shows how much of a core the run had (a loaded or oversubscribed machine)
     return dict(test_error=res.test_error, wall_s=res.wall_s, worker=worker, resumed=resume,
-                task_s=time.perf_counter() - t0)
+                task_s=time.perf_counter() - t0, cpu_s=time.thread_time() - cpu0)
 
 
 # ------------------------------------------------------------------------- running
@@ -466,9 +467,6 @@ class SweepResult:
     session: str
     wall_s: float
     n_workers: int
-
-    def _count(self, pred) -> int:
-        return sum(1 for r in self.runs if pred(r))
 
     @property
     def ran(self) -> list:
@@ -606,7 +604,6 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
     t_start = time.time()
     with file_lock(out / LOCK, f"sweep folder {out}"):
         runs = plan(sweep, out)
-        by_id = {r.id: r for r in runs}
 
         def save():
             _write_json(out / MANIFEST, dict(
@@ -628,14 +625,14 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
         if todo:
             n_local = min(workers or sweep.workers or default_workers(), len(todo))
             with dask_client(scheduler, n_local, dashboard_address) as client:
-                n_workers = _execute(client, sweep, out, runs, todo, by_id, session, data_dir, progress, save)
+                n_workers = _execute(client, sweep, out, runs, todo, session, data_dir, progress, save)
         _log(out, session, "session-end", n_ran=sum(r.ran_in == session for r in runs),
              n_failed=sum(r.status == "failed" for r in runs), wall_s=time.time() - t_start)
         save()
     return SweepResult(out=out, runs=runs, session=session, wall_s=time.time() - t_start, n_workers=n_workers)
 
 
-def _execute(client, sweep, out, runs, todo, by_id, session, data_dir, progress, save) -> int:
+def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save) -> int:
     """Submit ``todo`` to ``client`` and follow the futures until all are done or failed."""
     topic = f"spikefa-sweep-{session}"
     events: list = []
@@ -687,7 +684,7 @@ def _execute(client, sweep, out, runs, todo, by_id, session, data_dir, progress,
                     r.test_error, r.wall_s, r.worker = res["test_error"], res["wall_s"], res["worker"]
                     durations.append(res["task_s"])
                     _log(out, session, "finished", id=r.id, file=r.file, test_error=r.test_error, wall_s=r.wall_s,
-                         task_s=res["task_s"], resumed=res["resumed"], worker=r.worker)
+                         task_s=res["task_s"], cpu_s=res["cpu_s"], resumed=res["resumed"], worker=r.worker)
                 else:
                     exc = fut.exception()
                     r.status = "failed"
@@ -697,7 +694,7 @@ def _execute(client, sweep, out, runs, todo, by_id, session, data_dir, progress,
                     if bar is not None:
                         bar.write(f"failed: {r.file} ({r.label()}): {r.error}")
             while n_seen < len(events):
-                t, msg = events[n_seen]
+                _, msg = events[n_seen]
                 n_seen += 1
                 r = by_file.get(msg.get("file"))
                 if r is not None and r.status == "pending":
@@ -742,7 +739,6 @@ def _execute(client, sweep, out, runs, todo, by_id, session, data_dir, progress,
 class Condition:
     """The runs of one condition (same config up to the seed), finished ones only in ``runs``."""
 
-    key: str
     values: dict  # dotted key -> value, the keys that differ between conditions
     runs: list = field(default_factory=list)  # spikefa.Run, complete
     n_failed: int = 0
@@ -767,11 +763,13 @@ class Condition:
 
 
 def _flat_config(cfg: Config) -> dict:
-    d = cfg.to_dict()
-    flat = {k: d[k] for k in ("name",)}
-    for section in ("model", "train", "test", "run"):
-        for key, value in d[section].items():
-            flat[f"{section}.{key}"] = value
+    """``{"name": .., "model.feedback": .., ...}``: every key of the resolved config."""
+    flat = {}
+    for section, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            flat[section] = value
     return flat
 
 
@@ -802,7 +800,7 @@ def collect(sweep_dir) -> tuple[list[Condition], list[SweepRun]]:
         flat = _flat_config(cfg)
         flat.pop("run.seed")
         key = json.dumps(flat, sort_keys=True, default=str)
-        cond = groups.setdefault(key, Condition(key=key, values={}))
+        cond = groups.setdefault(key, Condition(values={}))
         flats[key] = flat
         if complete:
             cond.runs.append(run)
