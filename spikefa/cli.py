@@ -36,12 +36,6 @@ def _experiment(args):
     print(json.dumps(res, indent=1, default=str))
 
 
-def _bench(args):
-    from .bench import main as bench_main
-
-    bench_main(args.bench_args)
-
-
 def _download(args):
     from .data import download_mnist
 
@@ -122,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", add_help=False, help="time one training step: spikefa vs NumPy twin vs Brian2",
                         description="Benchmark; `spikefa bench --help` lists its options.")
-    bn.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bn.set_defaults(func=_bench)
+    bn.add_argument("options", nargs="*", help="see `spikefa bench --help`")
 
     w = sub.add_parser("sweep", help="run a sweep over seeds, variants and model keys on Dask",
                        description="Run every point of a sweep file (a grid or list over seeds, feedback variants and "
@@ -157,6 +150,11 @@ def _sigterm(signum, frame):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the benchmark parses its own options (and its own --help)
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     from .data import DataError
