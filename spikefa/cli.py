@@ -71,6 +71,33 @@ def _sweep_report(args):
     print(f"written: {rep['csv']}, {rep['md']}, {rep['figure']}")
 
 
+def _export_brian2(args):
+    from .export import export_model
+
+    try:
+        script, npz = export_model(args.model, args.out, run_file=args.run_file, n_images=args.images,
+                                   noise_steps=args.noise_steps, test=args.test, seed=args.seed)
+    except ValueError as exc:
+        print(f"spikefa: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {script} and {npz}; run it with: python {script} [--steps N] [--target ...] [--out results.npz]")
+
+
+def _validate(args):
+    from . import validate as va
+
+    common = dict(seed=args.seed, target=args.target or "numpy")
+    if args.statistical:
+        rep = va.statistical_validate(args.model, seeds=args.seeds, train_steps=args.steps or 500, n_test=args.n_test,
+                                      dtype=args.dtype, **common)
+    else:
+        rep = va.cross_validate(args.model, steps=args.steps or 500, dtype=args.dtype or "float64",
+                                check_every=args.check_every, **common)
+    print(rep)
+    if not rep.passed:
+        raise SystemExit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spikefa",
@@ -142,6 +169,42 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", "-o", metavar="DIR", help="folder for the table and figure (default SWEEP_DIR)")
     r.set_defaults(func=_sweep_report)
 
+    x = sub.add_parser("export-brian2", help="write a model as a standalone Brian2 script (+ .npz of its arrays)",
+                       description="Write a readable, standalone Brian2 script of a model (one NeuronGroup per "
+                                   "population, Synapses per projection, plasticity as Brian2 code, SPEC.md's step "
+                                   "order as schedule slots) and its weights, state and stimulus in an .npz beside "
+                                   "it. Stimulus: images of the bundled MNIST subset in the seeded training order.")
+    x.add_argument("model", help="bundled model name or path to a .toml model file")
+    x.add_argument("--from", dest="run_file", metavar="RUN.h5", help="export the final weights and state of this run "
+                                                                    "(default: a fresh network)")
+    x.add_argument("--out", "-o", metavar="SCRIPT.py", required=True, help="the script; the arrays go to SCRIPT.npz")
+    x.add_argument("--images", type=int, default=100, help="images in the stimulus (default 100)")
+    x.add_argument("--noise-steps", type=int, default=0, metavar="N",
+                   help="include spikefa's uniforms for N steps, so that Brian2 takes the same random decisions "
+                        "(default 0: the script draws its own noise)")
+    x.add_argument("--test", action="store_true", help="plasticity off, test images (default: training)")
+    x.add_argument("--seed", type=int, help="random seed (overrides run.seed)")
+    x.set_defaults(func=_export_brian2)
+
+    v = sub.add_parser("validate", help="check spikefa against its Brian2 export, step for step",
+                       description="Run spikefa and its Brian2 export from the same weights and noise and print, per "
+                                   "population, the first step where spikes differ and the largest PSP, feedback "
+                                   "PSP and weight differences against dtype-scaled tolerances (exit status 1 on "
+                                   "failure). With --statistical: independent noise, several seeds, firing rates "
+                                   "and test errors compared by paired t-tests.")
+    v.add_argument("model", help="bundled model name or path to a .toml model file")
+    v.add_argument("--steps", type=int, help="steps with plasticity (default 500; --statistical: training steps, "
+                                             "default 500)")
+    v.add_argument("--dtype", choices=["float64", "float32"],
+                   help="spikefa's dtype (default float64; --statistical: the model's); Brian2 computes in float64")
+    v.add_argument("--seed", type=int, help="random seed (overrides run.seed; --statistical: the first seed)")
+    v.add_argument("--target", choices=["numpy", "cython"], help="Brian2 code generation target (default numpy)")
+    v.add_argument("--check-every", type=int, default=100, metavar="N", help="steps between weight comparisons")
+    v.add_argument("--statistical", action="store_true", help="independent noise: compare rates and test errors "
+                                                              "over seeds")
+    v.add_argument("--seeds", type=int, default=5, help="--statistical: number of seeds (default 5)")
+    v.add_argument("--n-test", type=int, default=100, help="--statistical: test images (default 100)")
+    v.set_defaults(func=_validate)
     return p
 
 

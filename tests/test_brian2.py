@@ -1,0 +1,292 @@
+"""spikefa against its Brian2 export (issue 5): same weights and noise, same spikes.
+
+The Brian2 side runs on its numpy target (no compilation). Tolerances are those of
+:mod:`spikefa.validate`: ``TOL_FACTOR * eps(dtype) * steps * max|X|``; spikes must be equal.
+The shifted variants show that the comparison can fail: a layer driven by the previous
+step's spikes, noise read one row off on either side, plasticity applied one step late.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+brian2 = pytest.importorskip("brian2")
+
+from spikefa import export  # noqa: E402
+from spikefa.cli import main  # noqa: E402
+from spikefa.config import load_config  # noqa: E402
+from spikefa.network import SEED_NOISE, init_network, input_probabilities, rng_for  # noqa: E402
+from spikefa.validate import TOL_FACTOR, cross_validate, paired_t_test, statistical_validate  # noqa: E402
+
+
+def small(layers=(784, 100, 100, 100, 100), **model):
+    return load_config("tiny").replace(name="brian2-test", model={"layers": list(layers), **model})
+
+
+MINI = (784, 40, 40, 20)
+
+
+def test_small_network_same_spikes_psps_and_weights_with_plasticity():
+    rep = cross_validate(small(), steps=300, dtype="float64")
+    assert rep.passed, str(rep)
+    assert [r.name for r in rep.rows] == ["in", "h1", "h2", "h3", "out"]
+    for r in rep.rows:
+        assert r.first_spike_diff is None and r.spike_diffs == 0
+        assert 0.05 < r.rate < 0.8  # the network is active: equal spikes are not equal silence
+    hidden = rep.rows[1]
+    # plasticity did act: weights moved far more than the tolerance
+    assert set(hidden.diffs) == {"V", "U", "W", "b", "B"}
+    assert all(hidden.diffs[q] <= hidden.tols[q] for q in hidden.diffs)
+    assert rep.rows[-1].tols["W"] < 1e-11
+
+
+def test_weights_really_change_during_the_comparison():
+    cfg = small(MINI, dtype="float64")
+    net = init_network(cfg)
+    before = net.weights(1).copy()
+    images, labels = export.stimulus(cfg, 10)
+    bnet = export.to_brian2(net, images, labels, uniforms=rng_for(1, SEED_NOISE).random((50, net.n_units)))
+    bnet.run_steps(50)
+    changed = np.abs(export.network_state(bnet)["W_h1"] - before).max()
+    eps = np.finfo(np.float64).eps
+    assert changed > 1e6 * TOL_FACTOR * eps * 50 * np.abs(before).max()
+
+
+def _delay_layer_2(bnet):
+    # h2 summed before h1 is updated: h2 is driven by h1's spikes of the previous step
+    bnet["W_h2"].summed_updaters["drive_post"].order = 0
+
+
+def test_delayed_forward_sweep_is_caught():
+    rep = cross_validate(small(MINI), steps=40, dtype="float64", modify_brian2=_delay_layer_2)
+    assert not rep.passed
+    rows = {r.name: r for r in rep.rows}
+    assert rows["in"].first_spike_diff is None
+    assert rows["h2"].first_spike_diff is not None and rows["h2"].first_spike_diff <= 2
+    # h1 can only follow later, through plasticity driven by the changed feedback
+    assert rep.first_diff["population"] == "h2"
+    assert rows["h1"].first_spike_diff is None or rows["h1"].first_spike_diff > rows["h2"].first_spike_diff
+
+
+@pytest.mark.parametrize("shift", [+1, -1], ids=["brian2-ahead", "brian2-behind"])
+def test_noise_shifted_by_one_step_is_caught(shift):
+    cfg = small(MINI, dtype="float64")
+    steps = 30
+    uniforms = rng_for(cfg.run.seed, SEED_NOISE).random((steps, init_network(cfg).n_units))
+    # ahead: Brian2 reads row t+1 at step t; behind: row t-1 (row 0 at steps 0 and 1)
+    shifted = (np.concatenate([uniforms[1:], uniforms[-1:]]) if shift > 0
+               else np.concatenate([uniforms[:1], uniforms[:-1]]))
+    rep = cross_validate(cfg, steps=steps, dtype="float64", brian2_uniforms=shifted)
+    assert not rep.passed
+    assert rep.rows[0].first_spike_diff == (0 if shift > 0 else 1)
+
+
+def _late_plasticity(bnet):
+    # apply the updates at the start of the next step instead of at the end of this one
+    for obj in bnet.sorted_objects:
+        if obj.when == "plasticity":
+            obj.when = "start"
+
+
+def test_plasticity_one_step_late_is_caught_by_the_weight_tolerance():
+    rep = cross_validate(small(MINI), steps=30, dtype="float64", check_every=10, modify_brian2=_late_plasticity)
+    assert not rep.passed
+    assert any(r.diffs["W"] > 1e3 * r.tols["W"] for r in rep.rows[1:])
+
+
+@pytest.mark.parametrize("feedback,phi_d", [("transport", "tanh"), ("dfa", "2sigma-1"), ("shallow", "tanh"),
+                                            ("sparse-fa", "sigma-0.5"), ("learned", "tanh")])
+def test_feedback_variants_match(feedback, phi_d):
+    rep = cross_validate(small(MINI, feedback=feedback, phi_d=phi_d), steps=60, dtype="float64")
+    assert rep.passed, str(rep)
+    if feedback == "learned":
+        assert "running mean of V (node perturbation)" in rep.extra
+
+
+def test_float32_spikefa_agrees_to_float32_precision():
+    rep = cross_validate(small(MINI), steps=60, dtype="float32")
+    t = rep.first_diff["step"] if rep.first_diff else rep.steps
+    assert t > 20  # no spike flips early on (a near-tie later is allowed in float32)
+    if rep.first_diff is None:
+        assert rep.passed, str(rep)
+    else:
+        assert rep.first_diff["near_tie"]
+        assert all(d <= tol for d, tol in rep.before_first_diff.values())
+
+
+def test_testing_mode_no_plasticity_no_feedback():
+    cfg = small(MINI, dtype="float64")
+    net = init_network(cfg)
+    net.state.feedback_psp[:] = 0.25  # must stay: no feedback sweep when testing
+    images, labels = export.stimulus(cfg, 4, "test")
+    M = cfg.test.steps_per_image
+    uniforms = rng_for(5, SEED_NOISE).random((4 * M, net.n_units))
+    bnet = export.to_brian2(net, images, labels, uniforms=uniforms, plastic=False)
+    assert bnet.n_steps_max == 4 * M
+    bnet.run_steps(4 * M)
+    step_image = np.arange(4 * M) // M
+    out = net.run(uniforms, input_probabilities(images, cfg.model.p_max), step_image, labels[step_image],
+                  plastic=False)
+    for l, n in enumerate(net.names):
+        assert np.array_equal(export.spike_raster(bnet, n), out["spikes"][:, net.layer_slice(l)])
+    st = export.network_state(bnet)
+    assert np.array_equal(st["W_h1"], net.weights(1))
+    assert np.all(st["U_h1"] == 0.25)
+
+
+def test_refuses_to_run_past_its_noise():
+    cfg = small(MINI)
+    net = init_network(cfg)
+    images, labels = export.stimulus(cfg, 5)  # 25 steps of stimulus
+    bnet = export.to_brian2(net, images, labels, uniforms=rng_for(1, SEED_NOISE).random((12, net.n_units)))
+    assert bnet.n_steps_max == 12
+    bnet.run_steps(10)
+    with pytest.raises(ValueError, match="12 steps"):
+        bnet.run_steps(3)
+    with pytest.raises(ValueError, match="repeat its last row"):
+        bnet.run(3 * bnet.step_dt)
+    bnet.run_steps(2)
+    assert bnet.steps_done == 12
+    with pytest.raises(ValueError, match="uniforms must be float64"):
+        export.to_brian2(net, images, labels, uniforms=np.zeros((5, 3)))
+
+
+def test_objects_are_named_and_scheduled_in_spec_order():
+    cfg = small(MINI, feedback="learned")
+    net = init_network(cfg)
+    images, labels = export.stimulus(cfg, 2)
+    bnet = export.to_brian2(net, images, labels)
+    order = [(o.name, o.when) for o in bnet.sorted_objects if o.when in export.SCHEDULE[1:6]]
+    names = [n for n, _ in order]
+    assert names.index("in_input") < names.index("W_h1_summed_variable_drive_post") < names.index("h1_forward") \
+        < names.index("W_h2_summed_variable_drive_post") < names.index("h2_forward") < names.index("out_forward") \
+        < names.index("out_fb_error") < names.index("B_h2_summed_variable_feedback_drive_post") \
+        < names.index("h2_fb_feedback") < names.index("h1_fb_feedback") < names.index("h1_plasticity") \
+        < names.index("W_h1_plasticity") < names.index("h1_reward_update") < names.index("h1_fb_estimate") \
+        < names.index("B_h1_plasticity") < names.index("h2_baseline")
+    for name in ["in", "h1", "h1_fb", "out_fb", "W_out", "B_h1", "h1_reward", "spikes_out"]:
+        assert bnet[name].name == name
+    assert not any("network_operation" in type(o).__name__.lower() for o in bnet.sorted_objects)
+
+
+def test_script_runs_alone_and_reproduces_the_in_memory_export(tmp_path):
+    cfg = small(MINI, feedback="learned")
+    net = init_network(cfg)
+    images, labels = export.stimulus(cfg, 12)
+    uniforms = rng_for(3, SEED_NOISE).random((60, net.n_units))
+    script, npz = export.write_script(net, tmp_path / "mini_brian2.py", images, labels, uniforms=uniforms)
+    assert npz.exists() and "import spikefa" not in script.read_text() and "from spikefa" not in script.read_text()
+    res = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "res.npz")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    with np.load(tmp_path / "res.npz") as f:
+        got = dict(f)
+    bnet = export.to_brian2(net, images, labels, uniforms=uniforms)
+    bnet.run_steps(60)
+    want = export.network_state(bnet)
+    for n in net.names:
+        assert np.array_equal(got[f"spikes_{n}"], export.spike_raster(bnet, n))
+    for key, value in want.items():
+        assert np.array_equal(got[key], value), key
+    # and running it longer than its noise is refused
+    res = subprocess.run([sys.executable, str(script), "--steps", "61"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0 and "60 steps only" in res.stderr
+
+
+def test_update_from_brian2_continues_in_spikefa():
+    cfg = small(MINI, dtype="float64")
+    net = init_network(cfg)
+    ref = net.copy()
+    images, labels = export.stimulus(cfg, 8)
+    uniforms = rng_for(1, SEED_NOISE).random((40, net.n_units))
+    bnet = export.to_brian2(net, images, labels, uniforms=uniforms)
+    bnet.run_steps(20)
+    export.update_from_brian2(net, bnet)
+    step_image = np.arange(40) // cfg.train.steps_per_image
+    probs = input_probabilities(images, cfg.model.p_max)
+    ref.run(uniforms[:20], probs, step_image[:20], labels[step_image[:20]])
+    a = net.run(uniforms[20:], probs, step_image[20:], labels[step_image[20:]])["spikes"].copy()
+    b = ref.run(uniforms[20:], probs, step_image[20:], labels[step_image[20:]])["spikes"]
+    assert np.array_equal(a, b)
+    assert np.abs(net.weights(2) - ref.weights(2)).max() < 1e-13
+
+
+def test_paired_t_test_matches_closed_forms():
+    # df = 1: Student's t is the Cauchy distribution, p = 1 - 2 atan(|t|) / pi
+    t, p = paired_t_test([1.0, 3.0], [0.0, 0.0])
+    assert t == pytest.approx(2.0)
+    assert p == pytest.approx(1 - 2 * math.atan(2.0) / math.pi, rel=1e-12)
+    # df = 2: p = 1 - |t| / sqrt(2 + t^2)
+    t, p = paired_t_test([1.0, 2.0, 4.0], [0.0, 0.0, 0.0])
+    assert p == pytest.approx(1 - abs(t) / math.sqrt(2 + t * t), rel=1e-12)
+    assert paired_t_test([1, 2], [1, 2]) == (0.0, 1.0)
+    assert paired_t_test([1, 2], [0, 1])[1] == 0.0
+
+
+def test_cli_validate_and_export(tmp_path, capsys):
+    model = tmp_path / "mini.toml"
+    model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n')
+    assert main(["validate", str(model), "--steps", "30", "--check-every", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "1st spike diff" in out and "tolerance" in out and "ms/step" in out
+    assert main(["export-brian2", str(model), "-o", str(tmp_path / "m.py"), "--images", "4", "--noise-steps", "20"]) == 0
+    assert (tmp_path / "m.py").exists() and (tmp_path / "m.npz").exists()
+    with np.load(tmp_path / "m.npz") as f:
+        assert f["noise_in"].shape == (20, 784)
+    with pytest.raises(SystemExit):
+        main(["export-brian2", str(model), "-o", str(tmp_path / "m.py"), "--images", "2", "--noise-steps", "20"])
+
+
+def test_export_from_a_run_file_carries_its_final_weights(tmp_path):
+    from spikefa.runfile import Run
+    from spikefa.train import train
+
+    model = tmp_path / "mini.toml"
+    model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n'
+                     'n_train = 20\nepochs = 1.0\ntest_every = 0\n[test]\nn_test = 10\n')
+    run = train(str(model), out=tmp_path / "run.h5", progress=False).path
+    script, npz = export.export_model(str(model), tmp_path / "m.py", run_file=run, n_images=3)
+    with np.load(npz) as f:
+        assert np.array_equal(f["W_h2"], Run(run).final("h2", "W").astype(np.float64))
+        assert np.array_equal(f["V_out"], Run(run).final("out", "V").astype(np.float64))
+    other = tmp_path / "other.toml"
+    other.write_text('name = "other"\n[model]\nlayers = [784, 40, 40, 30]\n[train]\ndataset = "mnist-subset"\n')
+    with pytest.raises(ValueError, match="another model"):
+        export.export_model(str(other), tmp_path / "o.py", run_file=run)
+
+
+def test_cli_validate_exit_status_on_failure(tmp_path, monkeypatch):
+    import spikefa.validate as va
+
+    real = va.cross_validate
+    monkeypatch.setattr(va, "cross_validate", lambda *a, **k: real(*a, **k, modify_brian2=_delay_layer_2))
+    model = tmp_path / "mini.toml"
+    model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n')
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", str(model), "--steps", "20"])
+    assert exc.value.code == 1
+
+
+def test_brian2_ms_per_step_numpy():
+    ms = export.brian2_ms_per_step(small(MINI), steps=5, target="numpy", warmup=1)
+    assert 0 < ms < 10_000
+
+
+@pytest.mark.slow
+def test_full_size_network_exports_and_matches_for_a_few_steps():
+    rep = cross_validate("lillicrap2016-fig4", steps=20, dtype="float64", check_every=10)
+    assert rep.rows[1].units == 1500
+    assert rep.passed, str(rep)
+
+
+@pytest.mark.slow
+def test_statistical_mode_passes_for_the_same_model():
+    rep = statistical_validate(small(MINI), seeds=4, train_steps=300, n_test=50)
+    assert rep.passed, str(rep)
+    assert set(rep.values) == {"rate in", "rate h1", "rate h2", "rate out", "test error"}
