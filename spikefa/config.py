@@ -90,6 +90,27 @@ class RunParams:
 
 
 @dataclass(frozen=True)
+class RecordParams:
+    """What a run records besides its test curve (:mod:`spikefa.record`, docs/file-format.md).
+
+    The defaults record nothing heavy: firing rates and alignment angles of every layer
+    every 1000 steps. ``probes`` name populations, layers and neurons to record, e.g.
+    ``"spikes layers=h1,h2,h3 random=50"`` or ``"psp,modulator layers=h1 neurons=0,7"``
+    (``"fig4"`` expands to the probes of the paper's Fig. 4); ``windows`` limit them to
+    parts of training, e.g. ``["0:200", "50%:200", "end:200"]`` (empty: the whole run).
+    """
+
+    measure_every: int = 1000
+    probes: tuple = ()
+    windows: tuple = ()
+    test: bool = False
+    test_steps: int = 0
+    spike_format: str = "packed"
+    chunk_rows: int = 0
+    flush_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The complete, validated configuration of one run."""
 
@@ -99,6 +120,7 @@ class Config:
     train: TrainParams = field(default_factory=TrainParams)
     test: TestParams = field(default_factory=TestParams)
     run: RunParams = field(default_factory=RunParams)
+    record: RecordParams = field(default_factory=RecordParams)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -126,7 +148,8 @@ class Config:
         return len(self.model.layers) - 1
 
 
-_SECTIONS = {"model": ModelParams, "train": TrainParams, "test": TestParams, "run": RunParams}
+_SECTIONS = {"model": ModelParams, "train": TrainParams, "test": TestParams, "run": RunParams,
+             "record": RecordParams}
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -204,7 +227,11 @@ def _validate(cfg: Config) -> Config:
     )
     if not isinstance(cfg.name, str):
         _fail("name", cfg.name, "a string")
-    return Config(name=cfg.name, description=str(cfg.description), model=model, train=train, test=test, run=run)
+    from .record import validate_record  # here, not at the top: record imports this module
+
+    record = validate_record(cfg.record, layers)
+    return Config(name=cfg.name, description=str(cfg.description), model=model, train=train, test=test, run=run,
+                  record=record)
 
 
 def config_from_dict(d: dict) -> Config:
