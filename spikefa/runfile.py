@@ -1,6 +1,7 @@
 """The run file (HDF5) and the checkpoint beside it.
 
-Layout of ``RUN.h5`` (schema 1):
+Layout of ``RUN.h5`` (schema 2; the full layout, recordings included, is in
+``docs/file-format.md``):
 
 ``/`` attributes
     ``schema_version``, ``spikefa_version``, ``numpy_version``, ``numba_version``,
@@ -16,9 +17,17 @@ Layout of ``RUN.h5`` (schema 1):
     ``W`` (effective forward weights into the layer, shape ``(n_pre, n_post)``), ``b``,
     ``B`` (effective feedback matrix into the layer, ``(n_l, n_src)``; hidden layers
     with feedback only), and the state ``V``, ``U`` at the end of training.
+``/record/``, ``/rates/``, ``/angles/``
+    What :mod:`spikefa.record` recorded (spikes, traces, firing rates, alignment angles).
+``/progress/``
+    ``steps_done`` (the latest checkpoint) and ``steps_recorded`` (recordings flushed
+    through this step), updated while the file is in SWMR mode, when attributes cannot be.
 
-The file is opened for each write and closed straight after, so between writes it is
-always a consistent, readable file; ``complete`` says whether the run finished.
+Files are written with the latest HDF5 format. Outside the training loop the file is
+opened for each write and closed straight after. During the loop :class:`RunWriter` keeps
+it open in SWMR (single writer, multiple readers) mode: readers may open it at any time
+(:class:`Run` does so with ``swmr=True`` and without file locks), and what has been
+flushed stays readable even if the writer is killed. ``complete`` is written last.
 
 ``RUN.h5.ckpt`` holds everything needed to continue exactly (raw weights and decay
 scales, learned feedback, state, the noise generator's state, the step); it is written
@@ -28,11 +37,15 @@ previous checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numba
@@ -41,7 +54,12 @@ import numpy as np
 from . import __version__
 from .config import Config, config_from_dict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LOCK_RETRY_S = 60.0  # how long a writer waits for a reader that holds a file lock
+# Writers fill whole chunks in their own buffers and never read them back, so HDF5's chunk
+# cache would only hold memory: up to 8 MiB per dataset by HDF5 2.0's default, hundreds of
+# MB for a run that records many populations.
+WRITE_CHUNK_CACHE = 0
 TEST_FIELDS = {
     "step": np.int64, "images": np.int64, "epoch": np.float64, "error": np.float64,
     "error_last": np.float64, "error_sum": np.float64, "n_test": np.int64, "wall_s": np.float64,
@@ -56,6 +74,161 @@ def checkpoint_path(path) -> Path:
     return Path(str(path) + ".ckpt")
 
 
+# ------------------------------------------------------------------------- opening
+_WRITERS: dict[str, h5py.File] = {}  # files this process holds open for writing (SWMR)
+_PENDING: dict[str, dict] = {}  # attributes to write when a SWMR writer closes
+
+
+def _key(path) -> str:
+    return os.path.realpath(path)
+
+
+def _open_for_write(path) -> h5py.File:
+    """Open an existing run file for writing: waits for readers' locks, repairs a file left
+    open by a killed writer."""
+    deadline = time.monotonic() + LOCK_RETRY_S
+    repaired = False
+    while True:
+        try:
+            return h5py.File(path, "a", libver="latest", rdcc_nbytes=WRITE_CHUNK_CACHE)
+        except OSError as exc:
+            msg = str(exc)
+            if "already open for write" in msg and not repaired:
+                recover(path)
+                repaired = True
+                continue
+            if ("unable to lock" in msg or getattr(exc, "errno", None) == errno.EAGAIN) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise RunFileError(f"cannot write the run file {path}: {exc}") from None
+
+
+def recover(path) -> None:
+    """Make a run file whose writer was killed (SIGKILL, power loss) writable again.
+
+    HDF5 marks a file open for writing in its superblock; a killed writer leaves the mark,
+    and HDF5 then refuses to open the file for writing (``h5clear -s`` would clear it).
+    What was flushed is intact and readable in SWMR mode, so it is copied into a fresh
+    file that replaces the old one. Refuses if the writer is still alive on this host.
+    """
+    path = Path(path)
+    with h5py.File(path, "r", swmr=True, locking=False) as f:
+        pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+        if pid > 0 and host == socket.gethostname() and pid != os.getpid() and _alive(pid):
+            raise RunFileError(f"{path} is being written by process {pid}; stop it first")
+        tmp = path.with_name(path.name + ".recover")
+        with h5py.File(tmp, "w", libver="latest") as g:
+            g.attrs.update(f.attrs)
+            for name in f:
+                f.copy(f[name], g, name=name)
+    os.replace(tmp, path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _writable(path):
+    """The file for writing: this process's open writer if there is one, else opened here."""
+    f = _WRITERS.get(_key(path))
+    if f is not None:
+        yield f
+        f.flush()
+        return
+    f = _open_for_write(path)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@contextmanager
+def _readable(path):
+    """The file for reading: SWMR mode without locks, so that a running writer is never
+    blocked; retried briefly if a (non-SWMR) writer is in the middle of a write."""
+    f = _WRITERS.get(_key(path))
+    if f is not None:
+        yield f
+        return
+    for attempt in range(20):
+        try:
+            f = h5py.File(path, "r", swmr=True, locking=False)
+            break
+        except OSError:
+            if attempt == 19 or not Path(path).exists():
+                raise
+            time.sleep(0.1)
+    with f:
+        yield f
+
+
+class RunWriter:
+    """Holds the run file open for the training loop, in SWMR mode.
+
+    Parameters
+    ----------
+    path : path
+        An existing run file.
+    setup : callable, optional
+        ``setup(h5file)`` creates datasets before SWMR starts (in SWMR mode no new objects
+        or attributes can be made; datasets can only grow, shrink and be written).
+
+    Notes
+    -----
+    While it is open, this module's writers (:func:`append_test`, :func:`set_attrs`, ...)
+    use its handle; :func:`set_attrs` keeps attributes until :meth:`close` (and writes
+    ``steps_done`` to ``/progress``). Readers in other processes open the file with
+    ``swmr=True``. Files of schema 1 (not in the latest format) are written without SWMR.
+    """
+
+    def __init__(self, path, setup=None):
+        self.path = Path(path)
+        self.key = _key(path)
+        if self.key in _WRITERS:
+            raise RunFileError(f"{path} is already open for writing in this process")
+        f = _open_for_write(path)
+        try:
+            f.attrs.update(writer_pid=os.getpid(), writer_host=socket.gethostname())
+            for name in ("steps_done", "steps_recorded"):
+                if f"progress/{name}" not in f:
+                    f.create_dataset(f"progress/{name}", data=np.int64(f.attrs.get("steps_done", 0)))
+            if setup is not None:
+                setup(f)
+            f.flush()
+            try:
+                f.swmr_mode = True
+            except (ValueError, OSError, RuntimeError):
+                pass  # an old-format file: written without SWMR, readers wait for the lock
+        except BaseException:
+            f.close()
+            raise
+        self.file = f
+        _WRITERS[self.key] = f
+
+    def close(self) -> None:
+        f = _WRITERS.pop(self.key, None)
+        if f is None:
+            return
+        f.close()
+        pending = _PENDING.pop(self.key, None)
+        if pending:
+            with _writable(self.path) as g:
+                g.attrs.update(pending)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = False) -> Path:
     """Create ``path`` with the run's metadata and empty test curve; ``complete`` = False."""
     path = Path(path)
@@ -63,7 +236,7 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
         raise RunFileError(f"{path} exists; pass --resume to continue it or --overwrite to start again")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(path, "w") as f:
+        with h5py.File(path, "w", libver="latest") as f:
             f.attrs.update(
                 schema_version=SCHEMA_VERSION, spikefa_version=__version__,
                 numpy_version=np.__version__, numba_version=numba.__version__,
@@ -81,7 +254,7 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
 
 
 def append_test(path, row: dict) -> None:
-    with h5py.File(path, "a") as f:
+    with _writable(path) as f:
         g = f["test"]
         n = g["step"].shape[0]
         for name in TEST_FIELDS:
@@ -91,19 +264,27 @@ def append_test(path, row: dict) -> None:
 
 def truncate_tests(path, n: int) -> None:
     """Drop test rows past ``n`` (written after the checkpoint a resumed run starts from)."""
-    with h5py.File(path, "a") as f:
+    with _writable(path) as f:
         for name in TEST_FIELDS:
             f["test"][name].resize((n,))
 
 
 def set_attrs(path, **attrs) -> None:
-    with h5py.File(path, "a") as f:
+    f = _WRITERS.get(_key(path))
+    if f is not None and f.swmr_mode:
+        # attributes cannot change in SWMR mode: written when the writer closes
+        _PENDING.setdefault(_key(path), {}).update(attrs)
+        if "steps_done" in attrs and "progress/steps_done" in f:
+            f["progress/steps_done"][()] = int(attrs["steps_done"])
+            f.flush()
+        return
+    with _writable(path) as f:
         f.attrs.update(attrs)
 
 
 def write_final(path, net) -> None:
     """Effective weights, feedback matrices and end state, one group per layer."""
-    with h5py.File(path, "a") as f:
+    with _writable(path) as f:
         if "final" in f:
             del f["final"]
         g = f.create_group("final")
@@ -127,8 +308,12 @@ def mark_complete(path, steps_done: int) -> None:
 
 
 # ------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path, net, *, rng, step: int, n_tests: int, wall_s: float) -> None:
-    """Write ``path.ckpt`` atomically (temporary file, then rename)."""
+def save_checkpoint(path, net, *, rng, step: int, n_tests: int, wall_s: float, extra: dict | None = None) -> None:
+    """Write ``path.ckpt`` atomically (temporary file, then rename).
+
+    ``extra``: arrays that others need to continue exactly (the recorder's counters),
+    given back by :func:`load_checkpoint` as ``extra``.
+    """
     ck = checkpoint_path(path)
     tmp = Path(str(ck) + ".tmp")
     with h5py.File(tmp, "w") as f:
@@ -143,6 +328,8 @@ def save_checkpoint(path, net, *, rng, step: int, n_tests: int, wall_s: float) -
                 f.create_dataset(f"F/{k}", data=F)
         for name, arr in net.state.arrays().items():
             f.create_dataset(f"state/{name}", data=arr)
+        for name, arr in (extra or {}).items():
+            f.create_dataset(f"extra/{name}", data=np.asarray(arr))
     os.replace(tmp, ck)
 
 
@@ -174,29 +361,82 @@ def load_checkpoint(path, net, rng) -> dict:
         for name, arr in net.state.arrays().items():
             arr[...] = f[f"state/{name}"][...]
         rng.bit_generator.state = json.loads(f.attrs["rng_state"])
+        extra = {name: ds[...] for name, ds in f["extra"].items()} if "extra" in f else {}
         return dict(step=int(f.attrs["step"]), n_tests=int(f.attrs["n_tests"]), wall_s=float(f.attrs["wall_s"]),
-                    config=config_from_dict(json.loads(f.attrs["config"])))
+                    config=config_from_dict(json.loads(f.attrs["config"])), extra=extra)
 
 
 # ------------------------------------------------------------------------- reading
+class Spikes(NamedTuple):
+    """Spike events: the unit ``index[k]`` (within its layer) spiked at step ``step[k]``."""
+
+    step: np.ndarray  # int64
+    index: np.ndarray  # int32
+
+
+class Raster(NamedTuple):
+    """``spikes[i, j]``: did unit ``neurons[j]`` spike at step ``step[i]``."""
+
+    step: np.ndarray  # int64 (T,)
+    neurons: np.ndarray  # int64 (R,)
+    spikes: np.ndarray  # bool (T, R)
+
+
+class Trace(NamedTuple):
+    """``values[i, j]``: the trace of unit ``neurons[j]`` at step ``step[i]``."""
+
+    step: np.ndarray
+    neurons: np.ndarray
+    values: np.ndarray
+
+
+class Stimulus(NamedTuple):
+    """What was shown at each recorded step: class ``label`` and training (or test) ``image``."""
+
+    step: np.ndarray
+    label: np.ndarray
+    image: np.ndarray
+
+
+def _row_range(ds, window) -> tuple[int, int]:
+    from .record import bisect_dataset
+
+    if window is None:
+        return 0, ds.shape[0]
+    a, b = int(window[0]), int(window[1])
+    i0 = bisect_dataset(ds, a)
+    return i0, bisect_dataset(ds, b, lo=i0)
+
+
 class Run:
-    """Read-only view of a run file: metadata at once, arrays only when asked for."""
+    """Read-only view of a run file: metadata at once, arrays only when asked for.
+
+    Every method opens the file, reads the rows it was asked for (found by bisection on
+    the sorted ``step`` columns) and closes it again, so a run that is still being written
+    can be read at any time and the view sees what has been flushed so far.
+
+    ``window`` arguments are ``(start, stop)`` steps (``start <= step < stop``), an integer
+    ``i`` for the run's ``i``-th recording window, or None for everything. ``phase`` is
+    ``"train"`` or ``"test"`` (steps counted across test passes; see :meth:`test_passes`).
+    """
 
     def __init__(self, path):
         self.path = Path(path)
         try:
-            with h5py.File(self.path, "r") as f:
+            with _readable(self.path) as f:
                 if "schema_version" not in f.attrs:
                     raise RunFileError(f"{self.path} is not a spikefa run file (no schema_version)")
-                self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+                self.attrs = {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in f.attrs.items()}
+                self.windows = f["record"].attrs["windows"][...].reshape(-1, 2) if "record" in f else np.zeros((0, 2), np.int64)
         except OSError as exc:
             raise RunFileError(f"cannot read the run file {self.path}: {exc}") from None
         self.config = config_from_dict(json.loads(self.attrs["config"]))
         self.complete = bool(self.attrs.get("complete", False))
+        self.layers = ["in"] + [f"h{l}" for l in range(1, self.config.n_layers)] + ["out"]
 
     def test_curve(self) -> dict:
         """The test passes as a dict of 1-D arrays (see TEST_FIELDS)."""
-        with h5py.File(self.path, "r") as f:
+        with _readable(self.path) as f:
             return {k: f["test"][k][...] for k in TEST_FIELDS}
 
     @property
@@ -206,10 +446,136 @@ class Run:
 
     def final(self, layer: str, name: str) -> np.ndarray:
         """One final array, e.g. ``run.final('h1', 'W')``."""
-        with h5py.File(self.path, "r") as f:
+        with _readable(self.path) as f:
             if "final" not in f:
                 raise RunFileError(f"{self.path} has no final weights (complete={self.complete})")
             return f["final"][layer][name][...]
+
+    def progress(self) -> dict:
+        """How far the run got: ``steps_done`` (latest checkpoint), ``steps_recorded``
+        (recordings flushed through this step), ``total_steps`` and ``complete``, as the file
+        says now (also while it is being written)."""
+        with _readable(self.path) as f:
+            out = {k: int(f["progress"][k][()]) if "progress" in f and k in f["progress"] else None
+                   for k in ("steps_done", "steps_recorded")}
+            if out["steps_done"] is None or int(f.attrs.get("steps_done", 0)) > out["steps_done"]:
+                out["steps_done"] = int(f.attrs.get("steps_done", 0))
+            out.update(total_steps=int(f.attrs.get("total_steps", 0)), complete=bool(f.attrs.get("complete", False)))
+        return out
+
+    # --------------------------------------------------------------------- recordings
+    def recorded(self, phase: str = "train") -> dict:
+        """``{layer: (kinds...)}`` of what the probes recorded in ``phase``."""
+        with _readable(self.path) as f:
+            g = f.get(f"record/{phase}")
+            if g is None:
+                return {}
+            return {layer: tuple(k for k in ("spikes", "psp", "feedback_psp", "modulator") if k in g[layer])
+                    for layer in self.layers if layer in g}
+
+    def _window(self, window):
+        if window is None or isinstance(window, (tuple, list, np.ndarray)):
+            return window
+        return tuple(self.windows[int(window)])
+
+    def _group(self, f, phase, layer, kind):
+        path = f"record/{phase}/{layer}/{kind}"
+        if path not in f:
+            have = ", ".join(f"{k} of {lay}" for lay, ks in self.recorded(phase).items() for k in ks) or "nothing"
+            raise RunFileError(f"{self.path}: {kind} of {layer} ({phase}) were not recorded; recorded: {have}")
+        return f[path]
+
+    def spikes(self, layer: str, window=None, *, phase: str = "train") -> Spikes:
+        """Spike events of the recorded units of ``layer`` (indices within the layer)."""
+        with _readable(self.path) as f:
+            g = self._group(f, phase, layer, "spikes")
+            i0, i1 = _row_range(g["step"], self._window(window))
+            steps = g["step"][i0:i1]
+            if g.attrs["format"] == "events":
+                return Spikes(steps, g["index"][i0:i1])
+            neurons = g.attrs["neurons"][...]
+            bits = np.unpackbits(g["bits"][i0:i1], axis=1, count=neurons.size).astype(bool)
+            r, c = np.nonzero(bits)
+            return Spikes(steps[r], neurons[c].astype(np.int32))
+
+    def raster(self, layer: str, window=None, *, phase: str = "train") -> Raster:
+        """Spikes of the recorded units of ``layer`` as a boolean matrix over the recorded steps."""
+        with _readable(self.path) as f:
+            g = self._group(f, phase, layer, "spikes")
+            neurons = g.attrs["neurons"][...].astype(np.int64)
+            window = self._window(window)
+            if g.attrs["format"] == "packed":
+                i0, i1 = _row_range(g["step"], window)
+                bits = np.unpackbits(g["bits"][i0:i1], axis=1, count=neurons.size).astype(bool)
+                return Raster(g["step"][i0:i1], neurons, bits)
+            st = f[f"record/{phase}/stimulus/step"]
+            j0, j1 = _row_range(st, window)
+            steps = st[j0:j1]
+            steps = steps[steps % int(g.attrs["every"]) == 0]
+            i0, i1 = _row_range(g["step"], window)
+            ev_step, ev_index = g["step"][i0:i1], g["index"][i0:i1]
+            out = np.zeros((steps.size, neurons.size), bool)
+            out[np.searchsorted(steps, ev_step), np.searchsorted(neurons, ev_index)] = True
+            return Raster(steps, neurons, out)
+
+    def trace(self, layer: str, kind: str = "psp", window=None, *, phase: str = "train") -> Trace:
+        """A traced population (``psp``, ``feedback_psp`` or ``modulator``) of ``layer``."""
+        from .record import ALIASES
+
+        kind = ALIASES.get(kind, kind)
+        with _readable(self.path) as f:
+            g = self._group(f, phase, layer, kind)
+            i0, i1 = _row_range(g["step"], self._window(window))
+            return Trace(g["step"][i0:i1], g.attrs["neurons"][...].astype(np.int64), g["values"][i0:i1])
+
+    def stimulus(self, window=None, *, phase: str = "train") -> Stimulus:
+        """Class and image shown at every recorded step (-1 where the recorder was not told)."""
+        with _readable(self.path) as f:
+            g = f.get(f"record/{phase}/stimulus")
+            if g is None:
+                raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r}")
+            i0, i1 = _row_range(g["step"], self._window(window))
+            return Stimulus(g["step"][i0:i1], g["label"][i0:i1], g["image"][i0:i1])
+
+    def test_passes(self) -> dict:
+        """Recorded test passes: ``train_step`` (training steps done when tested) and the
+        test steps ``start``, ``stop`` they occupy (use ``(start, stop)`` as a window)."""
+        with _readable(self.path) as f:
+            g = f.get("record/test/passes")
+            if g is None:
+                return dict(train_step=np.zeros(0, np.int64), start=np.zeros(0, np.int64), stop=np.zeros(0, np.int64))
+            start = g["start"][...]
+            end = f["record/test/stimulus/step"]
+            last = int(end[end.shape[0] - 1]) + 1 if end.shape[0] else 0
+            return dict(train_step=g["train_step"][...], start=start, stop=np.append(start[1:], last))
+
+    def angles(self) -> dict:
+        """Alignment angles in degrees over training: ``step`` (steps done), and per hidden
+        layer ``weight[layer]`` (``W^{l+1}`` vs ``B^l``) and ``modulator[layer]``
+        (``(W^{l+1})^T e`` vs ``B^l e``)."""
+        with _readable(self.path) as f:
+            if "angles" not in f:
+                raise RunFileError(f"{self.path}: no angles were recorded (record.measure_every = 0)")
+            g = f["angles"]
+            return dict(step=g["step"][...], weight={k: v[...] for k, v in g["weight"].items()},
+                        modulator={k: v[...] for k, v in g["modulator"].items()})
+
+    def rates(self, layer: str | None = None) -> dict:
+        """Firing rates (spikes per step) over the ``span`` steps before each ``step``
+        (steps done). With ``layer``: ``rates`` of every unit, shape (samples, units);
+        without: ``mean[layer]`` over the units of each layer."""
+        with _readable(self.path) as f:
+            if "rates" not in f:
+                raise RunFileError(f"{self.path}: no rates were recorded (record.measure_every = 0)")
+            g = f["rates"]
+            out = dict(step=g["step"][...], span=g["span"][...])
+            if layer is not None:
+                out["rates"] = g[layer][...]
+            else:
+                # a few thousand rows at a time: the per-unit table can be large
+                out["mean"] = {name: np.concatenate([np.zeros(0, np.float32)] + [
+                    g[name][i:i + 4096].mean(axis=1) for i in range(0, g[name].shape[0], 4096)]) for name in self.layers}
+            return out
 
     def __repr__(self):
         return f"Run({str(self.path)!r}, model={self.config.name!r}, complete={self.complete})"
