@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runfile
+from . import record, runfile
 from .config import Config, ConfigError, load_config
 from .data import DataError, load_dataset
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
@@ -82,7 +82,8 @@ def check_images(images, labels, cfg: Config) -> None:
         raise DataError(f"labels must lie in 0..{cfg.model.n_classes - 1} (model.n_classes); got {labels.min()}..{labels.max()}")
 
 
-def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n_test: int = 0) -> TestResult:
+def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n_test: int = 0,
+             on_block=None, rec_idx=None) -> TestResult:
     """Test error with plasticity off, on a copy of the state (the network is not changed).
 
     Parameters
@@ -94,6 +95,12 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
         Selects the test noise stream (``rng_for(seed, SEED_TEST, seed_key)``).
     n_test : int
         Use only the first ``n_test`` images (0: all).
+    on_block : callable, optional
+        ``on_block(net, step0, outputs)`` after every block, ``step0`` counted from the start
+        of the pass, ``outputs`` as returned by :meth:`Network.run` plus ``label`` and
+        ``image`` per step (a recorder's :meth:`~spikefa.record.Recorder.test_hook`).
+    rec_idx : int array, optional
+        Neurons whose traces ``outputs`` should carry.
     """
     cfg = net.config
     if n_test:
@@ -114,7 +121,9 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
             probs = input_probabilities(images[i0:i1], cfg.model.p_max)
             step_image = np.repeat(np.arange(k), M)
             res = net.run(rng.random((k * M, net.n_units)), probs, step_image, labels[i0:i1][step_image],
-                          plastic=False, backend=backend)
+                          plastic=False, backend=backend, rec_idx=rec_idx)
+            if on_block is not None:
+                on_block(net, i0 * M, dict(res, label=labels[i0:i1][step_image], image=i0 + step_image))
             spikes = res["spikes"][:, out].reshape(k, M, n_classes, -1).sum(axis=3)
             counts_last[i0:i1] = spikes[:, -1]
             counts_sum[i0:i1] = spikes.sum(axis=1)
@@ -188,7 +197,11 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     progress : bool
         Show a progress bar (steps per second, latest test error).
     recorder : object, optional
-        Receives every block (``recorder.on_block(net, step0, outputs)``).
+        Receives every block (``recorder.on_block(net, step0, outputs)``; ``outputs`` also
+        carries the ``label`` and training ``image`` of every step). Default: a
+        :class:`spikefa.record.Recorder` for the config's ``[record]`` table. Optional
+        methods used if present: ``attach``, ``next_stop``, ``rec_idx``, ``test_hook``,
+        ``flush``, ``state``, ``close`` (see :class:`~spikefa.record.Recorder`).
 
     Returns
     -------
@@ -217,6 +230,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     net = init_network(cfg)
     rng = rng_for(cfg.run.seed, SEED_NOISE)
     step, n_tests, wall0 = 0, 0, 0.0
+    extra = {}
     if resume:
         if not runfile.checkpoint_path(out).exists():
             raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
@@ -225,11 +239,18 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             raise ConfigError(f"{out} was run with a different model; only train.epochs and run settings may change: " + "; ".join(diffs))
         info = runfile.load_checkpoint(out, net, rng)
         step, n_tests, wall0 = info["step"], info["n_tests"], info["wall_s"]
+        extra = info.get("extra", {})
         runfile.truncate_tests(out, n_tests)
         runfile.set_attrs(out, complete=False, total_steps=total_steps, config=cfg.to_json())
     else:
         runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
         runfile.set_attrs(out, n_train=n_train)
+    if recorder is None:
+        recorder = record.Recorder(cfg, total_steps=total_steps)
+        recorder.load_state(extra)
+    rec_idx = getattr(recorder, "rec_idx", None)
+    rec_flush, rec_state = getattr(recorder, "flush", None), getattr(recorder, "state", None)
+    next_stop, test_hook = getattr(recorder, "next_stop", None), getattr(recorder, "test_hook", None)
 
     orders: dict[int, np.ndarray] = {}
 
@@ -259,7 +280,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
     def do_test():
         nonlocal n_tests
-        res = evaluate(net, test_x, test_y, seed_key=step)
+        hook = test_hook(step) if test_hook is not None else None
+        res = evaluate(net, test_x, test_y, seed_key=step, on_block=hook, rec_idx=getattr(hook, "rec_idx", None))
         runfile.append_test(out, dict(step=step, images=step // N, epoch=step / N / n_train, error=res.error,
                                       error_last=res.error_last, error_sum=res.error_sum, n_test=res.n_test,
                                       wall_s=wall()))
@@ -268,6 +290,15 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             bar.set_postfix(test_error=f"{res.error:.4f}", refresh=False)
         return res
 
+    def checkpoint():
+        if rec_flush is not None:
+            rec_flush()  # the run file holds every recorded step up to the checkpoint
+        runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall(),
+                                extra=rec_state() if rec_state is not None else None)
+
+    # the file stays open in SWMR mode during the loop, so that it can be read meanwhile
+    attach = getattr(recorder, "attach", None)
+    writer = runfile.RunWriter(out, setup=(lambda f: attach(f, net, step)) if attach is not None else None)
     stop = _StopRequest()
     try:
         stop.install()
@@ -275,14 +306,18 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             end = min(step + cfg.run.block_steps, total_steps)
             if test_every:
                 end = min(end, (step // test_every + 1) * test_every)
+            if next_stop is not None:
+                end = min(end, next_stop(step))  # measures every k steps, exactly
             ks = np.arange(step, end) // N
             first = ks[0]
             idx = image_at(np.arange(first, ks[-1] + 1))
+            step_label = train_y[idx][ks - first]
             outputs = net.run(rng.random((end - step, net.n_units)),
-                              input_probabilities(train_x[idx], cfg.model.p_max), ks - first, train_y[idx][ks - first],
-                              plastic=True)
+                              input_probabilities(train_x[idx], cfg.model.p_max), ks - first, step_label,
+                              plastic=True, rec_idx=rec_idx)
             step0, step = step, end  # network, generator and step agree again
             if recorder is not None:
+                outputs.update(label=step_label, image=idx[ks - first])
                 recorder.on_block(net, step0, outputs)
             if bar is not None:
                 bar.update(step - step0)
@@ -291,7 +326,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             if test_every and step % test_every == 0 and step < total_steps:
                 do_test()
             if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:
-                runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall())
+                checkpoint()
                 runfile.set_attrs(out, steps_done=step)
                 last_ckpt = time.perf_counter()
         curve = runfile.Run(out).test_curve()
@@ -303,14 +338,19 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         if bar is not None:
             bar.close()
         if step > 0:
-            runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall())
+            checkpoint()
             runfile.set_attrs(out, steps_done=step)
         raise
     finally:
         stop.uninstall()
+        try:
+            if hasattr(recorder, "close"):
+                recorder.close()
+        finally:
+            writer.close()
     if bar is not None:
         bar.close()
-    runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall())
+    checkpoint()
     runfile.write_final(out, net)
     runfile.set_attrs(out, wall_s=wall())
     runfile.mark_complete(out, step)
