@@ -11,9 +11,17 @@ from .config import ConfigError, available_models
 
 
 def _train(args):
+    from .config import load_config
     from .train import train
 
-    res = train(args.model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=args.out,
+    model = args.model
+    record = dict(probes=args.record, windows=args.record_windows, measure_every=args.record_every,
+                  test=True if args.record_test else None, test_steps=args.record_test_steps,
+                  spike_format=args.record_format)
+    record = {k: v for k, v in record.items() if v is not None}
+    if record:
+        model = load_config(model).replace(record=record)
+    res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=args.out,
                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend)
     print(f"test error {res.test_error:.4f} after {res.epochs:g} epochs ({res.steps} steps, {res.wall_s:.0f} s); run file {res.path}")
 
@@ -27,6 +35,26 @@ def _test(args):
     else:
         print(f"test error {res['test_error']:.4f} ({res['readout']} read-out; last {res['test_error_last']:.4f}, "
               f"sum {res['test_error_sum']:.4f}) on {res['n_test']} images after {res['epochs']:g} epochs")
+
+
+def _plot(args):
+    from .plots import render
+
+    try:
+        path = render(args.kind, args.run, args.out, layer=args.layer, window=args.window, phase=args.phase,
+                      steps=args.steps, dpi=args.dpi)
+    except ValueError as exc:
+        raise SystemExit(f"spikefa: error: {exc}") from None
+    print(f"figure {path}")
+
+
+def _window_arg(text):
+    """``A:B`` (steps A <= s < B) or ``I`` (the run's I-th recording window)."""
+    a, colon, b = text.partition(":")
+    try:
+        return (int(a), int(b)) if colon else int(a)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP or a window number, got {text!r}") from None
 
 
 def _experiment(args):
@@ -119,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     t.add_argument("--backend", choices=["numba", "numpy"], help="numba kernels (fast) or the NumPy reference")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    t.add_argument("--record", action="append", metavar="PROBE",
+                   help="record a probe (repeatable; replaces record.probes), e.g. 'spikes layers=h1,h2 random=50', "
+                        "'psp,modulator layers=h1 neurons=0,7', or 'fig4' for the paper's Fig. 4")
+    t.add_argument("--record-windows", type=lambda s: [w for w in s.split(",") if w], metavar="W,W,...",
+                   help="parts of training the probes record, START:LENGTH with START a step, P%% or end, "
+                        "e.g. 0:200,50%%:200,end:200 (default: the whole run)")
+    t.add_argument("--record-every", type=int, metavar="K",
+                   help="firing rates and alignment angles every K steps (0: off; default 1000)")
+    t.add_argument("--record-test", action="store_true", help="record the probes during test passes too")
+    t.add_argument("--record-test-steps", type=int, metavar="N", help="record the first N steps of each test pass")
+    t.add_argument("--record-format", choices=["packed", "events"], help="spikes as bit-packed rows or (step, index) events")
     t.set_defaults(func=_train)
 
     s = sub.add_parser("test", help="test a saved run's final weights",
@@ -128,6 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, help="test on the first N test images only")
     s.add_argument("--json", action="store_true", help="print one JSON object (test_error, n_test, epochs, steps, ...)")
     s.set_defaults(func=_test)
+
+    g = sub.add_parser("plot", help="draw a figure from a saved run (fig4, raster, traces, error, angles, rates)",
+                       description="Draw a figure from a run file, also while the run is still writing it: fig4 "
+                                   "(the layout of the paper's Fig. 4), raster, traces (PSP and delta), error (test "
+                                   "error curve), angles (alignment angles), rates (firing-rate histograms).")
+    g.add_argument("kind", choices=["fig4", "raster", "traces", "error", "angles", "rates"])
+    g.add_argument("run", metavar="RUN.h5")
+    g.add_argument("--out", "-o", metavar="OUT.png", required=True, help="figure file: .png, .pdf or .svg")
+    g.add_argument("--layer", help="layer of raster, traces or rates (in, h1, ..., out)")
+    g.add_argument("--window", type=_window_arg, metavar="A:B", help="steps A..B-1, or the run's recording window "
+                                                                     "number (raster, traces)")
+    g.add_argument("--phase", choices=["train", "test"], default="train", help="training or test-pass recordings")
+    g.add_argument("--steps", type=int, help="fig4: at most this many steps per column")
+    g.add_argument("--dpi", type=int, default=150)
+    g.set_defaults(func=_plot)
 
     e = sub.add_parser("experiment", help="run one of the paper's rate-based experiments (fig2, fig3a, fig3d, fig5)")
     e.add_argument("name", help="fig2 | fig3a | fig3d | fig5")

@@ -1,0 +1,387 @@
+"""Figures from saved runs (matplotlib).
+
+Every function reads a run file (a path or a :class:`spikefa.runfile.Run`), takes
+``ax=None`` (a new figure with one axes is made when none is given) and returns the axes;
+:func:`fig4` takes and returns a whole figure. Nothing here calls ``pyplot``: figures are
+plain :class:`matplotlib.figure.Figure` objects, so plotting never opens a window and
+works without a display. Save with :func:`save` (PNG, PDF or SVG by suffix).
+
+=================  ==========================================================
+:func:`fig4`       the layout of Lillicrap et al. (2016), Fig. 4
+:func:`raster`     spikes of the recorded units of one layer
+:func:`traces`     one neuron's PSP ``V`` and its modulatory signal (delta)
+:func:`test_error` test error over training
+:func:`angles`     alignment angles over training
+:func:`rates`      histogram of the units' firing rates
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .runfile import Run, RunFileError
+
+FORMATS = (".png", ".pdf", ".svg")
+SPIKE_COLOR = "k"
+PSP_COLOR = "k"
+DELTA_COLOR = "tab:red"
+CLASS_COLOR = "tab:blue"
+
+
+def _run(run) -> Run:
+    return run if isinstance(run, Run) else Run(run)
+
+
+def _axes(ax, figsize=(6.0, 3.5)):
+    if ax is not None:
+        return ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig.add_subplot()
+
+
+def save(fig, path, *, dpi: int = 150) -> Path:
+    """Save a figure (or the figure of an axes) as PNG, PDF or SVG, chosen by the suffix."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise ValueError(f"cannot write {path.name}: the suffix must be one of {', '.join(FORMATS)}")
+    fig = getattr(fig, "figure", fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _steps_label(window) -> str:
+    return f"steps {int(window[0]):,}-{int(window[1]) - 1:,}"
+
+
+# ----------------------------------------------------------------------------- raster
+def raster(run, layer: str, window=None, *, phase: str = "train", ax=None, classes: bool | None = None,
+           markersize: float | None = None):
+    """Spike raster of the recorded units of ``layer``: one row per unit, one dot per spike.
+
+    Parameters
+    ----------
+    run : path or Run
+    layer : str
+        ``in``, ``h1`` ... ``out``.
+    window : (start, stop), int or None
+        Steps to show (an int picks the run's recording window of that number).
+    classes : bool, optional
+        Group the rows by class and shade the class of the image shown (default: for the
+        output layer when all of its units were recorded).
+    """
+    run = _run(run)
+    ax = _axes(ax)
+    r = run.raster(layer, window, phase=phase)
+    rows, cols = np.nonzero(r.spikes)
+    n = r.neurons.size
+    if markersize is None:
+        markersize = float(np.clip(120.0 / max(n, 1), 0.8, 4.0))
+    ax.plot(r.step[rows], cols, linestyle="none", marker="|", markersize=markersize, color=SPIKE_COLOR,
+            markeredgewidth=0.6, rasterized=rows.size > 20000)
+    cfg = run.config
+    npc = cfg.model.layers[-1] // cfg.model.n_classes
+    all_out = layer == run.layers[-1] and n == cfg.model.layers[-1]
+    if classes is None:
+        classes = all_out
+    if classes and all_out:
+        try:
+            st = run.stimulus(window, phase=phase)
+        except RunFileError:
+            st = None
+        if st is not None and st.step.size:
+            # shade the target class for each stretch of steps that shows one image
+            change = np.flatnonzero(np.diff(st.label) != 0) + 1
+            for a, b in zip(np.r_[0, change], np.r_[change, st.step.size]):
+                c = int(st.label[a])
+                if c >= 0:
+                    ax.fill_between([st.step[a] - 0.5, st.step[b - 1] + 0.5], c * npc - 0.5, (c + 1) * npc - 0.5,
+                                    color=CLASS_COLOR, alpha=0.25, linewidth=0)
+        for c in range(1, cfg.model.n_classes):
+            ax.axhline(c * npc - 0.5, color="0.7", linewidth=0.4)
+        ax.set_yticks([(c + 0.5) * npc - 0.5 for c in range(cfg.model.n_classes)])
+        ax.set_yticklabels([str(c) for c in range(cfg.model.n_classes)], fontsize="x-small")
+        ax.set_ylabel(f"{layer} (class)")
+    else:
+        ax.set_ylabel(f"{layer} ({n} units)")
+        ax.set_yticks([])
+    ax.set_ylim(-0.5, n - 0.5)
+    if r.step.size:
+        ax.set_xlim(r.step[0] - 0.5, r.step[-1] + 0.5)
+    ax.set_xlabel("step")
+    return ax
+
+
+# ----------------------------------------------------------------------------- traces
+def _gaps(step, values):
+    """Insert a NaN row where recording skipped steps, so lines do not bridge windows."""
+    if step.size < 3:
+        return step.astype(float), values
+    d = np.diff(step)
+    cut = np.flatnonzero(d > np.min(d)) + 1
+    return (np.insert(step.astype(float), cut, np.nan),
+            np.insert(values.astype(float), cut, np.nan, axis=0))
+
+
+def _default_traced(run, phase="train"):
+    rec = run.recorded(phase)
+    for layer, kinds in rec.items():
+        if "psp" in kinds and "modulator" in kinds:
+            return layer
+    for layer, kinds in rec.items():
+        if "psp" in kinds:
+            return layer
+    raise RunFileError(f"{run.path}: no PSP was recorded (add a probe such as 'psp,modulator layers=h1 random=1')")
+
+
+def traces(run, layer: str | None = None, neuron: int | None = None, window=None, *, phase: str = "train", ax=None):
+    """One forward neuron's PSP ``V`` (left axis) and its modulatory signal, the delta
+    ``m = phi_d(U) sigma'(V)`` (right axis, a.u.), over the same steps.
+
+    Returns the left axes; the right one is ``ax.right_ax``.
+    """
+    run = _run(run)
+    ax = _axes(ax)
+    layer = layer or _default_traced(run, phase)
+    v = run.trace(layer, "psp", window, phase=phase)
+    j = 0 if neuron is None else int(np.flatnonzero(v.neurons == neuron)[0]) if np.any(v.neurons == neuron) else None
+    if j is None:
+        raise RunFileError(f"neuron {neuron} of {layer} was not traced; traced: {v.neurons.tolist()}")
+    unit = int(v.neurons[j])
+    ax.plot(*_gaps(v.step, v.values[:, j]), color=PSP_COLOR, linewidth=0.9, label="PSP V")
+    ax.set_ylabel(f"V ({layer}:{unit})")
+    ax.set_xlabel("step")
+    right = ax.twinx()
+    ax.right_ax = right
+    if "modulator" in run.recorded(phase).get(layer, ()):
+        d = run.trace(layer, "modulator", window, phase=phase)
+        k = int(np.flatnonzero(d.neurons == unit)[0])
+        right.plot(*_gaps(d.step, d.values[:, k]), color=DELTA_COLOR, linewidth=0.9, label="delta")
+        lim = float(np.nanmax(np.abs(d.values[:, k]))) if d.step.size else 0.0
+        if lim > 0:
+            right.set_ylim(-1.1 * lim, 1.1 * lim)
+    right.set_ylabel("delta (a.u.)", color=DELTA_COLOR)
+    right.tick_params(axis="y", colors=DELTA_COLOR, labelsize="x-small")
+    if v.step.size:
+        ax.set_xlim(v.step[0] - 0.5, v.step[-1] + 0.5)
+    return ax
+
+
+# ----------------------------------------------------------------------------- curves
+def test_error(run, *, ax=None, x: str = "epoch"):
+    """Test error over training (with the run's read-out; the other read-out dotted)."""
+    run = _run(run)
+    ax = _axes(ax)
+    c = run.test_curve()
+    xs = c[x] if x in c else c["epoch"]
+    readout = run.config.test.readout
+    other = "sum" if readout == "last" else "last"
+    ax.plot(xs, 100 * c["error"], marker="o", markersize=3, color="k", label=f"read-out: {readout}")
+    ax.plot(xs, 100 * c[f"error_{other}"], linestyle=":", color="0.4", label=f"read-out: {other}")
+    ax.set_xlabel({"epoch": "epochs", "step": "training steps", "images": "training images"}.get(x, x))
+    ax.set_ylabel("test error (%)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small", frameon=False)
+    return ax
+
+
+test_error.__test__ = False  # not a pytest test
+
+
+def angles(run, *, ax=None, modulator: bool = True):
+    """Alignment angles over training: ``W^{l+1}`` vs ``B^l`` per hidden layer (solid) and
+    the modulators ``(W^{l+1})^T e`` vs ``B^l e`` (thin, dashed)."""
+    run = _run(run)
+    ax = _axes(ax)
+    a = run.angles()
+    for i, (layer, w) in enumerate(a["weight"].items()):
+        color = f"C{i}"
+        ax.plot(a["step"], w, color=color, label=f"{layer}: W vs B")
+        if modulator:
+            ax.plot(a["step"], a["modulator"][layer], color=color, linestyle="--", linewidth=0.7,
+                    label=f"{layer}: modulators")
+    ax.axhline(90, color="0.6", linewidth=0.6)
+    ax.set_ylim(0, 120)
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("angle (degrees)")
+    ax.legend(fontsize="x-small", frameon=False, ncol=2)
+    return ax
+
+
+def rates(run, *, step: int | None = None, layers=None, ax=None, bins: int = 30):
+    """Histogram over units of the firing rate (spikes per step), one outline per layer, at
+    the rate sample nearest ``step`` (default: the last)."""
+    run = _run(run)
+    ax = _axes(ax)
+    layers = layers or run.layers
+    edges = np.linspace(0, 1, bins + 1)
+    span = None
+    for i, layer in enumerate(layers):
+        r = run.rates(layer)
+        if not r["step"].size:
+            raise RunFileError(f"{run.path}: no rate samples yet")
+        k = r["step"].size - 1 if step is None else int(np.argmin(np.abs(r["step"] - step)))
+        values = r["rates"][k]
+        ax.hist(values, bins=edges, histtype="step", color=f"C{i}", weights=np.full(values.size, 1 / values.size),
+                label=f"{layer} (mean {values.mean():.2f})")
+        span = (int(r["step"][k] - r["span"][k]), int(r["step"][k]))
+    ax.set_xlabel("firing rate (spikes per step)")
+    ax.set_ylabel("fraction of units")
+    if span is not None:
+        ax.set_title(f"after {span[1]:,} training steps (rates over the last {span[1] - span[0]:,})", fontsize="small")
+    ax.legend(fontsize="x-small", frameon=False)
+    return ax
+
+
+# ----------------------------------------------------------------------------- Fig. 4
+def _fig4_windows(run, steps):
+    w = run.windows
+    if len(w) >= 3:
+        chosen = [w[0], w[len(w) // 2], w[-1]]
+    else:
+        st = run.stimulus()
+        if not st.step.size:
+            raise RunFileError(f"{run.path}: nothing was recorded")
+        lo, hi = int(st.step[0]), int(st.step[-1]) + 1
+        n = min(steps or 200, hi - lo)
+        chosen = [(lo, lo + n), ((lo + hi - n) // 2, (lo + hi + n) // 2), (hi - n, hi)]
+    out = []
+    for a, b in chosen:
+        a, b = int(a), int(b)
+        out.append((a, min(b, a + steps) if steps else b))
+    return out
+
+
+def _image_strip(run, ax, window):
+    """The images shown, each over the steps it was shown (as in the paper's top row)."""
+    from .data import load_dataset
+
+    st = run.stimulus(window)
+    cfg = run.config
+    images, _ = load_dataset(cfg.train.dataset, "train")
+    side = int(round(np.sqrt(images.shape[1])))
+    change = np.flatnonzero(np.diff(st.image) != 0) + 1
+    for a, b in zip(np.r_[0, change], np.r_[change, st.step.size]):
+        i = int(st.image[a])
+        if i < 0:
+            continue
+        ax.imshow(images[i].reshape(side, side), cmap="gray_r", aspect="auto", interpolation="nearest",
+                  extent=(st.step[a] - 0.5, st.step[b - 1] + 0.5, 0, 1))
+    ax.set_xlim(window[0] - 0.5, window[1] - 0.5)
+    ax.set_ylim(0, 1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None = None, neuron: int | None = None,
+         images: bool = True, fig=None, figsize=(12.0, 11.0)):
+    """The layout of Lillicrap et al. (2016), Fig. 4, from a saved run.
+
+    Three columns (early, middle and late in training); rows: the images shown (if the
+    dataset can be loaded), rasters of the recorded units of each hidden layer, the raster
+    of all output units grouped by class with the class of the image shown shaded, and one
+    forward neuron's PSP ``V`` and its delta. Record such a run with the probe ``fig4``,
+    e.g. ``spikefa train small --record fig4 --record-windows 0:200,50%:200,end:200``.
+
+    Parameters
+    ----------
+    windows : list of three (start, stop), optional
+        Default: the first, middle and last of the run's recording windows.
+    steps : int, optional
+        Show at most this many steps of each window.
+    trace_layer, neuron : optional
+        The traced neuron (default: the first traced one of the first layer with a PSP
+        and a modulator trace).
+    fig : Figure, optional
+        Drawn into; default a new one of ``figsize``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Its axes are labelled ``fig4:ROW:COLUMN`` (ROW ``images``, ``h1`` ... ``out``,
+        ``traces``; COLUMN 0, 1, 2).
+    """
+    run = _run(run)
+    windows = [tuple(map(int, w)) for w in windows] if windows is not None else _fig4_windows(run, steps)
+    rec = run.recorded()
+    hidden = [layer for layer in run.layers[1:-1] if "spikes" in rec.get(layer, ())]
+    out_layer = run.layers[-1]
+    rows = (["images"] if images else []) + hidden + ([out_layer] if "spikes" in rec.get(out_layer, ()) else [])
+    trace_layer = trace_layer or next((layer for layer, ks in rec.items() if "psp" in ks and "modulator" in ks), None)
+    if trace_layer is not None:
+        rows.append("traces")
+    if len(rows) <= (1 if images else 0):
+        raise RunFileError(f"{run.path}: no spikes or traces were recorded for Fig. 4 (record with the probe 'fig4')")
+    heights = {"images": 0.45, out_layer: 1.6, "traces": 1.1}
+    fig = fig if fig is not None else Figure(figsize=figsize, layout="constrained")
+    grid = fig.add_gridspec(len(rows), len(windows), height_ratios=[heights.get(r, 1.0) for r in rows])
+    names = ["early", "middle", "late"] if len(windows) == 3 else [f"window {i}" for i in range(len(windows))]
+    image_ok = images
+    for c, (w, title) in enumerate(zip(windows, names)):
+        for r, row in enumerate(rows):
+            ax = fig.add_subplot(grid[r, c])
+            ax.set_label(f"fig4:{row}:{c}")
+            if row == "images":
+                try:
+                    if image_ok:
+                        _image_strip(run, ax, w)
+                except Exception:  # the dataset is not available here: leave the strip empty
+                    image_ok = False
+                if not image_ok:
+                    ax.set_axis_off()
+            elif row == "traces":
+                traces(run, trace_layer, neuron, w, ax=ax)
+                if c:
+                    ax.set_ylabel("")
+                if c < len(windows) - 1:
+                    ax.right_ax.set_ylabel("")
+            else:
+                raster(run, row, w, ax=ax)
+                ax.set_xlim(w[0] - 0.5, w[1] - 0.5)
+                if c:
+                    ax.set_ylabel("")
+                    if row == out_layer:
+                        ax.set_yticklabels([])
+            if row != rows[-1]:
+                ax.set_xlabel("")
+                ax.tick_params(labelbottom=False)
+            if r == 0:
+                ax.set_title(f"{title} ({_steps_label(w)})", fontsize="medium")
+    cfg = run.config
+    fig.suptitle(f"{cfg.name}: {'-'.join(map(str, cfg.model.layers))}, {cfg.model.feedback}, "
+                 f"{cfg.train.steps_per_image} steps per image", fontsize="medium")
+    return fig
+
+
+# ----------------------------------------------------------------------------- one call
+PLOTS = {"fig4": fig4, "raster": raster, "traces": traces, "error": test_error, "angles": angles, "rates": rates}
+
+
+def render(kind: str, run, out, *, layer: str | None = None, window=None, phase: str = "train",
+           steps: int | None = None, dpi: int = 150, figsize=None) -> Path:
+    """Draw one of :data:`PLOTS` from a saved run and save it (``spikefa plot``).
+
+    ``layer``, ``window`` and ``phase`` apply to ``raster`` and ``traces`` (``layer`` also
+    to ``rates``); ``steps`` limits each column of ``fig4``.
+    """
+    if kind not in PLOTS:
+        raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOTS)}")
+    run = _run(run)
+    if kind == "fig4":
+        fig = fig4(run, steps=steps, **({"figsize": figsize} if figsize else {}))
+    else:
+        ax = _axes(None, figsize or (6.0, 3.5))
+        if kind == "raster":
+            raster(run, layer or run.layers[-1], window, phase=phase, ax=ax)
+        elif kind == "traces":
+            traces(run, layer, None, window, phase=phase, ax=ax)
+        elif kind == "rates":
+            rates(run, layers=[layer] if layer else None, ax=ax)
+        else:
+            PLOTS[kind](run, ax=ax)
+        fig = ax.figure
+    return save(fig, out, dpi=dpi)
