@@ -1,0 +1,98 @@
+"""Figures from a small saved run (issue 4): every plot renders, at the expected size, and
+Fig. 4 has its panels."""
+
+from __future__ import annotations
+
+import matplotlib.image
+import numpy as np
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from spikefa import load, plots
+from spikefa.config import load_config
+from spikefa.runfile import RunFileError
+from spikefa.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """tiny (784-100-100-100), 1,000 steps with the Fig. 4 probes in three windows, tests
+    every 500 steps, rates and angles every 250."""
+    cfg = load_config("tiny").replace(
+        train={"epochs": 0.1, "test_every": 100}, test={"n_test": 50},
+        record={"probes": ["fig4"], "windows": ["0:60", "50%:60", "end:60"], "measure_every": 250, "test": True,
+                "test_steps": 30})
+    res = train(cfg, out=tmp_path_factory.mktemp("plots") / "run.h5", progress=False)
+    return load(res.path)
+
+
+CALLS = {
+    "raster": lambda run, ax: plots.raster(run, "h1", 0, ax=ax),
+    "raster-out": lambda run, ax: plots.raster(run, "out", 2, ax=ax),
+    "raster-test": lambda run, ax: plots.raster(run, "out", (0, 30), phase="test", ax=ax),
+    "traces": lambda run, ax: plots.traces(run, "h1", window=1, ax=ax),
+    "error": lambda run, ax: plots.test_error(run, ax=ax),
+    "angles": lambda run, ax: plots.angles(run, ax=ax),
+    "rates": lambda run, ax: plots.rates(run, ax=ax),
+}
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_every_plot_renders(run, name, tmp_path):
+    """With ax=None each function makes its own figure; given an axes it draws into it and
+    returns it. The PNG is figsize x dpi pixels."""
+    ax = CALLS[name](run, None)
+    assert isinstance(ax, Axes) and ax.has_data()
+    fig = Figure(figsize=(4, 3))
+    mine = fig.add_subplot()
+    assert CALLS[name](run, mine) is mine
+    png = plots.save(fig, tmp_path / f"{name}.png", dpi=50)
+    assert matplotlib.image.imread(png).shape[:2] == (150, 200)
+
+
+def test_raster_shows_what_was_recorded(run):
+    ax = plots.raster(run, "h1", 0)
+    x, y = ax.lines[0].get_data()
+    r = run.raster("h1", 0)
+    assert x.size == r.spikes.sum() and set(np.unique(x)) <= set(r.step)
+
+
+def test_fig4_has_its_panels(run, tmp_path):
+    fig = plots.fig4(run)
+    labels = {ax.get_label() for ax in fig.axes}
+    for col in range(3):
+        for row in ("images", "h1", "h2", "out", "traces"):
+            assert f"fig4:{row}:{col}" in labels
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert [t.split()[0] for t in titles] == ["early", "middle", "late"]
+    out = [ax for ax in fig.axes if ax.get_label() == "fig4:out:0"][0]
+    assert [t.get_text() for t in out.get_yticklabels()] == [str(c) for c in range(10)]
+    assert out.collections  # the class of the image shown is shaded
+    traces = [ax for ax in fig.axes if ax.get_label() == "fig4:traces:2"][0]
+    assert traces.lines and traces.right_ax.lines  # V and delta
+    for suffix in (".png", ".pdf"):
+        path = plots.save(fig, tmp_path / f"fig4{suffix}", dpi=40)
+        assert path.stat().st_size > 1000
+    assert matplotlib.image.imread(tmp_path / "fig4.png").shape[:2] == (11 * 40, 12 * 40)
+
+
+def test_plot_from_the_command_line(run, tmp_path):
+    from spikefa.cli import main
+
+    for kind in ("fig4", "raster", "traces", "error", "angles", "rates"):
+        assert main(["plot", kind, str(run.path), "-o", str(tmp_path / f"{kind}.png"), "--dpi", "30"]) == 0
+        assert (tmp_path / f"{kind}.png").stat().st_size > 500
+    assert main(["plot", "raster", str(run.path), "-o", str(tmp_path / "r.pdf"), "--layer", "h2", "--window", "1"]) == 0
+    with pytest.raises(SystemExit, match="suffix"):
+        main(["plot", "error", str(run.path), "-o", str(tmp_path / "e.jpg")])
+
+
+def test_missing_recordings_are_clear_errors(tmp_path):
+    res = train("tiny", epochs=0.1, out=tmp_path / "bare.h5", progress=False)
+    with pytest.raises(RunFileError, match="spikes of h1 .* were not recorded; recorded: nothing"):
+        plots.raster(res.path, "h1")
+    with pytest.raises(RunFileError, match="no PSP was recorded"):
+        plots.traces(res.path)
+    plots.angles(res.path)  # rates and angles are recorded by default
+    plots.rates(res.path)

@@ -1,0 +1,424 @@
+"""Recording to HDF5 and reading it back (issue 4).
+
+What is recorded must equal what the kernels computed, across chunk boundaries, through a
+resume and after a SIGKILL; memory must not grow with the length of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from spikefa import load, runfile
+from spikefa.config import ConfigError, config_from_dict, load_config
+from spikefa.data import load_subset
+from spikefa.network import init_network, input_probabilities
+from spikefa.record import PRESETS, Recorder, Window, alignment_angles, parse_probe
+from spikefa.runfile import Run, RunWriter, create_run_file
+from spikefa.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBES = ["spikes layers=in random=30", "spikes layers=all",
+          "psp,feedback_psp,modulator layers=h1 neurons=0,5,17", "modulator layers=out random=4"]
+
+
+def tiny_cfg(**record):
+    record.setdefault("probes", PROBES)
+    return config_from_dict({"model": {"layers": [784, 40, 30, 20], "n_classes": 10, "eta": 5e-3},
+                             "train": {"dataset": "mnist-subset"}, "record": record})
+
+
+def drive(cfg, path, n_steps, block=37, seed=0):
+    """Run ``n_steps`` of training in blocks of ``block`` steps into a recorded run file;
+    return the network outputs kept in memory (the oracle)."""
+    net = init_network(cfg)
+    rec = Recorder(cfg, total_steps=n_steps)
+    create_run_file(path, cfg, total_steps=n_steps, overwrite=True)
+    images, labels = load_subset("train")
+    rng = np.random.default_rng(seed)
+    memory = {k: [] for k in ("spikes", "psp", "feedback_psp", "modulator", "label", "image")}
+    with RunWriter(path, setup=lambda f: rec.attach(f, net, 0)):
+        for s0 in range(0, n_steps, block):
+            T = min(block, n_steps - s0)
+            image = (s0 + np.arange(T)) // 5 % 50
+            out = net.run(rng.random((T, net.n_units)), input_probabilities(images[:50], cfg.model.p_max), image,
+                          labels[image], rec_idx=rec.rec_idx)
+            out.update(label=labels[image], image=image)
+            for k in memory:
+                memory[k].append(np.array(out[k]))
+            rec.on_block(net, s0, out)
+        rec.close()
+    return net, rec, {k: np.concatenate(v) for k, v in memory.items()}
+
+
+# ---------------------------------------------------------------------------- round trip
+@pytest.mark.parametrize("fmt", ["packed", "events"])
+@pytest.mark.parametrize("n_steps", [63, 64, 65])
+def test_round_trip_across_chunk_boundaries(tmp_path, fmt, n_steps):
+    """Chunks of 64 rows; 63, 64 and 65 steps: every recorded spike and trace value equals the
+    kernel's output for the same seed, bit for bit, and no step is lost or repeated."""
+    cfg = tiny_cfg(chunk_rows=64, spike_format=fmt, measure_every=0)
+    net, rec, mem = drive(cfg, tmp_path / "r.h5", n_steps)
+    run = load(tmp_path / "r.h5")
+    steps = np.arange(n_steps)
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["record/train/h1/psp/values"].chunks[0] == 64
+    for ch in rec.channels:
+        if ch.kind == "spikes":
+            r = run.raster(ch.layer)
+            np.testing.assert_array_equal(r.step, steps)
+            np.testing.assert_array_equal(r.neurons, ch.neurons)
+            np.testing.assert_array_equal(r.spikes, mem["spikes"][:, ch.flat].astype(bool))
+            ev = run.spikes(ch.layer)
+            i, j = np.nonzero(mem["spikes"][:, ch.flat])
+            np.testing.assert_array_equal(ev.step, i)
+            np.testing.assert_array_equal(ev.index, ch.neurons[j])
+        else:
+            t = run.trace(ch.layer, ch.kind)
+            np.testing.assert_array_equal(t.step, steps)
+            np.testing.assert_array_equal(t.neurons, ch.neurons)
+            np.testing.assert_array_equal(t.values, mem[ch.kind][:, ch.cols])
+    assert run.trace("h1", "modulator").values.any()  # plasticity ran: the comparison is not of zeros
+    st = run.stimulus()
+    np.testing.assert_array_equal(st.label, mem["label"])
+    np.testing.assert_array_equal(st.image, mem["image"])
+    assert run.raster("in").neurons.size == 30 and run.raster("out").neurons.size == 20
+
+
+def test_windows_and_every(tmp_path):
+    """Windows ``0:10``, ``50%:7``, ``end:5`` of a 100-step run with ``every=3``: exactly the
+    steps in the windows that are multiples of 3, and the window argument of the view."""
+    cfg = tiny_cfg(probes=["spikes layers=h2 every=3", "psp layers=h1 neurons=1"], windows=["0:10", "50%:7", "end:5"],
+                   chunk_rows=16, measure_every=0)
+    net, rec, mem = drive(cfg, tmp_path / "w.h5", 100, block=13)
+    run = load(tmp_path / "w.h5")
+    np.testing.assert_array_equal(run.windows, [[0, 10], [50, 57], [95, 100]])
+    in_win = np.r_[0:10, 50:57, 95:100]
+    r = run.raster("h2")
+    np.testing.assert_array_equal(r.step, in_win[in_win % 3 == 0])
+    ch = next(c for c in rec.channels if c.layer == "h2")
+    np.testing.assert_array_equal(r.spikes, mem["spikes"][r.step][:, ch.flat].astype(bool))
+    np.testing.assert_array_equal(run.trace("h1", "V").step, in_win)
+    np.testing.assert_array_equal(run.trace("h1", "psp", 1).step, np.arange(50, 57))
+    np.testing.assert_array_equal(run.raster("h2", (52, 97)).step, [54, 96])
+
+
+def test_rates_and_angles(tmp_path):
+    """Rates equal spike counts over each interval of ``measure_every`` steps (blocks that
+    straddle the sample points included); the angles at the end equal a direct computation."""
+    cfg = tiny_cfg(probes=[], measure_every=50)
+    net, rec, mem = drive(cfg, tmp_path / "m.h5", 230, block=37)
+    run = load(tmp_path / "m.h5")
+    r = run.rates("h1")
+    np.testing.assert_array_equal(r["step"], [50, 100, 150, 200])
+    np.testing.assert_array_equal(r["span"], [50, 50, 50, 50])
+    h1 = slice(784, 824)
+    expect = mem["spikes"][:200, h1].reshape(4, 50, -1).mean(axis=1)
+    np.testing.assert_allclose(r["rates"], expect, rtol=1e-6)
+    assert 0.2 < run.rates()["mean"]["h1"][0] < 0.8
+    a = run.angles()
+    # blocks of 37 steps end at 37, 74, ...: angles are taken at the first block end at or
+    # after each multiple of 50 (train() cuts its blocks there, so it samples exactly)
+    np.testing.assert_array_equal(a["step"], [0, 74, 111, 185, 222])
+    assert np.isnan(a["modulator"]["h1"][0])  # e = 0 before the first step
+    assert np.all(np.isfinite(a["modulator"]["h1"][1:]))
+    assert np.all((a["weight"]["h1"] > 80) & (a["weight"]["h1"] < 100))  # random B starts near orthogonal
+    assert a["weight"]["h1"][-1] == pytest.approx(a["weight"]["h1"][0], abs=5)
+    w, _ = alignment_angles(net)[0]
+    assert w != a["weight"]["h1"][-1]  # the network learned on after the last sample
+
+
+@pytest.mark.parametrize("variant", ["transport", "shallow", "dfa"])
+def test_angles_per_variant(variant):
+    """Weight transport: W^T and B are the same matrix (angle ~0). Shallow: no feedback (NaN).
+    DFA: only the top hidden layer listens to layer l+1."""
+    cfg = config_from_dict({"model": {"layers": [784, 30, 30, 30, 20], "feedback": variant}})
+    net = init_network(cfg)
+    net.state.phi_fb[:] = np.random.default_rng(0).uniform(-1, 1, net.n_units)
+    got = alignment_angles(net)
+    if variant == "transport":
+        assert all(w < 1e-3 and m < 1e-3 for w, m in got)
+    elif variant == "shallow":
+        assert np.isnan(got).all()
+    else:
+        assert np.isnan(got[0]).all() and np.isnan(got[1]).all() and 70 < got[2][0] < 110
+
+
+# ---------------------------------------------------------------------------- through train()
+class Tee(Recorder):
+    """The run's own recorder, also keeping every block in memory; optionally stops the run."""
+
+    def __init__(self, cfg, total_steps, stop_after=None):
+        super().__init__(cfg, total_steps=total_steps)
+        self.blocks, self.stop_after = [], stop_after
+
+    def on_block(self, net, step0, outputs):
+        self.blocks.append((step0, outputs["spikes"].copy(), outputs["psp"].copy()))
+        super().on_block(net, step0, outputs)
+        if self.stop_after is not None and len(self.blocks) == self.stop_after:
+            raise KeyboardInterrupt
+
+
+def fig4_cfg(**train_keys):
+    train_keys.setdefault("epochs", 0.12)
+    return load_config("tiny").replace(
+        train=train_keys, test={"n_test": 60}, run={"block_steps": 150},
+        record={"probes": ["fig4"], "windows": ["0:100", "50%:100", "end:100"], "measure_every": 200,
+                "test": True, "test_steps": 40, "chunk_rows": 32})
+
+
+def test_train_records_what_the_kernels_computed(tmp_path):
+    cfg = fig4_cfg(test_every=40)
+    tee = Tee(cfg, total_steps=1200)
+    res = train(cfg, out=tmp_path / "t.h5", progress=False, recorder=tee)
+    assert res.steps == 1200
+    run = load(res.path)
+    assert run.complete and run.progress()["steps_recorded"] == 1200
+    spikes = np.concatenate([b[1] for b in tee.blocks])
+    psp = np.concatenate([b[2] for b in tee.blocks])
+    assert [b[0] for b in tee.blocks][:3] == [0, 150, 200]  # blocks end at each measure point
+    for i, (a, b) in enumerate(run.windows):
+        for ch in tee.channels:
+            if ch.kind == "spikes":
+                np.testing.assert_array_equal(run.raster(ch.layer, i).spikes, spikes[a:b][:, ch.flat].astype(bool))
+            elif ch.kind == "psp":
+                np.testing.assert_array_equal(run.trace(ch.layer, "psp", i).values, psp[a:b][:, ch.cols])
+    # three test passes of 60 images x 5 steps, the first 40 steps of each recorded
+    passes = run.test_passes()
+    np.testing.assert_array_equal(passes["train_step"], [200, 400, 600, 800, 1000, 1200])
+    np.testing.assert_array_equal(passes["stop"] - passes["start"], 40)
+    assert run.raster("out", (passes["start"][1], passes["stop"][1]), phase="test").spikes.shape == (40, 10 * 10)
+    assert "modulator" not in run.recorded("test")["h1"]
+    np.testing.assert_array_equal(run.angles()["step"], np.arange(0, 1201, 200))
+
+
+def _all_datasets(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and name.startswith(("record", "rates", "angles", "test/step")):
+                out[name] = obj[...]
+        f.visititems(visit)
+    return out
+
+
+def test_resume_records_each_step_once(tmp_path):
+    """A run cut off after 5 blocks and resumed records exactly what the uninterrupted run
+    records: every dataset (spikes, traces, stimuli, test passes, rates, angles) equal."""
+    cfg = fig4_cfg(test_every=40)
+    full = train(cfg, out=tmp_path / "full.h5", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "cut.h5", progress=False, recorder=Tee(cfg, 1200, stop_after=5))
+    assert not load(tmp_path / "cut.h5").complete
+    train(cfg, out=tmp_path / "cut.h5", resume=True, progress=False)
+    a, b = _all_datasets(full.path), _all_datasets(tmp_path / "cut.h5")
+    assert set(a) == set(b) and len(a) > 20
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# ---------------------------------------------------------------------------- SIGKILL
+KILL_SCRIPT = """
+import sys
+from spikefa.config import load_config
+from spikefa.train import train
+cfg = load_config("tiny").replace(
+    train={{"epochs": {epochs}, "test_every": 0}}, test={{"n_test": 50}}, run={{"block_steps": 50, "checkpoint_minutes": 0.002}},
+    record={{"probes": ["spikes layers=all", "psp layers=h1 random=3"], "chunk_rows": 64, "flush_seconds": 0.05}})
+train(cfg, out=sys.argv[1], progress=False, overwrite=True)
+"""
+
+
+def test_sigkill_leaves_a_readable_incomplete_file(tmp_path):
+    """Kill -9 a recording run mid-way: the file opens, what was flushed is readable and says
+    it is incomplete; meanwhile it could be read while being written; it then resumes to a
+    complete file that records every step once."""
+    path = tmp_path / "k.h5"
+    script = tmp_path / "k.py"
+    script.write_text(KILL_SCRIPT.format(epochs=1.0))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], env=env, cwd=tmp_path,
+                            stderr=subprocess.PIPE)
+    live = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            try:
+                p = Run(path).progress()
+            except runfile.RunFileError:
+                continue
+            if p["steps_recorded"] and p["steps_recorded"] >= 500:
+                live = Run(path).raster("h2")  # read while the writer is running
+                break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert live is not None, "the run never flushed 500 steps"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert live.step.size >= 500
+    run = Run(path)
+    assert not run.complete
+    p = run.progress()
+    assert 500 <= p["steps_recorded"] < 10_000 and not p["complete"]
+    r = run.raster("h2")
+    assert r.step.size >= p["steps_recorded"]
+    np.testing.assert_array_equal(r.step, np.arange(r.step.size))  # every flushed step, in order
+    np.testing.assert_array_equal(r.spikes[:live.step.size], live.spikes)
+
+    # resume: the file is repaired, data after the checkpoint dropped, every step recorded once
+    res = train(load_config("tiny").replace(
+        train={"epochs": 1.0, "test_every": 0}, test={"n_test": 50},
+        run={"block_steps": 50, "checkpoint_minutes": 0.002},
+        record={"probes": ["spikes layers=all", "psp layers=h1 random=3"], "chunk_rows": 64, "flush_seconds": 0.05}),
+        out=path, resume=True, progress=False)
+    run = Run(res.path)
+    assert run.complete
+    np.testing.assert_array_equal(run.raster("h2").step, np.arange(10_000))
+    np.testing.assert_array_equal(run.raster("h2", (0, live.step.size)).spikes, live.spikes)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["complete"]
+
+
+def test_complete_only_when_finished(tmp_path):
+    cfg = fig4_cfg(epochs=0.02)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "c.h5", progress=False, recorder=Tee(cfg, 200, stop_after=1))
+    assert not load(tmp_path / "c.h5").complete
+    res = train(cfg, out=tmp_path / "d.h5", progress=False)
+    run = load(res.path)
+    assert run.complete and run.attrs["schema_version"] == runfile.SCHEMA_VERSION
+    for key in ("spikefa_version", "config", "seed"):
+        assert key in run.attrs
+    assert json.loads(run.attrs["config"])["record"]["probes"] == list(load_config(cfg).record.probes)
+
+
+# ---------------------------------------------------------------------------- memory
+MEMORY_SCRIPT = """
+import resource, sys, tempfile, time
+import numpy as np
+from spikefa.config import load_config
+from spikefa.network import init_network
+from spikefa.record import Recorder
+from spikefa.runfile import RunWriter, create_run_file
+
+model, n_steps, fmt, record = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "on"
+cfg = load_config(model).replace(record={{"probes": ["spikes layers=in", "spikes layers=all", "psp,modulator layers=h1 random=10"],
+                                          "spike_format": fmt, "measure_every": 1000}})
+net = init_network(cfg)
+rng = np.random.default_rng(0)
+T, N = 500, net.n_units
+pool = [dict(spikes=(rng.random((T, N)) < 0.3).astype(np.uint8), psp=rng.random((T, 20)).astype(np.float32),
+             feedback_psp=np.zeros((T, 20), np.float32), modulator=rng.random((T, 20)).astype(np.float32),
+             label=rng.integers(0, 10, T), image=rng.integers(0, 2000, T)) for _ in range(8)]
+path = tempfile.mkdtemp() + "/m.h5"
+create_run_file(path, cfg, total_steps=n_steps)
+rec = Recorder(cfg, total_steps=n_steps)
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+marks = []
+t0 = time.perf_counter()
+with RunWriter(path, setup=lambda f: rec.attach(f, net, 0) if record else None):
+    for b, s0 in enumerate(range(0, n_steps, T)):
+        if record:
+            rec.on_block(net, s0, pool[b % len(pool)])
+        if s0 + T in (n_steps // 5, n_steps):
+            marks.append(peak())
+    rec.close()
+import os
+print(marks[0], marks[1], os.path.getsize(path), time.perf_counter() - t0)
+"""
+
+
+def measure(tmp_path, model, n_steps, fmt, record):
+    script = tmp_path / "mem.py"
+    script.write_text(MEMORY_SCRIPT.format())
+    out = subprocess.run([sys.executable, str(script), model, str(n_steps), fmt, record], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path, check=True).stdout.split()
+    return float(out[0]), float(out[1]), int(out[2]), float(out[3])
+
+
+def test_memory_does_not_grow(tmp_path):
+    """Every unit's spikes (tiny: 1,084 units, 30% active) and 20 traces for 200,000 steps of
+    synthetic blocks: peak RSS at the end exceeds the peak after the first fifth by < 20 MB,
+    and the peak with recording on exceeds the one with recording off by < 100 MB."""
+    off = measure(tmp_path, "tiny", 200_000, "packed", "off")
+    early, late, size, _ = measure(tmp_path, "tiny", 200_000, "packed", "on")
+    print(f"recording off: {off[1]:.0f} MB; on: {early:.0f} MB after 40,000 steps, {late:.0f} MB after 200,000")
+    assert size > 200_000 * 1084 / 8 * 0.5  # the spikes were written
+    assert late - early < 20, (early, late)
+    assert late - off[1] < 100, (off, late)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["packed", "events"])
+def test_memory_bounded_for_a_million_steps(tmp_path, fmt):
+    """The small preset (1,784 units), every unit's spikes for 1,000,000 steps: growth from the
+    first fifth to the end < 20 MB, recording on vs off < 200 MB."""
+    off = measure(tmp_path, "small", 1_000_000, fmt, "off")
+    early, late, size, wall = measure(tmp_path, "small", 1_000_000, fmt, "on")
+    print(f"{fmt}: off {off[1]:.0f} MB, on {early:.0f} -> {late:.0f} MB, file {size / 1e6:.0f} MB, {wall:.0f} s")
+    assert late - early < 20 and late - off[1] < 200
+
+
+# ---------------------------------------------------------------------------- specs
+def test_probe_specs():
+    layers = (784, 40, 30, 20)
+    p = parse_probe("V,delta layers=h2,h1 neurons=3,1,0:2", layers)
+    assert p.kinds == ("psp", "modulator") and p.layers == ("h1", "h2") and p.neurons == (0, 1, 3)
+    assert parse_probe("spikes", layers).layers == ("h1", "h2", "out")
+    assert parse_probe("spikes layers=hidden random=5 every=2", layers).text() == "spikes layers=h1,h2 random=5 every=2"
+    cfg = load_config("tiny").replace(record={"probes": ["fig4"]})
+    assert len(cfg.record.probes) == len(PRESETS["fig4"]) and "layers=h1,h2 random=50" in cfg.record.probes[0]
+    assert Window.parse("50%:200").resolve(10_000) == (5000, 5200)
+    assert Window.parse("end:200").resolve(10_000) == (9800, 10_000)
+    assert Window.parse("9990:200").resolve(10_000) == (9990, 10_000)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"probes": ["spiks"]}, r"record.probes\[0\].*unknown population 'spiks'"),
+    ({"probes": ["psp layers=in"]}, "input layer 'in' has spikes only"),
+    ({"probes": ["spikes layers=h9"]}, "unknown layer 'h9'"),
+    ({"probes": ["spikes neurons=99"]}, "must lie in 0..39"),
+    ({"probes": ["spikes", "spikes layers=h1"]}, r"probes\[1\].*already recorded by probes\[0\]"),
+    ({"probes": ["spikes colour=red"]}, "options are layers=, neurons=, random=, every="),
+    ({"probes": "spikes"}, "a list of probe strings"),
+    ({"windows": ["0-200"]}, r"record.windows\[0\].*START:LENGTH"),
+    ({"windows": ["120%:5"]}, "0..100"),
+    ({"spike_format": "bits"}, "record.spike_format.*'packed', 'events'"),
+    ({"measure_every": -1}, "record.measure_every"),
+    ({"flush_seconds": 0}, "record.flush_seconds"),
+    ({"colour": 1}, "unknown key record.colour"),
+])
+def test_bad_record_spec_is_a_clear_error(record, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"model": {"layers": [784, 40, 30, 20], "n_classes": 10}, "record": record})
+
+
+def test_resume_with_other_probes_is_refused(tmp_path):
+    cfg = fig4_cfg(epochs=0.02)
+    train(cfg, out=tmp_path / "r.h5", progress=False)
+    other = cfg.replace(record={"probes": ["spikes layers=h1 random=7"]})
+    with pytest.raises(runfile.RunFileError, match="same \\[record\\] probes"):
+        train(other, epochs=0.03, out=tmp_path / "r.h5", resume=True, progress=False)
+
+
+def test_cli_record_flags(tmp_path):
+    from spikefa.cli import main
+
+    out = tmp_path / "c.h5"
+    assert main(["train", "tiny", "--epochs", "0.02", "-o", str(out), "-q", "--record", "spikes layers=out",
+                 "--record", "psp layers=h1 neurons=2", "--record-windows", "0:50,end:50", "--record-every", "100"]) == 0
+    run = load(out)
+    assert run.recorded() == {"h1": ("psp",), "out": ("spikes",)}
+    np.testing.assert_array_equal(run.windows, [[0, 50], [150, 200]])
+    np.testing.assert_array_equal(run.rates()["step"], [100, 200])
+    assert main(["train", "tiny", "--epochs", "0.02", "-o", str(tmp_path / "d.h5"), "-q", "--record", "nope"]) == 2
