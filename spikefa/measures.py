@@ -36,7 +36,9 @@ def angle_deg(a, b) -> float:
     -----
     Computed in float64 whatever the input dtype: in float32 the cosine of two nearly
     parallel vectors can round above 1, so the cosine is also clipped to [-1, 1] before
-    ``arccos`` (otherwise NaN instead of 0 degrees).
+    ``arccos`` (otherwise NaN instead of 0 degrees). Near 0 and 180 degrees ``arccos``
+    resolves angles only to about 1e-6 degrees (``sqrt(2 eps)`` radians): the angle of a
+    vector with itself comes out as ~1e-6, not exactly 0.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
