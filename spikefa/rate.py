@@ -1,0 +1,347 @@
+"""Rate-based layered networks and their learning rules (Lillicrap et al. 2016, Figs 2, 3, 5).
+
+This is the paper's non-spiking setting, kept small enough to read in one sitting: it is
+the teaching text for the learning rules and the check that they behave as the paper says
+before the same rules run in the spiking simulator.
+
+Network
+-------
+Layers ``l = 0..m``; layer 0 is the input ``x``, layer ``m`` the output ``y``. For
+``l = 1..m``::
+
+    h_l = f_l(W[l-1] h_{l-1} + b[l-1]),        f_l in {linear, logistic, tanh}
+
+The paper's names for a three-layer network are ``W0 = W[0]`` (input -> hidden) and
+``W = W[1]`` (hidden -> output). Arrays hold a batch of samples in rows: ``h_l`` has shape
+``(batch, n_l)`` and ``W[l]`` has shape ``(n_{l+1}, n_l)``.
+
+An *ensemble* of independent networks (the paper's n = 20 runs of Fig. 3d) can be trained
+in lockstep on the same samples: then every weight array has one leading run axis,
+``W[l]`` is ``(runs, n_{l+1}, n_l)``, and activities are ``(runs, batch, n_l)``. All
+products are written with ``matmul`` and ``.mT`` so the same lines serve both cases.
+
+Learning (one SGD step on a batch)
+----------------------------------
+Error ``e = y* - y`` (target minus output, the paper's sign), loss ``L = |e|^2 / 2``. Every
+rule below produces one *modulator* ``delta_l`` per layer (shape ``(batch, n_l)``), and all
+rules share the same three-factor update::
+
+    W[l-1] <- W[l-1] + eta * (delta_l^T h_{l-1} - alpha * W[l-1])
+    b[l-1] <- b[l-1] + eta * (sum_batch delta_l - alpha * b[l-1])
+
+with weight decay ``alpha`` (``weight_decay``; 1e-6 in the paper's Fig. 3a). Gradients
+are *summed* over a minibatch, so ``eta`` keeps its per-example meaning and a small
+minibatch follows online learning (batch size 1) closely. The output modulator is
+``delta_m = e * f_m'(y)`` for all gradient-like rules; derivatives are written in terms
+of a unit's own output (``h(1-h)`` for logistic, ``1-h^2`` for tanh), as the paper stresses
+they are local (Methods, "Nonlinear networks"). The rules differ only in how the hidden
+modulators are made:
+
+``bp``        backprop: ``delta_l = (W[l]^T delta_{l+1}) * f_l'(h_l)`` (Fig. 1b, Fig. 2 "(a)").
+``fa``        feedback alignment: ``delta_l = (B[l-1] delta_{l+1}) * f_l'(h_l)`` with ``B`` fixed
+              random, shape ``W[l].T.shape`` (Fig. 1c; Fig. 2 "(b)"; Fig. 3c,d: ``delta_2 = B2 e``,
+              ``delta_1 = B1 delta_2``).
+``shallow``   only the output layer learns; hidden modulators are zero (Figs 2a, 3a,d, grey).
+``sparse-fa`` ``fa`` on a network built with ``sparsity > 0``: that fraction of the entries of
+              every ``W`` and ``B`` is removed for good (set to 0 and masked out of every update;
+              Fig. 3a text, "randomly remove 50% of the elements of the W and B matrices").
+``np``        node perturbation, a "fast form of reinforcement learning" (Fig. 2a, dark grey;
+              refs 12 and 61: Williams 1992, Fiete & Seung 2006). Each sample is run twice:
+              clean, and with Gaussian noise ``xi_l ~ N(0, sigma^2)`` added to the net input of
+              every hidden and output unit. The same scalar reward change ``dL = L_noisy - L_clean``
+              is broadcast to every unit, and ``delta_l = -(dL / sigma^2) xi_l``, with presynaptic
+              activity taken from the noisy pass. For small ``sigma`` its expectation is
+              ``-dL/d(net input)``, the backprop modulator, but its variance is large.
+
+Notes
+-----
+Weights are updated in place: the MNIST network (784-1000-10) takes 3,000 small steps per
+epoch, and a fresh copy of its 784k-entry matrix per step would dominate the cost.
+The logistic function is computed as ``(1 + tanh(a/2)) / 2``, which equals
+``1 / (1 + exp(-a))`` but cannot overflow for large negative ``a`` in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikefa.measures import angle_deg
+
+ACTIVATIONS = ("linear", "logistic", "tanh")
+RULES = ("bp", "fa", "shallow", "np", "sparse-fa")
+
+
+def _activate(name: str, a: np.ndarray) -> np.ndarray:
+    if name == "linear":
+        return a
+    if name == "logistic":
+        return 0.5 * (1.0 + np.tanh(0.5 * a))
+    if name == "tanh":
+        return np.tanh(a)
+    raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
+def _derivative(name: str, h: np.ndarray) -> np.ndarray | float:
+    """f'(a) written with the unit's own output h = f(a) (a purely local quantity)."""
+    if name == "linear":
+        return 1.0
+    if name == "logistic":
+        return h * (1.0 - h)
+    if name == "tanh":
+        return 1.0 - h * h
+    raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
+@dataclass
+class RateNetwork:
+    """Weights of a layered rate network (see the module docstring for shapes).
+
+    ``B[l-1]`` is the feedback matrix that carries the modulator of layer ``l+1`` down to
+    hidden layer ``l``; it has the shape of ``W[l].T``. ``W_mask``/``B_mask`` are ``None``
+    for a dense network, else boolean arrays: ``False`` marks a removed synapse.
+    """
+
+    W: list
+    b: list
+    B: list
+    activations: tuple
+    W_mask: list | None = None
+    B_mask: list | None = None
+
+    @property
+    def sizes(self) -> tuple:
+        return (self.W[0].shape[-1],) + tuple(w.shape[-2] for w in self.W)
+
+    def copy(self) -> "RateNetwork":
+        def cp(arrays):
+            return None if arrays is None else [a.copy() for a in arrays]
+
+        return RateNetwork(cp(self.W), cp(self.b), cp(self.B), self.activations,
+                           cp(self.W_mask), cp(self.B_mask))
+
+
+def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
+                 feedback_scale: float, bias_scale: float = 0.0, sparsity: float = 0.0,
+                 dtype=np.float64, runs: int | None = None) -> RateNetwork:
+    """Random network: ``W ~ U[-w_scale, w_scale]``, ``B ~ U[-feedback_scale, feedback_scale]``,
+    ``b ~ U[-bias_scale, bias_scale]``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Units per layer, input first (e.g. ``(30, 20, 10)``).
+    activations : str or sequence of str
+        One per non-input layer, or one name for all.
+    sparsity : float
+        Fraction of the entries of every ``W`` and ``B`` removed for good (``sparse-fa``).
+        The kept entries are drawn from the same distributions as in the dense network,
+        as in the paper.
+    runs : int, optional
+        Build an ensemble of this many independent networks (a leading run axis on
+        every array); default a single network.
+    """
+    sizes = tuple(int(n) for n in sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"need at least an input and an output layer, got sizes={sizes}")
+    n_layers = len(sizes) - 1
+    if isinstance(activations, str):
+        activations = (activations,) * n_layers
+    activations = tuple(activations)
+    if len(activations) != n_layers:
+        raise ValueError(f"{len(activations)} activations for {n_layers} layers")
+    for name in activations:
+        if name not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+
+    lead = () if runs is None else (int(runs),)
+    W = [rng.uniform(-w_scale, w_scale, lead + (n_out, n_in)).astype(dtype)
+         for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    b = [rng.uniform(-bias_scale, bias_scale, lead + (n_out,)).astype(dtype)
+         for n_out in sizes[1:]]
+    B = [rng.uniform(-feedback_scale, feedback_scale, W[l].mT.shape).astype(dtype)
+         for l in range(1, n_layers)]
+    net = RateNetwork(W, b, B, activations)
+    if sparsity > 0.0:
+        net.W_mask = [rng.random(w.shape) >= sparsity for w in W]
+        net.B_mask = [rng.random(m.shape) >= sparsity for m in B]
+        for w, mask in zip(net.W + net.B, net.W_mask + net.B_mask):
+            w *= mask
+    return net
+
+
+def forward(net: RateNetwork, x: np.ndarray) -> list:
+    """Activities of every layer, input first: ``[x, h_1, ..., y]``, each ``(batch, n_l)``
+    (``(runs, batch, n_l)`` for an ensemble; ``x`` may be shared by all runs)."""
+    acts = [np.atleast_2d(x)]
+    for W, b, name in zip(net.W, net.b, net.activations):
+        acts.append(_activate(name, acts[-1] @ W.mT + b[..., np.newaxis, :]))
+    return acts
+
+
+def predict(net: RateNetwork, x: np.ndarray) -> np.ndarray:
+    """Output layer activity for a batch of inputs."""
+    return forward(net, x)[-1]
+
+
+# --- learning rules --------------------------------------------------------------------
+# A rule maps (network, input batch, target batch) to the layer activities it used and one
+# modulator per non-input layer; `train_step` turns those into weight changes.
+
+
+def _output_modulator(net, y, target):
+    return (target - y) * _derivative(net.activations[-1], y)
+
+
+def _backward(net, acts, delta_out, feedback):
+    """Hidden modulators from the output one, top-down; `feedback(l)` is the matrix that
+    carries delta_{l+1} to hidden layer l (shape (n_l, n_{l+1}))."""
+    deltas = [delta_out]
+    for l in range(len(net.W) - 1, 0, -1):
+        deltas.insert(0, (deltas[0] @ feedback(l).mT) * _derivative(net.activations[l - 1], acts[l]))
+    return deltas
+
+
+@dataclass(frozen=True)
+class Backprop:
+    """``delta_l = (W[l]^T delta_{l+1}) * f'(h_l)``: the exact gradient of ``L``."""
+
+    name: str = "bp"
+
+    def modulators(self, net, x, target, rng=None):
+        acts = forward(net, x)
+        delta_out = _output_modulator(net, acts[-1], target)
+        return acts, _backward(net, acts, delta_out, lambda l: net.W[l].mT)
+
+
+@dataclass(frozen=True)
+class FeedbackAlignment:
+    """``delta_l = (B[l-1] delta_{l+1}) * f'(h_l)``, ``B`` fixed and random.
+
+    With ``name="sparse-fa"`` the network must have been built with ``sparsity > 0``;
+    the arithmetic is the same (removed entries of ``B`` are zeros).
+    """
+
+    name: str = "fa"
+
+    def modulators(self, net, x, target, rng=None):
+        if self.name == "sparse-fa" and net.W_mask is None:
+            raise ValueError("rule 'sparse-fa' needs a network built with sparsity > 0")
+        acts = forward(net, x)
+        delta_out = _output_modulator(net, acts[-1], target)
+        return acts, _backward(net, acts, delta_out, lambda l: net.B[l - 1])
+
+
+@dataclass(frozen=True)
+class Shallow:
+    """Only the output layer learns (hidden modulators are ``None``)."""
+
+    name: str = "shallow"
+
+    def modulators(self, net, x, target, rng=None):
+        acts = forward(net, x)
+        return acts, [None] * (len(net.W) - 1) + [_output_modulator(net, acts[-1], target)]
+
+
+@dataclass(frozen=True)
+class NodePerturbation:
+    """Node perturbation: ``delta_l = -((L_noisy - L_clean) / sigma^2) xi_l``.
+
+    ``xi_l ~ N(0, sigma^2)`` is added to the net input of every unit of layers ``1..m``
+    in a second, noisy forward pass. One scalar reward signal per sample reaches every
+    unit (Fig. 2a, "delivers the same reward to each neuron").
+    """
+
+    sigma: float = 1e-3
+    name: str = "np"
+
+    def modulators(self, net, x, target, rng=None):
+        if rng is None:
+            raise ValueError("node perturbation needs a random generator (rng=...)")
+        clean = forward(net, x)[-1]
+        loss_clean = 0.5 * np.sum((target - clean) ** 2, axis=-1, keepdims=True)
+        acts, noise = [np.atleast_2d(x)], []
+        for W, b, name in zip(net.W, net.b, net.activations):
+            drive = acts[-1] @ W.mT + b[..., np.newaxis, :]
+            xi = rng.normal(0.0, self.sigma, drive.shape).astype(W.dtype)
+            noise.append(xi)
+            acts.append(_activate(name, drive + xi))
+        loss_noisy = 0.5 * np.sum((target - acts[-1]) ** 2, axis=-1, keepdims=True)
+        reward = -(loss_noisy - loss_clean) / self.sigma**2
+        return acts, [reward * xi for xi in noise]
+
+
+def get_rule(name: str, **options):
+    """The learning rule called ``name`` (one of :data:`RULES`); ``options`` go to it
+    (only ``np`` takes one, ``sigma``)."""
+    if name == "bp":
+        return Backprop(**options)
+    if name in ("fa", "sparse-fa"):
+        return FeedbackAlignment(name=name, **options)
+    if name == "shallow":
+        return Shallow(**options)
+    if name == "np":
+        return NodePerturbation(**options)
+    raise ValueError(f"unknown learning rule {name!r}; valid: {', '.join(RULES)}")
+
+
+def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: float = 0.0,
+               rng: np.random.Generator | None = None, learn=None) -> np.ndarray:
+    """One SGD step of ``rule`` on a batch ``(x, target)``; updates ``net`` in place.
+
+    Parameters
+    ----------
+    learn : sequence of bool, optional
+        Which weight layers (``W[0]``, ``W[1]``, ...) and their biases may change; the
+        others are frozen (Fig. 5c's phases). Default: all.
+
+    Returns
+    -------
+    numpy.ndarray
+        The output the rule computed for this batch before the update (for ``np``, the
+        noisy one).
+    """
+    x = np.atleast_2d(x)
+    target = np.atleast_2d(target)
+    acts, deltas = rule.modulators(net, x, target, rng)
+    for l, delta in enumerate(deltas):
+        if delta is None or (learn is not None and not learn[l]):
+            continue
+        W, b = net.W[l], net.b[l]
+        if weight_decay:
+            W *= 1.0 - eta * weight_decay
+            b *= 1.0 - eta * weight_decay
+        dW = delta.mT @ acts[l]
+        if net.W_mask is not None:
+            dW *= net.W_mask[l]  # a removed synapse never comes back
+        W += eta * dW
+        b += eta * delta.sum(axis=-2)
+    return acts[-1]
+
+
+def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1):
+    """Angle in degrees between the FA and BP modulators of hidden layer ``layer`` for
+    the same top-down signal ``delta_top`` (the modulator of layer ``layer + 1``):
+    ``B[layer-1] delta_top`` vs ``W[layer]^T delta_top`` (Figs 2b, 3b; a batch is
+    flattened into one vector). The derivative factor, common to both, is left out.
+
+    Returns a float, or one angle per run (an array) for an ensemble.
+    """
+    delta_top = np.atleast_2d(delta_top)
+    fa = delta_top @ net.B[layer - 1].mT
+    bp = delta_top @ net.W[layer]
+    if net.W[layer].ndim == 2:
+        return angle_deg(fa, bp)
+    return np.array([angle_deg(f, g) for f, g in zip(fa, bp)])
+
+
+def weight_angle(net: RateNetwork, layer: int = 1):
+    """Angle in degrees between ``W[layer]`` and ``B[layer-1]^T``, both flattened
+    (Fig. 5a, blue line); one per run for an ensemble."""
+    W, Bt = net.W[layer], net.B[layer - 1].mT
+    if W.ndim == 2:
+        return angle_deg(W, Bt)
+    return np.array([angle_deg(w, bt) for w, bt in zip(W, Bt)])
