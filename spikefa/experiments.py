@@ -1,0 +1,642 @@
+"""The paper's rate-based experiments (Lillicrap et al. 2016, Figs 2, 3a,b, 3d and 5a,c).
+
+Each experiment reads its parameters from ``models/rate-<name>.toml``, trains the networks
+of :mod:`spikefa.rate`, writes its figure (PNG and PDF) and a JSON of every number it
+plotted into ``out_dir``, and returns the same numbers as a dict::
+
+    from spikefa.experiments import run_experiment
+    result = run_experiment("fig2", "results/rate")
+    result["summary"]["final_nse"]          # {'shallow': ..., 'np': ..., 'bp': ..., 'fa': ...}
+
+``quick=True`` runs the small version of the same experiment (seconds; used by the
+tests). Plots read only the saved numbers, so a figure can be redrawn from its JSON with
+:func:`plot_experiment`.
+
+Readings of the paper (its equations were lost in our copy; SPEC.md restates them):
+
+- Inputs of Figs 2 and 3d are ``x ~ N(0, I)``; the error is ``e = y* - y``; NSE is
+  measured on a fixed held-out batch of inputs (:func:`spikefa.measures.normalized_squared_error`).
+- Fig. 5's target is ``y*_k = x^T Q_k x`` (k = 1..20) with ``x ~ U[-2, 2]^20`` and
+  ``Q_k`` entries ``~ U[-0.5, 0.5]``; the "W frozen" phases freeze the output layer's
+  weights and biases, "W0 frozen" the hidden layer's.
+- Fig. 3a uses squared error on one-hot targets with logistic outputs (the output
+  modulator is ``e * y(1-y)``, the paper's "y'"), pixels scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from spikefa import rate  # noqa: E402
+from spikefa.measures import angle_deg, normalized_squared_error  # noqa: E402
+
+EXPERIMENTS = ("fig2", "fig3a", "fig3d", "fig5")
+
+# Colours of the paper's figures.
+COLORS = {
+    "shallow": "0.7", "np": "0.35", "bp": "black", "fa": "tab:green",
+    "sparse-fa": "tab:olive", "4-layer BP": "tab:purple", "4-layer FA": "tab:blue",
+}
+RULE_LABELS = {
+    "shallow": "shallow", "np": "node perturbation (RL)", "bp": "backprop",
+    "fa": "feedback alignment", "sparse-fa": "sparse FA (50% removed)",
+}
+
+# --- model files -----------------------------------------------------------------------
+# Each schema lists every key of a model file with its type; a list holding one dict is an
+# array of tables. Every key is required; [quick] may override any subset.
+
+_SCHEMAS = {
+    "fig2": {
+        "network": {"sizes": list, "activation": str, "w_init": float,
+                    "feedback_init": float, "bias_init": float},
+        "task": {"target_init": float, "n_test": int, "task_seed": int},
+        "train": {"rules": list, "steps": int, "record_every": int, "np_sigma": float,
+                  "eta": {"shallow": float, "np": float, "bp": float, "fa": float}},
+        "run": {"runs": int},
+    },
+    "fig3a": {
+        "network": {"sizes": list, "activation": str, "w_init": float,
+                    "feedback_init": float, "sparsity": float, "dtype": str},
+        "data": {"dataset": str},
+        "train": {"rules": list, "eta": float, "weight_decay": float, "batch_size": int,
+                  "epochs": int, "eval_every": int, "probe_size": int},
+    },
+    "fig3d": {
+        "target": {"sizes": list, "w_init": float, "task_seed": int},
+        "network": {"w_init": float, "feedback_init": float},
+        "learner": [{"label": str, "sizes": list, "rule": str}],
+        "train": {"eta": float, "steps": int, "record_every": int, "n_test": int},
+        "run": {"runs": int},
+    },
+    "fig5": {
+        "network": {"sizes": list, "w_init": float, "bias_init": float,
+                    "feedback_init": float},
+        "task": {"input_range": float, "q_init": float, "n_test": int, "task_seed": int},
+        "train": {"eta": float, "steps": int, "record_every": int, "tracked_units": int},
+        "phases": {"eta": float, "steps": int, "record_every": int},
+    },
+}
+
+
+def models_dir() -> Path:
+    """Folder of the bundled model files (the repository's ``models/``)."""
+    here = Path(__file__).resolve().parents[1] / "models"
+    return here if here.is_dir() else Path(sys.prefix) / "share" / "spikefa" / "models"
+
+
+def _check_name(name: str) -> None:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+
+
+def _validate(table: dict, schema: dict, where: str, source, partial: bool = False) -> dict:
+    """Check ``table`` against ``schema``; unknown or missing keys and wrong types raise
+    ValueError naming the key (``train.eta.bp``)."""
+    for key in table:
+        if key not in schema:
+            raise ValueError(f"{source}: unknown key {where}{key!r}; valid keys here: "
+                             f"{', '.join(schema)}")
+    for key, kind in schema.items():
+        name = f"{where}{key}"
+        if key not in table:
+            if partial:
+                continue
+            raise ValueError(f"{source}: missing key {name!r}")
+        value = table[key]
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: {name!r} must be a table")
+            _validate(value, kind, name + ".", source, partial)
+        elif isinstance(kind, list):
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ValueError(f"{source}: {name!r} must be an array of tables [[{name}]]")
+            for i, item in enumerate(value):
+                _validate(item, kind[0], f"{name}[{i}].", source, partial=False)
+        else:
+            accepted = (int, float) if kind is float else kind  # TOML writes 1.0 as 1 too
+            if isinstance(value, bool) or not isinstance(value, accepted):
+                raise ValueError(f"{source}: {name!r} must be of type {kind.__name__}, "
+                                 f"got {value!r}")
+    return table
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) else value
+    return out
+
+
+def load_experiment_config(name: str, quick: bool = False, path=None) -> dict:
+    """Read and validate ``models/rate-<name>.toml`` (or ``path``); with ``quick`` apply
+    its ``[quick]`` overrides. Returns a plain dict (the config recorded in the JSON)."""
+    _check_name(name)
+    path = Path(path) if path is not None else models_dir() / f"rate-{name}.toml"
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    quick_table = raw.pop("quick", {})
+    schema = _SCHEMAS[name]
+    _validate(raw, schema, "", path)
+    _validate(quick_table, schema, "quick.", path, partial=True)
+    cfg = _merge(raw, quick_table) if quick else raw
+    for rule in cfg.get("train", {}).get("rules", []):
+        rate.get_rule(rule)  # an unknown rule name fails here, listing the valid ones
+    for learner in cfg.get("learner", []):
+        rate.get_rule(learner["rule"])
+    return cfg
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_dir=None,
+                   progress: bool = True, config=None) -> dict:
+    """Run one of :data:`EXPERIMENTS`, write ``<name>.png``, ``<name>.pdf`` and
+    ``<name>.json`` into ``out_dir``, and return the results.
+
+    Parameters
+    ----------
+    name : str
+        ``"fig2"``, ``"fig3a"``, ``"fig3d"`` or ``"fig5"``.
+    out_dir : path
+        Created if missing.
+    quick : bool
+        The small version (seconds) from the model file's ``[quick]`` table.
+    seed : int
+        Seeds the networks' initial weights, the order of examples and the noise. The
+        target functions are drawn from the model file's ``task_seed`` and stay fixed.
+    data_dir : path, optional
+        MNIST folder for ``fig3a`` (see :func:`spikefa.data.load_dataset`).
+    progress : bool
+        Show tqdm progress bars.
+    config : path, optional
+        A model file to use instead of ``models/rate-<name>.toml``.
+
+    Returns
+    -------
+    dict
+        ``experiment``, ``quick``, ``seed``, ``config``, ``summary`` (the headline numbers),
+        ``curves`` (everything plotted), ``seconds`` and ``files`` (paths written).
+    """
+    _check_name(name)
+    cfg = load_experiment_config(name, quick, config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if name == "fig3a":
+        summary, curves = _run_fig3a(cfg, seed, data_dir, progress)
+    else:
+        summary, curves = _RUNNERS[name](cfg, seed, progress)
+    from spikefa import __version__
+
+    result = {"experiment": name, "quick": quick, "seed": seed, "spikefa_version": __version__,
+              "config": cfg, "summary": summary, "curves": curves,
+              "seconds": round(time.perf_counter() - start, 1)}
+    fig = plot_experiment(result)
+    files = []
+    for ext in ("png", "pdf"):
+        path = out_dir / f"{name}.{ext}"
+        fig.savefig(path, dpi=150)
+        files.append(str(path))
+    plt.close(fig)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
+    files.append(str(path))
+    result["files"] = files
+    return result
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _rngs(seed: int):
+    """Independent streams for initial weights, examples and noise (fixed per seed)."""
+    return [np.random.default_rng([seed, k]) for k in range(3)]
+
+
+def _nse_per_run(target, prediction) -> np.ndarray:
+    """NSE of each run of an ensemble prediction ``(runs, batch, n_out)``."""
+    return np.array([normalized_squared_error(target, p) for p in prediction])
+
+
+def _steps(n, progress, desc):
+    return tqdm(range(n), desc=desc, disable=not progress, mininterval=0.5, leave=False)
+
+
+def _run_fig2(cfg, seed, progress):
+    net_cfg, task, train = cfg["network"], cfg["task"], cfg["train"]
+    runs = cfg["run"]["runs"]
+    task_rng = np.random.default_rng(task["task_seed"])
+    n_in, n_out = net_cfg["sizes"][0], net_cfg["sizes"][-1]
+    T = task_rng.uniform(-task["target_init"], task["target_init"], (n_out, n_in))
+    x_test = task_rng.normal(size=(task["n_test"], n_in))
+    y_test = x_test @ T.T
+    record = train["record_every"]
+    steps = np.arange(0, train["steps"] + 1, record)
+    nse, angle = {}, None
+    for rule_name in train["rules"]:
+        init_rng, data_rng, noise_rng = _rngs(seed)  # the same weights and examples per rule
+        net = rate.init_network(net_cfg["sizes"], net_cfg["activation"], init_rng,
+                                net_cfg["w_init"], net_cfg["feedback_init"],
+                                net_cfg["bias_init"], runs=runs)
+        options = {"sigma": train["np_sigma"]} if rule_name == "np" else {}
+        rule, eta = rate.get_rule(rule_name, **options), train["eta"][rule_name]
+        curve = [_nse_per_run(y_test, rate.predict(net, x_test))]
+        angles = []
+        for step in _steps(train["steps"], progress, f"fig2 {rule_name}"):
+            x = data_rng.normal(size=(1, n_in))
+            y_star = x @ T.T
+            if rule_name == "fa":
+                # the e this step learns from, sent down through B (FA) and W^T (BP)
+                angles.append(rate.modulator_angle(net, y_star - rate.predict(net, x)))
+            rate.train_step(net, rule, x, y_star, eta, rng=noise_rng)
+            if (step + 1) % record == 0:
+                curve.append(_nse_per_run(y_test, rate.predict(net, x_test)))
+        nse[rule_name] = np.array(curve).T  # (runs, records)
+        if rule_name == "fa":
+            angle = np.array(angles).T  # (runs, steps)
+    summary = {"final_nse": {r: float(np.mean(c[:, -1])) for r, c in nse.items()},
+               "final_nse_sd": {r: float(np.std(c[:, -1])) for r, c in nse.items()},
+               "runs": runs, "steps": train["steps"]}
+    curves = {"steps": steps, "nse": {r: c for r, c in nse.items()}}
+    if angle is not None:
+        window = max(1, angle.shape[1] // 20)
+        summary["fa_bp_angle_step1"] = float(np.mean(angle[:, 0]))
+        summary["fa_bp_angle_first10"] = float(np.mean(angle[:, :10]))
+        summary["fa_bp_angle_last5pct"] = float(np.mean(angle[:, -window:]))
+        curves["angle"] = angle.mean(axis=0)
+        curves["angle_sd"] = angle.std(axis=0)
+    return summary, curves
+
+
+def _run_fig3d(cfg, seed, progress):
+    target_cfg, net_cfg, train = cfg["target"], cfg["network"], cfg["train"]
+    runs = cfg["run"]["runs"]
+    task_rng = np.random.default_rng(target_cfg["task_seed"])
+    depth = len(target_cfg["sizes"]) - 1
+    target = rate.init_network(target_cfg["sizes"], ("tanh",) * (depth - 1) + ("linear",),
+                               task_rng, target_cfg["w_init"], 0.0,
+                               bias_scale=target_cfg["w_init"])
+    n_in = target_cfg["sizes"][0]
+    x_test = task_rng.normal(size=(train["n_test"], n_in))
+    y_test = rate.predict(target, x_test)
+    record = train["record_every"]
+    steps = np.arange(0, train["steps"] + 1, record)
+    nse = {}
+    for learner in cfg["learner"]:
+        init_rng, data_rng, _ = _rngs(seed)
+        sizes = learner["sizes"]
+        if sizes[0] != n_in or sizes[-1] != target_cfg["sizes"][-1]:
+            raise ValueError(f"learner {learner['label']!r}: sizes {sizes} do not match "
+                             f"the target's input/output {target_cfg['sizes']}")
+        activations = ("tanh",) * (len(sizes) - 2) + ("linear",)
+        net = rate.init_network(sizes, activations, init_rng, net_cfg["w_init"],
+                                net_cfg["feedback_init"], net_cfg["w_init"], runs=runs)
+        rule = rate.get_rule(learner["rule"])
+        curve = [_nse_per_run(y_test, rate.predict(net, x_test))]
+        for step in _steps(train["steps"], progress, f"fig3d {learner['label']}"):
+            x = data_rng.normal(size=(1, n_in))
+            rate.train_step(net, rule, x, rate.predict(target, x), train["eta"])
+            if (step + 1) % record == 0:
+                curve.append(_nse_per_run(y_test, rate.predict(net, x_test)))
+        nse[learner["label"]] = np.array(curve).T
+    final = {label: c[:, -1] for label, c in nse.items()}
+    summary = {"final_nse": {k: float(v.mean()) for k, v in final.items()},
+               "final_nse_sd": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0
+                                for k, v in final.items()},
+               "runs": runs, "steps": train["steps"]}
+    for rule in ("BP", "FA"):
+        three, four = final.get(f"3-layer {rule}"), final.get(f"4-layer {rule}")
+        if three is not None and four is not None and len(three) > 1:
+            summary[f"welch_t_3_vs_4_layer_{rule}"] = _welch_t(three, four)
+    return summary, {"steps": steps, "nse": nse}
+
+
+def _welch_t(a, b) -> float:
+    """Welch's t statistic for mean(a) > mean(b) (no p-value: SciPy is not a dependency)."""
+    return float((a.mean() - b.mean()) /
+                 np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+
+
+def _quadratic_task(task, sizes):
+    rng = np.random.default_rng(task["task_seed"])
+    n_in, n_out = sizes[0], sizes[-1]
+    Q = rng.uniform(-task["q_init"], task["q_init"], (n_out, n_in, n_in))
+
+    def target(x):
+        return np.einsum("bi,kij,bj->bk", x, Q, x)  # y*_k = x^T Q_k x
+
+    x_test = rng.uniform(-task["input_range"], task["input_range"], (task["n_test"], n_in))
+    return target, x_test, target(x_test)
+
+
+def _fig5_network(cfg, init_rng):
+    net_cfg = cfg["network"]
+    return rate.init_network(net_cfg["sizes"], ("tanh", "linear"), init_rng, net_cfg["w_init"],
+                             net_cfg["feedback_init"], net_cfg["bias_init"])
+
+
+def _unit_angles(net, units):
+    """Angle between hidden unit j's outgoing forward weights (column j of W) and its
+    incoming feedback weights (row j of B), for each tracked j (Fig. 5a, black lines)."""
+    return [angle_deg(net.W[1][:, j], net.B[0][j, :]) for j in units]
+
+
+def _run_fig5(cfg, seed, progress):
+    task, train, phases = cfg["task"], cfg["train"], cfg["phases"]
+    sizes = cfg["network"]["sizes"]
+    target, x_test, y_test = _quadratic_task(task, sizes)
+    fa = rate.get_rule("fa")
+    lim, n_in = task["input_range"], sizes[0]
+
+    # (a) continuous FA learning: W aligns with B^T
+    init_rng, data_rng, _ = _rngs(seed)
+    net = _fig5_network(cfg, init_rng)
+    units = np.sort(init_rng.choice(sizes[1], size=train["tracked_units"], replace=False))
+    record = train["record_every"]
+    nse, angle, unit_angles = [], [], []
+
+    def snapshot():
+        nse.append(normalized_squared_error(y_test, rate.predict(net, x_test)))
+        angle.append(rate.weight_angle(net))
+        unit_angles.append(_unit_angles(net, units))
+
+    snapshot()
+    for step in _steps(train["steps"], progress, "fig5a fa"):
+        x = data_rng.uniform(-lim, lim, (1, n_in))
+        rate.train_step(net, fa, x, target(x), train["eta"])
+        if (step + 1) % record == 0:
+            snapshot()
+
+    # (c) three phases from a fresh network: which weight layers learn. Control: phase 3
+    # repeated, on the same examples, with B replaced by a fresh random matrix of the same
+    # scale. If phase 3 works because W has aligned with *this* B^T (the paper's account),
+    # the control must not learn.
+    init_rng, data_rng, control_rng = _rngs(seed)
+    net = _fig5_network(cfg, init_rng)
+    plan = (("W frozen", (True, False)), ("W0 frozen", (False, True)),
+            ("W frozen", (True, False)))
+    precord = phases["record_every"]
+
+    def evaluate(n):
+        return normalized_squared_error(y_test, rate.predict(n, x_test)), rate.weight_angle(n)
+
+    value, ang = evaluate(net)
+    phase_nse, phase_angle = [value], [ang]
+    control_nse, control = [], None
+    for i, (label, learn) in enumerate(plan):
+        if i == 2:
+            control = net.copy()
+            scale = cfg["network"]["feedback_init"]
+            control.B = [control_rng.uniform(-scale, scale, m.shape) for m in net.B]
+            control_nse.append(evaluate(control)[0])
+        for step in _steps(phases["steps"], progress, f"fig5c phase {i + 1}"):
+            x = data_rng.uniform(-lim, lim, (1, n_in))
+            for n in (net, control) if control is not None else (net,):
+                rate.train_step(n, fa, x, target(x), phases["eta"], learn=learn)
+            if (step + 1) % precord == 0:
+                value, ang = evaluate(net)
+                phase_nse.append(value)
+                phase_angle.append(ang)
+                if control is not None:
+                    control_nse.append(evaluate(control)[0])
+    per_phase = phases["steps"] // precord
+    ends = [phase_nse[i * per_phase] for i in range(4)]
+    summary = {
+        "final_nse": nse[-1], "angle_W_Bt_start": angle[0], "angle_W_Bt_end": angle[-1],
+        "unit_angle_end_mean": float(np.mean(unit_angles[-1])),
+        "phase_labels": [label for label, _ in plan],
+        "phase_nse_start_end": [[ends[i], ends[i + 1]] for i in range(3)],
+        "phase_angle_end": [phase_angle[(i + 1) * per_phase] for i in range(3)],
+        "phase3_fresh_B_nse_start_end": [control_nse[0], control_nse[-1]],
+    }
+    curves = {"steps": np.arange(len(nse)) * record, "nse": nse, "angle": angle,
+              "unit_angles": np.array(unit_angles).T, "units": units,
+              "phase_steps": np.arange(len(phase_nse)) * precord, "phase_nse": phase_nse,
+              "phase_angle": phase_angle, "phase_length": phases["steps"],
+              "phase3_fresh_B_nse": control_nse}
+    return summary, curves
+
+
+def _run_fig3a(cfg, seed, data_dir, progress):
+    from spikefa.data import load_dataset
+
+    net_cfg, train = cfg["network"], cfg["train"]
+    dataset = cfg["data"]["dataset"]
+    dtype = np.dtype(net_cfg["dtype"])
+    folder = data_dir if dataset == "mnist" else None  # the bundled subset takes no folder
+    x_train, labels_train = load_dataset(dataset, "train", folder)
+    x_test, labels_test = load_dataset(dataset, "test", folder)
+    x_train = (x_train / 255.0).astype(dtype)
+    x_test = (x_test / 255.0).astype(dtype)
+    n_classes = net_cfg["sizes"][-1]
+    y_train = np.eye(n_classes, dtype=dtype)[labels_train]
+    n_train, batch = len(x_train), train["batch_size"]
+    probe = slice(0, min(train["probe_size"], n_train))
+
+    def test_error(net):
+        guess = np.argmax(rate.predict(net, x_test), axis=1)
+        return float(np.mean(guess != labels_test))
+
+    def fa_angle(net):
+        y = rate.predict(net, x_train[probe])
+        delta_out = (y_train[probe] - y) * y * (1.0 - y)
+        return rate.modulator_angle(net, delta_out)
+
+    errors, angles, seen = {}, {}, {}
+    for rule_name in train["rules"]:
+        init_rng, order_rng, _ = _rngs(seed)  # same initial W, B and example order per rule
+        sparsity = net_cfg["sparsity"] if rule_name == "sparse-fa" else 0.0
+        net = rate.init_network(net_cfg["sizes"], net_cfg["activation"], init_rng,
+                                net_cfg["w_init"], net_cfg["feedback_init"],
+                                sparsity=sparsity, dtype=dtype)
+        rule = rate.get_rule(rule_name)
+        has_b = rule_name in ("fa", "sparse-fa")
+        errors[rule_name], seen[rule_name] = [test_error(net)], [0]
+        angles[rule_name] = [fa_angle(net)] if has_b else []
+        n_batches = -(-n_train // batch)
+        bar = tqdm(total=train["epochs"] * n_batches, desc=f"fig3a {rule_name}",
+                   disable=not progress, mininterval=0.5, leave=False)
+        count, next_eval = 0, train["eval_every"]
+        for _ in range(train["epochs"]):
+            order = order_rng.permutation(n_train)
+            for start in range(0, n_train, batch):
+                idx = order[start:start + batch]
+                rate.train_step(net, rule, x_train[idx], y_train[idx], train["eta"],
+                                weight_decay=train["weight_decay"])
+                count += len(idx)
+                bar.update()
+                if count >= next_eval:
+                    next_eval += train["eval_every"]
+                    errors[rule_name].append(test_error(net))
+                    seen[rule_name].append(count)
+                    if has_b:
+                        angles[rule_name].append(fa_angle(net))
+                    bar.set_postfix(test_error=f"{errors[rule_name][-1]:.2%}")
+        if seen[rule_name][-1] != count:
+            errors[rule_name].append(test_error(net))
+            seen[rule_name].append(count)
+            if has_b:
+                angles[rule_name].append(fa_angle(net))
+        bar.close()
+        if net.W_mask is not None:  # removed synapses must still be exactly zero
+            assert all(not np.any(w[~m]) for w, m in zip(net.W, net.W_mask))
+    summary = {"final_test_error": {r: e[-1] for r, e in errors.items()},
+               "epochs": train["epochs"], "examples_seen": count, "dataset": dataset,
+               "n_train": n_train, "n_test": len(x_test),
+               "final_fa_bp_angle": {r: a[-1] for r, a in angles.items() if a}}
+    return summary, {"examples": seen, "test_error": errors,
+                     "angle": {r: a for r, a in angles.items() if a}}
+
+
+_RUNNERS = {"fig2": _run_fig2, "fig3d": _run_fig3d, "fig5": _run_fig5}
+
+
+# --- plotting (reads only the saved numbers) -------------------------------------------
+
+
+def _axes(ax):
+    return plt.subplots()[1] if ax is None else ax
+
+
+def plot_learning_curves(x, curves: dict, ax=None, ylabel="NSE", colors=None, labels=None,
+                         band="sd"):
+    """Mean over runs (line) and a band of each curve.
+
+    ``curves`` maps a name to an array ``(runs, len(x))`` or ``(len(x),)``. ``band`` is
+    ``"sd"`` (mean +- 1 s.d.) or ``"quantiles"`` (10th to 90th percentile across runs,
+    which stays positive on a log axis).
+    """
+    ax = _axes(ax)
+    colors = colors or COLORS
+    for name, values in curves.items():
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        mean = values.mean(axis=0)
+        color = colors.get(name)
+        label = (labels or {}).get(name, RULE_LABELS.get(name, name))
+        ax.plot(x, mean, color=color, label=label)
+        if values.shape[0] > 1:
+            if band == "sd":
+                low, high = mean - values.std(axis=0), mean + values.std(axis=0)
+            else:
+                low, high = np.percentile(values, [10, 90], axis=0)
+            ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel("examples")
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize="small")
+    return ax
+
+
+def plot_angle(x, angle, sd=None, ax=None, color="tab:green", label=None,
+               ylabel="angle (deg)"):
+    """An angle over training with an optional +- 2 s.d. band; 90 deg marked."""
+    ax = _axes(ax)
+    x, angle = np.asarray(x), np.asarray(angle, dtype=float)
+    ax.plot(x, angle, color=color, label=label)
+    if sd is not None:
+        sd = np.asarray(sd, dtype=float)
+        ax.fill_between(x, angle - 2 * sd, angle + 2 * sd, color=color, alpha=0.2,
+                        linewidth=0)
+    ax.axhline(90.0, color="0.6", linestyle=":", linewidth=1)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("examples")
+    ax.set_ylabel(ylabel)
+    return ax
+
+
+def plot_phases(result: dict, ax=None):
+    """Fig. 5c: NSE through the three learning phases, phase boundaries marked."""
+    ax = _axes(ax)
+    curves = result["curves"]
+    x, length = np.asarray(curves["phase_steps"]), curves["phase_length"]
+    ax.plot(x, curves["phase_nse"], color="tab:green", label="FA")
+    if curves.get("phase3_fresh_B_nse"):
+        control = curves["phase3_fresh_B_nse"]
+        ax.plot(x[-len(control):], control, color="tab:red", linestyle="--",
+                label="phase 3 with a fresh random B")
+        ax.legend(frameon=False, fontsize="x-small", loc="center left")
+    for i, label in enumerate(result["summary"]["phase_labels"]):
+        ax.axvspan(i * length, (i + 1) * length, color=("0.93", "white")[i % 2], zorder=0)
+        ax.text((i + 0.5) * length, 0.98, f"{i + 1}: {label}", transform=ax.get_xaxis_transform(),
+                ha="center", va="top", fontsize="x-small")
+    ax.set_xlabel("examples")
+    ax.set_ylabel("NSE")
+    return ax
+
+
+def plot_experiment(result: dict):
+    """The figure of one experiment from its results dict (or loaded JSON)."""
+    name, curves, summary = result["experiment"], result["curves"], result["summary"]
+    if name == "fig2":
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+        plot_learning_curves(curves["steps"], curves["nse"], ax=a)
+        a.set_title("a  linear 30-20-10 network", loc="left")
+        if "angle" in curves:
+            x = np.arange(1, len(curves["angle"]) + 1)
+            plot_angle(x, curves["angle"], curves.get("angle_sd"), ax=b,
+                       ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)")
+        b.set_title("b  angle of B e to W$^T$ e", loc="left")
+    elif name == "fig3d":
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        colors = {"3-layer shallow": COLORS["shallow"], "3-layer BP": COLORS["bp"],
+                  "3-layer FA": COLORS["fa"], "4-layer BP": COLORS["4-layer BP"],
+                  "4-layer FA": COLORS["4-layer FA"]}
+        plot_learning_curves(curves["steps"], curves["nse"], ax=ax, colors=colors,
+                             band="quantiles")
+        ax.set_yscale("log")
+        ax.set_title(f"d  tanh target network (mean, 10-90% of {summary['runs']} runs)",
+                     loc="left")
+    elif name == "fig3a":
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+        n_train = summary["n_train"]
+        for rule, err in curves["test_error"].items():
+            a.plot(np.asarray(curves["examples"][rule]) / n_train, 100 * np.asarray(err),
+                   color=COLORS.get(rule), label=RULE_LABELS.get(rule, rule))
+        a.set_xlabel(f"epochs ({n_train} examples)")
+        a.set_ylabel(f"test error (%, {summary['n_test']} images)")
+        a.set_yscale("log")
+        a.legend(frameon=False, fontsize="small")
+        a.set_title("a  784-1000-10 logistic network", loc="left")
+        for rule, ang in curves["angle"].items():
+            plot_angle(np.asarray(curves["examples"][rule]) / n_train, ang, ax=b,
+                       color=COLORS.get(rule), label=RULE_LABELS.get(rule, rule),
+                       ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)")
+        b.set_xlabel("epochs")
+        b.legend(frameon=False, fontsize="small")
+        b.set_title("b  angle of B e to W$^T$ e (hidden layer)", loc="left")
+    elif name == "fig5":
+        fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6))
+        for ua in np.atleast_2d(curves["unit_angles"]):
+            a.plot(curves["steps"], ua, color="black", linewidth=0.6, alpha=0.6)
+        plot_angle(curves["steps"], curves["angle"], ax=a, color="tab:blue",
+                   label="W vs B$^T$", ylabel="angle (deg)")
+        a.plot([], [], color="black", linewidth=0.6, label="single hidden units")
+        a.legend(frameon=False, fontsize="small")
+        a.set_title("a  W aligns with B$^T$", loc="left")
+        b.plot(curves["steps"], curves["nse"], color="tab:green")
+        b.set_xlabel("examples")
+        b.set_ylabel("NSE")
+        b.set_title("   FA on the quadratic task", loc="left")
+        plot_phases(result, ax=c)
+        c.set_title("c  learning in three phases", loc="left")
+    else:
+        _check_name(name)
+    fig.tight_layout()
+    return fig
