@@ -34,7 +34,7 @@ def _test(args):
         print(json.dumps(res))
     else:
         print(f"test error {res['test_error']:.4f} ({res['readout']} read-out; last {res['test_error_last']:.4f}, "
-              f"sum {res['test_error_sum']:.4f}) on {res['n_test']} images after {res['epochs']:g} epochs")
+              f"sum {res['test_error_sum']:.4f}, prob {res['test_error_prob']:.4f}) on {res['n_test']} images after {res['epochs']:g} epochs")
 
 
 def _plot(args):

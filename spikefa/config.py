@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 PHI_D_CHOICES = ("tanh", "2sigma-1", "sigma-0.5")
-READOUT_CHOICES = ("last", "sum")
+READOUT_CHOICES = ("last", "sum", "prob")
 DTYPE_CHOICES = ("float32", "float64")
 DATASET_CHOICES = ("mnist", "mnist-subset")
 FEEDBACK_CHOICES = ("fa", "transport", "dfa", "shallow", "sparse-fa", "learned")

@@ -11,7 +11,7 @@ Layout of ``RUN.h5`` (schema 2; the full layout, recordings included, is in
 ``/test/``
     one row per test pass, 1-D resizable datasets: ``step`` (training steps done,
     int64), ``images`` (training images seen), ``epoch``, ``error`` (with the config's
-    read-out), ``error_last``, ``error_sum`` (both read-outs from the same spikes),
+    read-out), ``error_last``, ``error_sum``, ``error_prob`` (every read-out, from the same test run),
     ``n_test``, ``wall_s`` (training wall time so far).
 ``/final/{h1,h2,...,out}/``
     ``W`` (effective forward weights into the layer, shape ``(n_pre, n_post)``), ``b``,
@@ -62,7 +62,7 @@ LOCK_RETRY_S = 60.0  # how long a writer waits for a reader that holds a file lo
 WRITE_CHUNK_CACHE = 0
 TEST_FIELDS = {
     "step": np.int64, "images": np.int64, "epoch": np.float64, "error": np.float64,
-    "error_last": np.float64, "error_sum": np.float64, "n_test": np.int64, "wall_s": np.float64,
+    "error_last": np.float64, "error_sum": np.float64, "error_prob": np.float64, "n_test": np.int64, "wall_s": np.float64,
 }
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import record, runfile
-from .config import Config, ConfigError, load_config
+from .config import READOUT_CHOICES, Config, ConfigError, load_config
 from .data import DataError, load_dataset
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
 
@@ -34,13 +34,19 @@ RESUMABLE_KEYS = {("train", "epochs"), ("train", "test_every"), ("run", "backend
 
 @dataclass
 class TestResult:
-    """One test pass: errors with both read-outs from the same spikes."""
+    """One test pass: the error with every read-out, all from the same run of the test set.
+
+    ``last``: output spikes at the last of the M steps; ``sum``: spikes summed over the M
+    steps; ``prob``: spike probabilities ``sigma(V)`` of the output units at the last step
+    (the Methods' "highest activity ... after M = 5 time steps", read as the units' rate).
+    """
 
     __test__ = False  # not a pytest class
 
     error: float
     error_last: float
     error_sum: float
+    error_prob: float
     n_test: int
     guesses: np.ndarray
 
@@ -109,11 +115,14 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
     n = images.shape[0]
     n_classes = cfg.model.n_classes
     out = net.layer_slice(net.m)
+    # the output units' V is traced for the "prob" read-out; the caller's traces follow it
+    out_idx = np.arange(out.start, out.stop)
+    user_idx = np.zeros(0, np.int64) if rec_idx is None else np.asarray(rec_idx, dtype=np.int64)
+    n_out = out_idx.size
     rng = rng_for(cfg.run.seed, SEED_TEST, seed_key)
     saved = net.state.copy()
     per_block = max(1, cfg.run.block_steps // M)
-    counts_last = np.zeros((n, n_classes), np.int64)
-    counts_sum = np.zeros((n, n_classes), np.int64)
+    counts = {r: np.zeros((n, n_classes)) for r in READOUT_CHOICES}
     try:
         for i0 in range(0, n, per_block):
             i1 = min(i0 + per_block, n)
@@ -121,20 +130,23 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
             probs = input_probabilities(images[i0:i1], cfg.model.p_max)
             step_image = np.repeat(np.arange(k), M)
             res = net.run(rng.random((k * M, net.n_units)), probs, step_image, labels[i0:i1][step_image],
-                          plastic=False, backend=backend, rec_idx=rec_idx)
+                          plastic=False, backend=backend, rec_idx=np.concatenate([out_idx, user_idx]))
+            v_out = res["psp"][:, :n_out]
             if on_block is not None:
-                on_block(net, i0 * M, dict(res, label=labels[i0:i1][step_image], image=i0 + step_image))
+                traces = {name: res[name][:, n_out:] for name in ("psp", "feedback_psp", "modulator")}
+                on_block(net, i0 * M, dict(res, **traces, label=labels[i0:i1][step_image], image=i0 + step_image))
             spikes = res["spikes"][:, out].reshape(k, M, n_classes, -1).sum(axis=3)
-            counts_last[i0:i1] = spikes[:, -1]
-            counts_sum[i0:i1] = spikes.sum(axis=1)
+            counts["last"][i0:i1] = spikes[:, -1]
+            counts["sum"][i0:i1] = spikes.sum(axis=1)
+            p_out = 1.0 / (1.0 + np.exp(-v_out.astype(np.float64).reshape(k, M, n_classes, -1)[:, -1]))
+            counts["prob"][i0:i1] = p_out.sum(axis=2)
     finally:
         net.state = saved
     # np.argmax returns the first maximum: ties go to the lowest class index
-    err_last = float(np.mean(np.argmax(counts_last, axis=1) != labels))
-    err_sum = float(np.mean(np.argmax(counts_sum, axis=1) != labels))
-    guesses = np.argmax(counts_last if cfg.test.readout == "last" else counts_sum, axis=1)
-    err = err_last if cfg.test.readout == "last" else err_sum
-    return TestResult(error=err, error_last=err_last, error_sum=err_sum, n_test=n, guesses=guesses)
+    guesses = {r: np.argmax(c, axis=1) for r, c in counts.items()}
+    errors = {r: float(np.mean(g != labels)) for r, g in guesses.items()}
+    return TestResult(error=errors[cfg.test.readout], error_last=errors["last"], error_sum=errors["sum"],
+                      error_prob=errors["prob"], n_test=n, guesses=guesses[cfg.test.readout])
 
 
 class _StopRequest:
@@ -283,7 +295,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         hook = test_hook(step) if test_hook is not None else None
         res = evaluate(net, test_x, test_y, seed_key=step, on_block=hook, rec_idx=getattr(hook, "rec_idx", None))
         runfile.append_test(out, dict(step=step, images=step // N, epoch=step / N / n_train, error=res.error,
-                                      error_last=res.error_last, error_sum=res.error_sum, n_test=res.n_test,
+                                      error_last=res.error_last, error_sum=res.error_sum, error_prob=res.error_prob, n_test=res.n_test,
                                       wall_s=wall()))
         n_tests += 1
         if bar is not None:
@@ -388,7 +400,7 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0) -> dict:
     res = evaluate(net, test_x, test_y, seed_key=seed_key)
     steps = int(run.attrs.get("steps_done", 0))
     n_train = int(run.attrs["n_train"])
-    return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum,
+    return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum, test_error_prob=res.error_prob,
                 n_test=res.n_test, readout=cfg.test.readout, steps=steps,
                 epochs=steps / cfg.train.steps_per_image / n_train, complete=run.complete,
                 model=cfg.name, feedback=cfg.model.feedback, seed=cfg.run.seed, path=str(path))

@@ -369,7 +369,7 @@ def test_every_bundled_model_loads():
     ({"model": {"phi_d": "relu"}}, None, "model.phi_d = 'relu'.*'tanh', '2sigma-1', 'sigma-0.5'"),
     ({"model": {"tau": 1.5}}, None, "model.tau = 1.5"),
     ({"model": {"colour": 1}}, None, "unknown key model.colour"),
-    ({"test": {"readout": "max"}}, None, "test.readout = 'max'.*'last', 'sum'"),
+    ({"test": {"readout": "max"}}, None, "test.readout = 'max'.*'last', 'sum', 'prob'"),
     ({"model": {"layers": [784, 100, 15]}}, None, "multiple of model.n_classes"),
     ({"train": {"steps_per_image": 0}}, None, "train.steps_per_image = 0"),
     ({"simulation": {}}, None, "unknown table or key 'simulation'"),
@@ -473,3 +473,15 @@ def test_deferred_updates_track_immediate_updates():
     for l in range(1, 4):
         a, b = nets[1].weights(l), nets[8].weights(l)
         assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+
+
+def test_prob_readout_follows_output_psp():
+    """The ``prob`` read-out picks the class whose output units have the largest summed
+    sigma(V) at the last step: with one class's output biases raised, it is always that class."""
+    cfg = config_from_dict({"model": {"layers": [784, 30, 20], "n_classes": 10}, "test": {"readout": "prob"}})
+    net = init_network(cfg)
+    net.b[-1][6:8] = 3.0  # class 3 owns output units 6 and 7
+    images, labels = load_subset("test")
+    res = evaluate(net, images[:40], labels[:40])
+    assert np.all(res.guesses == 3)
+    assert res.error == res.error_prob == pytest.approx(np.mean(labels[:40] != 3))
