@@ -345,7 +345,15 @@ def checkpoint_config(path) -> Config:
 
 def load_checkpoint(path, net, rng) -> dict:
     """Restore ``net`` and ``rng`` in place from ``path.ckpt``; returns step, n_tests, wall_s."""
-    ck = checkpoint_path(path)
+    return read_checkpoint(checkpoint_path(path), net, rng)
+
+
+def read_checkpoint(ck, net, rng=None, *, strict: bool = True) -> dict:
+    """Restore ``net`` (and ``rng``) from the checkpoint file ``ck`` itself.
+
+    ``strict=False`` skips state arrays the file lacks or holds in another shape (a
+    checkpoint of an older version), for looking at weights rather than resuming.
+    """
     try:
         f = h5py.File(ck, "r")
     except OSError as exc:
@@ -359,8 +367,12 @@ def load_checkpoint(path, net, rng) -> dict:
             if net.wiring.learns[k]:
                 F[...] = f[f"F/{k}"][...]
         for name, arr in net.state.arrays().items():
-            arr[...] = f[f"state/{name}"][...]
-        rng.bit_generator.state = json.loads(f.attrs["rng_state"])
+            key = f"state/{name}"
+            if not strict and (key not in f or f[key].shape != arr.shape):
+                continue
+            arr[...] = f[key][...]
+        if rng is not None:
+            rng.bit_generator.state = json.loads(f.attrs["rng_state"])
         extra = {name: ds[...] for name, ds in f["extra"].items()} if "extra" in f else {}
         return dict(step=int(f.attrs["step"]), n_tests=int(f.attrs["n_tests"]), wall_s=float(f.attrs["wall_s"]),
                     config=config_from_dict(json.loads(f.attrs["config"])), extra=extra)

@@ -15,6 +15,7 @@ run resumed from a checkpoint equals the uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -388,22 +389,62 @@ def network_from_run(run: runfile.Run) -> Network:
     return net
 
 
-def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0) -> dict:
-    """Test the final weights of a run file on its test set (``spikefa test``)."""
-    run = runfile.Run(path)
-    cfg = run.config
+def network_from_checkpoint(ck) -> tuple[Network, dict]:
+    """Rebuild the network held by a checkpoint file (``RUN.h5.ckpt``, or a copy of one)."""
+    import h5py
+
+    try:
+        with h5py.File(ck, "r") as f:
+            cfg = runfile.config_from_dict(json.loads(f.attrs["config"]))
+    except OSError as exc:
+        raise runfile.RunFileError(f"cannot read the checkpoint {ck}: {exc}") from None
+    net = init_network(cfg)
+    info = runfile.read_checkpoint(ck, net, strict=False)
+    return net, info
+
+
+def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=None) -> dict:
+    """Test a run's weights on its test set (``spikefa test``), plasticity off.
+
+    ``path`` is a run file (its final weights, or, while it is still running or was cut
+    off, its checkpoint) or a checkpoint file itself.
+    """
+    path = Path(path)
+    if h5_kind(path) == "checkpoint":
+        net, info = network_from_checkpoint(path)
+        cfg, steps, complete, source = net.config, info["step"], False, "checkpoint"
+    else:
+        run = runfile.Run(path)
+        cfg, complete = run.config, run.complete
+        if complete or not runfile.checkpoint_path(path).exists():
+            net, steps, source = network_from_run(run), int(run.attrs.get("steps_done", 0)), "final"
+        else:
+            net, info = network_from_checkpoint(runfile.checkpoint_path(path))
+            steps, source = info["step"], "checkpoint"
+    changes = {}
     if n_test is not None:
-        cfg = cfg.replace(test={"n_test": n_test})
-    net = network_from_run(run)
-    net.config = cfg
+        changes["n_test"] = n_test
+    if readout is not None:
+        changes["readout"] = readout
+    net.config = cfg = cfg.replace(test=changes) if changes else cfg
     test_x, test_y = load_data(cfg, "test", data_dir, cfg.test.n_test)
+    n_train = load_data(cfg, "train", data_dir, cfg.train.n_train)[0].shape[0]
     res = evaluate(net, test_x, test_y, seed_key=seed_key)
-    steps = int(run.attrs.get("steps_done", 0))
-    n_train = int(run.attrs["n_train"])
-    return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum, test_error_prob=res.error_prob,
-                n_test=res.n_test, readout=cfg.test.readout, steps=steps,
-                epochs=steps / cfg.train.steps_per_image / n_train, complete=run.complete,
+    return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum,
+                test_error_prob=res.error_prob, n_test=res.n_test, readout=cfg.test.readout, steps=steps,
+                epochs=steps / cfg.train.steps_per_image / n_train, complete=complete, weights=source,
                 model=cfg.name, feedback=cfg.model.feedback, seed=cfg.run.seed, path=str(path))
+
+
+def h5_kind(path) -> str:
+    """'checkpoint' for a checkpoint file, 'run' for a run file (by content, not by name)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r", swmr=True) as f:
+            return "checkpoint" if "rng_state" in f.attrs else "run"
+    except OSError as exc:
+        raise runfile.RunFileError(f"cannot read {path}: {exc}") from None
 
 
 test_run.__test__ = False  # not a pytest test

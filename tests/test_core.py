@@ -302,7 +302,11 @@ def test_resume_equals_uninterrupted(tmp_path):
     cut = Run(tmp_path / "cut.h5")
     assert not cut.complete
     assert checkpoint_path(tmp_path / "cut.h5").exists()
+    interim = test_run(tmp_path / "cut.h5", n_test=50)  # a cut-off run is tested from its checkpoint
+    assert interim["weights"] == "checkpoint" and not interim["complete"] and 0 < interim["steps"] < 10000
+    assert test_run(checkpoint_path(tmp_path / "cut.h5"), n_test=50)["steps"] == interim["steps"]
     resumed = train(cfg, out=tmp_path / "cut.h5", resume=True, progress=False)
+    assert test_run(resumed.path, n_test=50)["weights"] == "final"
     assert Run(resumed.path).complete
     for layer in ("h1", "h2", "out"):
         for name in ("W", "b", "V", "U"):
