@@ -117,10 +117,10 @@ def _validate(args):
     common = dict(seed=args.seed, target=args.target or "numpy")
     if args.statistical:
         rep = va.statistical_validate(args.model, seeds=args.seeds, train_steps=args.steps or 500, n_test=args.n_test,
-                                      dtype=args.dtype, **common)
+                                      dtype=args.dtype, run_file=args.run_file, **common)
     else:
         rep = va.cross_validate(args.model, steps=args.steps or 500, dtype=args.dtype or "float64",
-                                check_every=args.check_every, **common)
+                                check_every=args.check_every, run_file=args.run_file, **common)
     print(rep)
     if not rep.passed:
         raise SystemExit(1)
@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, help="random seed (overrides run.seed; --statistical: the first seed)")
     v.add_argument("--target", choices=["numpy", "cython"], help="Brian2 code generation target (default numpy)")
     v.add_argument("--check-every", type=int, default=100, metavar="N", help="steps between weight comparisons")
+    v.add_argument("--from", dest="run_file", metavar="RUN.h5", help="start from the final weights and state of this "
+                                                                    "run (default: a fresh network)")
     v.add_argument("--statistical", action="store_true", help="independent noise: compare rates and test errors "
                                                               "over seeds")
     v.add_argument("--seeds", type=int, default=5, help="--statistical: number of seeds (default 5)")

@@ -52,7 +52,8 @@ Differences from spikefa's arithmetic (none changes the model):
   values through a float64 decay scale (``W_eff = scale * W_raw``), so the two agree to a
   few ulp per step, not bit for bit.
 - Sums over synapses are ``numpy.bincount`` (numpy target) or C loops, in synapse order;
-  spikefa sums in float64 in its own order: again a few ulp.
+  spikefa sums in float64 in its own order, and may write its weight updates a few
+  steps late (``run.deferred_steps``, folded into the sums exactly): again a few ulp.
 - The ``transport`` control reuses the forward synapses ``W_<l+1>``: a second summed
   variable, ``transport_drive_pre = w*phi_fb_post``, carries ``(W^{l+1})^T phi_d(U^{l+1})``
   down, so there is nothing to keep in sync.
@@ -71,7 +72,6 @@ of SPEC.md) is one spikefa step; the image shown at step ``t`` is row ``t // k``
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np

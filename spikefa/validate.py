@@ -79,6 +79,7 @@ class ValidationReport:
     extra: dict = field(default_factory=dict)  # other quantities (node perturbation's running mean of V)
     first_diff: dict | None = None  # the first differing spike: step, population, unit, u, p on both sides
     before_first_diff: dict | None = None  # quantity -> (max |d| before that step, tolerance)
+    source: str = "fresh network"
     spikefa_ms_per_step: float = float("nan")
     brian2_ms_per_step: float = float("nan")
 
@@ -104,7 +105,7 @@ def format_report(rep: ValidationReport) -> str:
     lines = [
         f"spikefa vs Brian2 {rep.brian2_version} ({rep.target} target): model {rep.model} [{layers}], "
         f"feedback {rep.feedback}, spikefa {rep.dtype} / Brian2 float64",
-        f"{rep.steps} steps with plasticity, {rep.n_images} images x {rep.steps_per_image} steps "
+        f"{rep.source}; {rep.steps} steps with plasticity, {rep.n_images} images x {rep.steps_per_image} steps "
         f"(bundled MNIST subset), shared noise (seed {rep.seed})",
         "",
         f"{'population':<10} {'units':>5} {'rate':>6} {'1st spike diff':>14} {'#diffs':>7} "
@@ -155,8 +156,35 @@ def _config(model, dtype, seed) -> Config:
     return cfg.replace(**changes) if changes else cfg
 
 
+def network_for(cfg: Config, run_file=None):
+    """A fresh network of ``cfg``, or one holding the final weights and state of ``run_file``
+    (trained with the same model, in any dtype) in ``cfg``'s dtype."""
+    net = init_network(cfg)
+    if run_file is None:
+        return net
+    from .config import ConfigError
+    from .runfile import Run
+    from .train import network_from_run
+
+    run = Run(run_file)
+    a, b = run.config.to_dict()["model"], cfg.to_dict()["model"]
+    diffs = [f"model.{k}: {a[k]!r} (run) vs {b[k]!r}" for k in a if k != "dtype" and a[k] != b[k]]
+    if diffs:
+        raise ConfigError(f"{run_file} was run with another model than {cfg.name}: " + "; ".join(diffs))
+    src = network_from_run(run)
+    for l in range(1, net.m + 1):
+        sl = net.layer_slice(l)
+        net.W[l - 1][...] = src.weights(l)
+        net.b[l - 1][...] = src.biases(l)
+        net.state.psp[sl] = src.state.psp[sl]
+        net.state.feedback_psp[sl] = src.state.feedback_psp[sl]
+        if l < net.m and net.wiring.learns[l - 1]:
+            net.wiring.F[l - 1][...] = src.wiring.F[l - 1]
+    return net
+
+
 def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", seed: int | None = None,
-                   target: str = "numpy", check_every: int = 100, brian2_uniforms=None,
+                   target: str = "numpy", check_every: int = 100, run_file=None, brian2_uniforms=None,
                    modify_brian2=None) -> ValidationReport:
     """Run spikefa and its Brian2 export from the same weights and noise and compare them.
 
@@ -175,6 +203,9 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
     check_every : int
         Steps between comparisons of all weights (also compared after the first
         ``WARMUP_STEPS`` steps, which are not timed).
+    run_file : path, optional
+        Start from the final weights and state of this run (trained with ``model``)
+        instead of a fresh network.
     brian2_uniforms : float64 array, optional
         Feed Brian2 other noise than spikefa (tests: a shifted copy must be caught).
     modify_brian2 : callable, optional
@@ -190,7 +221,7 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
     from . import export
 
     cfg = _config(model, dtype, seed)
-    net = init_network(cfg)
+    net = network_for(cfg, run_file)
     k = cfg.train.steps_per_image
     n_images = -(-steps // k)
     images, labels = export.stimulus(cfg, n_images)
@@ -293,6 +324,7 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
         model=cfg.name, layers=tuple(cfg.model.layers), feedback=cfg.model.feedback, dtype=cfg.model.dtype,
         steps=steps, n_images=n_images, steps_per_image=k, seed=cfg.run.seed, target=target,
         brian2_version=brian2.__version__, rows=rows, extra=extra, first_diff=first_diff, before_first_diff=before,
+        source="fresh network" if run_file is None else f"final weights and state of {run_file}",
         spikefa_ms_per_step=1e3 * t_sf / max(timed_steps, 1), brian2_ms_per_step=1e3 * t_b2 / max(timed_steps, 1))
 
 
@@ -410,14 +442,15 @@ def _readout_error(spikes_out, labels, M, n_classes, readout) -> float:
 
 def statistical_validate(model, *, seeds: int = 5, train_steps: int = 500, n_test: int = 100,
                          dtype: str | None = None, seed: int | None = None, target: str = "numpy",
-                         alpha: float = 0.01) -> StatisticalReport:
+                         alpha: float = 0.01, run_file=None) -> StatisticalReport:
     """Compare spikefa and Brian2 with independent noise over several seeds.
 
-    For seed ``s`` both start from the network ``init_network`` gives for ``s``, train on
-    the same images (bundled subset, seeded order) for ``train_steps`` steps with their own
-    noise (spikefa's stream; ``brian2.seed(s)``), then are tested with plasticity off on
-    the first ``n_test`` test images of the subset, Brian2 in Brian2. Compared: the mean
-    firing rate of every population during training and the test error.
+    For seed ``s`` both start from the network ``init_network`` gives for ``s`` (or from
+    ``run_file``), train on the same images (bundled subset, seeded order) for
+    ``train_steps`` steps with their own noise (spikefa's stream; ``brian2.seed(s)``),
+    then are tested with plasticity off on the first ``n_test`` test images of the
+    subset, Brian2 in Brian2. Compared: the mean firing rate of every population during
+    training and the test error.
 
     Parameters
     ----------
@@ -427,6 +460,8 @@ def statistical_validate(model, *, seeds: int = 5, train_steps: int = 500, n_tes
         spikefa's dtype (default: the model's).
     alpha : float
         Family-wise level of the paired t-tests (Bonferroni).
+    run_file : path, optional
+        Start every seed from the final weights and state of this run instead.
     """
     import brian2
 
@@ -444,7 +479,7 @@ def statistical_validate(model, *, seeds: int = 5, train_steps: int = 500, n_tes
     vals: dict = {}
     for s in seed_list:
         cfg = base.replace(run={"seed": s})
-        net = init_network(cfg)
+        net = network_for(cfg, run_file)
         start = net.copy()
         names = net.names
         n_img = -(-train_steps // k)

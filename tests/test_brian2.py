@@ -255,10 +255,14 @@ def test_export_from_a_run_file_carries_its_final_weights(tmp_path):
     with np.load(npz) as f:
         assert np.array_equal(f["W_h2"], Run(run).final("h2", "W").astype(np.float64))
         assert np.array_equal(f["V_out"], Run(run).final("out", "V").astype(np.float64))
+    rep = cross_validate(str(model), steps=20, run_file=run)
+    assert rep.passed and "final weights and state" in str(rep)
     other = tmp_path / "other.toml"
     other.write_text('name = "other"\n[model]\nlayers = [784, 40, 40, 30]\n[train]\ndataset = "mnist-subset"\n')
     with pytest.raises(ValueError, match="another model"):
         export.export_model(str(other), tmp_path / "o.py", run_file=run)
+    with pytest.raises(ValueError, match="another model"):
+        cross_validate(str(other), steps=5, run_file=run)
 
 
 def test_cli_validate_exit_status_on_failure(tmp_path, monkeypatch):
