@@ -663,7 +663,8 @@ def write_script(net: Network, path, images, labels, *, steps_per_image=None, un
     k = int(arrays["steps_per_image"])
     n_img = arrays["pixels"].shape[0]
     noise = ("" if uniforms is None else
-             f",\nwith the uniforms spikefa used for {uniforms.shape[0]} steps (shared noise: the same random decisions)")
+             f",\nwith uniforms for {uniforms.shape[0]} steps in spikefa's layout (shared noise: spikefa run on\n"
+             "the same arrays takes the same random decisions)")
     head = _SCRIPT_HEAD.format(
         name=cfg.name, version=__version__, b2version=b2.__version__,
         description=cfg.description or "(no description)",
