@@ -37,6 +37,8 @@ the step loop and read no globals.
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -350,8 +352,18 @@ def _run_block(
             trace_mod[t, r] = modulator[q]
 
 
+def _renamed(func, name):
+    """A copy of ``func`` under another name. Numba's on-disk cache is keyed by the
+    function's qualified name and ignores ``parallel``: two compilations of one function
+    would share (and overwrite) one cache entry, and the serial kernel could be loaded
+    where the parallel one was asked for."""
+    copy = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__, func.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = func.__doc__
+    return copy
+
+
 # One source, two compilations: threads pay off only when a step moves megabytes of
 # weights; for small networks the cost of starting a parallel region dominates.
-run_block = njit(cache=True, parallel=True)(_run_block)
-run_block_serial = njit(cache=True)(_run_block)
-run_block.__doc__ = run_block_serial.__doc__ = _run_block.__doc__
+run_block = njit(cache=True, parallel=True)(_renamed(_run_block, "run_block_parallel"))
+run_block_serial = njit(cache=True)(_renamed(_run_block, "run_block_serial"))
