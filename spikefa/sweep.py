@@ -37,7 +37,7 @@ The sweep folder holds
 
 ``{name}-{feedback}-seed{seed}-{hash}.h5``
     one run file per point; ``hash`` is the first 12 hex digits of the SHA-256 of the
-    resolved config (:meth:`Config.to_json`), so a run is identified by what it
+    resolved config less its `[record]` table and execution-only run keys, so a run is identified by what it
     computes, not by where it sits in the sweep file.
 ``sweep.json``
     the manifest: the sweep definition and one entry per point (id, file, overrides,
@@ -258,9 +258,18 @@ def resolve(point: dict) -> Config:
     return load_config(point.get("base", "small")).replace(**top, **sections)
 
 
+# keys that change how a run is executed or what it records, never what it computes
+NOT_IDENTITY = {("run", "block_steps"), ("run", "checkpoint_minutes"), ("run", "backend")}
+
+
 def config_hash(cfg: Config) -> str:
-    """Short content hash of a resolved config: the identity of a run in a sweep."""
-    return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:HASH_LEN]
+    """Short content hash of what a run computes: the resolved config without the
+    ``[record]`` table and the run keys that cannot change its results (NOT_IDENTITY)."""
+    d = cfg.to_dict()
+    d.pop("record", None)
+    for section, key in NOT_IDENTITY:
+        d[section].pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:HASH_LEN]
 
 
 def run_file_name(cfg: Config) -> str:

@@ -110,6 +110,10 @@ def test_the_config_hash_is_the_content_not_the_spelling():
     assert h(plain) == h(sw.resolve({"base": "tiny", "run.seed": 1, "model.feedback": "fa"}))  # the default, spelt out
     assert h(plain) != h(sw.resolve({"base": "tiny", "run.seed": 2}))
     assert len(h(plain)) == sw.HASH_LEN
+    # what a run records and how it is executed do not change what it computes
+    assert h(plain) == h(sw.resolve({"base": "tiny", "run.seed": 1, "run.block_steps": 100,
+                                     "record.measure_every": 500}))
+    assert h(plain) != h(sw.resolve({"base": "tiny", "run.seed": 1, "run.deferred_steps": 1}))
 
 
 def test_file_lock_takes_over_a_dead_holder_and_refuses_a_live_one(tmp_path):
