@@ -64,6 +64,17 @@ def _experiment(args):
     print(json.dumps(res, indent=1, default=str))
 
 
+def _curve(args):
+    from .runfile import TEST_FIELDS, Run
+
+    run = Run(args.run)
+    curve = run.test_curve()
+    fields = [k for k in TEST_FIELDS if k in curve]
+    print(",".join(fields))
+    for i in range(len(curve["step"])):
+        print(",".join(f"{curve[k][i]:.6g}" if curve[k].dtype.kind == "f" else str(curve[k][i]) for k in fields))
+
+
 def _download(args):
     from .data import download_mnist
 
@@ -190,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (fig3a)")
     e.set_defaults(func=_experiment)
+
+    c = sub.add_parser("curve", help="print a run's test-error curve as CSV (every read-out)")
+    c.add_argument("run", metavar="RUN.h5")
+    c.set_defaults(func=_curve)
 
     d = sub.add_parser("download-mnist", help="download and verify the four MNIST files")
     d.add_argument("dest", nargs="?", help="folder (default ~/.cache/spikefa/mnist)")

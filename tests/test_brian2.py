@@ -9,6 +9,7 @@ step's spikes, noise read one row off on either side, plasticity applied one ste
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -24,8 +25,16 @@ from spikefa.network import SEED_NOISE, init_network, input_probabilities, rng_f
 from spikefa.validate import TOL_FACTOR, cross_validate, paired_t_test, statistical_validate  # noqa: E402
 
 
+# With the JIT off (the suite's second mode) the numba kernel runs as Python loops; the
+# NumPy reference keeps spikefa's side at seconds. The comparison is the same either way.
+JIT_OFF = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
+BACKEND = "numpy" if JIT_OFF else "numba"
+RUN_TABLE = f'[run]\nbackend = "{BACKEND}"\n'
+
+
 def small(layers=(784, 100, 100, 100, 100), **model):
-    return load_config("tiny").replace(name="brian2-test", model={"layers": list(layers), **model})
+    return load_config("tiny").replace(name="brian2-test", model={"layers": list(layers), **model},
+                                       run={"backend": BACKEND})
 
 
 MINI = (784, 40, 40, 20)
@@ -231,7 +240,8 @@ def test_paired_t_test_matches_closed_forms():
 
 def test_cli_validate_and_export(tmp_path, capsys):
     model = tmp_path / "mini.toml"
-    model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n')
+    model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n'
+                     + RUN_TABLE)
     assert main(["validate", str(model), "--steps", "30", "--check-every", "10"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "1st spike diff" in out and "tolerance" in out and "ms/step" in out
@@ -249,7 +259,7 @@ def test_export_from_a_run_file_carries_its_final_weights(tmp_path):
 
     model = tmp_path / "mini.toml"
     model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n'
-                     'n_train = 20\nepochs = 1.0\ntest_every = 0\n[test]\nn_test = 10\n')
+                     'n_train = 20\nepochs = 1.0\ntest_every = 0\n[test]\nn_test = 10\n' + RUN_TABLE)
     run = train(str(model), out=tmp_path / "run.h5", progress=False).path
     script, npz = export.export_model(str(model), tmp_path / "m.py", run_file=run, n_images=3)
     with np.load(npz) as f:
@@ -258,7 +268,8 @@ def test_export_from_a_run_file_carries_its_final_weights(tmp_path):
     rep = cross_validate(str(model), steps=20, run_file=run)
     assert rep.passed and "final weights and state" in str(rep)
     other = tmp_path / "other.toml"
-    other.write_text('name = "other"\n[model]\nlayers = [784, 40, 40, 30]\n[train]\ndataset = "mnist-subset"\n')
+    other.write_text('name = "other"\n[model]\nlayers = [784, 40, 40, 30]\n[train]\ndataset = "mnist-subset"\n'
+                     + RUN_TABLE)
     with pytest.raises(ValueError, match="another model"):
         export.export_model(str(other), tmp_path / "o.py", run_file=run)
     with pytest.raises(ValueError, match="another model"):
@@ -271,7 +282,8 @@ def test_cli_validate_exit_status_on_failure(tmp_path, monkeypatch):
     real = va.cross_validate
     monkeypatch.setattr(va, "cross_validate", lambda *a, **k: real(*a, **k, modify_brian2=_delay_layer_2))
     model = tmp_path / "mini.toml"
-    model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n')
+    model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n'
+                     + RUN_TABLE)
     with pytest.raises(SystemExit) as exc:
         main(["validate", str(model), "--steps", "20"])
     assert exc.value.code == 1
@@ -284,7 +296,8 @@ def test_brian2_ms_per_step_numpy():
 
 @pytest.mark.slow
 def test_full_size_network_exports_and_matches_for_a_few_steps():
-    rep = cross_validate("lillicrap2016-fig4", steps=20, dtype="float64", check_every=10)
+    cfg = load_config("lillicrap2016-fig4").replace(run={"backend": BACKEND})
+    rep = cross_validate(cfg, steps=20, dtype="float64", check_every=10)
     assert rep.rows[1].units == 1500
     assert rep.passed, str(rep)
 
