@@ -449,7 +449,7 @@ class Run:
     def test_curve(self) -> dict:
         """The test passes as a dict of 1-D arrays (see TEST_FIELDS)."""
         with _readable(self.path) as f:
-            return {k: f["test"][k][...] for k in TEST_FIELDS}
+            return {k: f["test"][k][...] for k in TEST_FIELDS if k in f["test"]}  # older files lack newer fields
 
     @property
     def test_error(self) -> float | None:

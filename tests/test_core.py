@@ -489,3 +489,14 @@ def test_prob_readout_follows_output_psp():
     res = evaluate(net, images[:40], labels[:40])
     assert np.all(res.guesses == 3)
     assert res.error == res.error_prob == pytest.approx(np.mean(labels[:40] != 3))
+
+
+def test_curve_command_prints_csv(tmp_path, capsys):
+    from spikefa.cli import main
+
+    train(load_config("tiny").replace(train={"epochs": 0.2, "test_every": 200}), out=tmp_path / "c.h5", progress=False)
+    assert main(["curve", str(tmp_path / "c.h5")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split(",")[:4] == ["step", "images", "epoch", "error"]
+    assert len(lines) == 3  # header + test passes at 200 and 400 images
+    assert lines[1].split(",")[1] == "200"
