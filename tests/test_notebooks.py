@@ -62,20 +62,33 @@ def test_notebooks_match_their_generator():
     assert res.returncode == 0, res.stderr
 
 
+def _folders(tmp_path, monkeypatch):
+    """A working directory for the kernel, and a TMPDIR it inherits, so that the labs'
+    temporary run folders land under pytest's tmp_path instead of the system's /tmp."""
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel picks its inline backend
+    return cwd, tmp
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_notebook_runs_quick(path, tmp_path, monkeypatch):
-    """The small version of each lab: well under a minute each on 2 cores."""
+    """The small version of each lab: well under a minute each on 2 cores. A lab writes
+    only into its temporary folder, never into the working directory."""
+    cwd, _ = _folders(tmp_path, monkeypatch)
     monkeypatch.setenv("SPIKEFA_QUICK", "1")
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel picks its inline backend
-    wall = _execute(path, tmp_path, timeout=300)
+    wall = _execute(path, cwd, timeout=300)
     print(f"{path.name}: {wall:.1f} s (quick)")
-    assert not any(tmp_path.iterdir()), f"{path.name} wrote into its working directory: {list(tmp_path.iterdir())}"
+    assert not any(cwd.iterdir()), f"{path.name} wrote into its working directory: {list(cwd.iterdir())}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_notebook_runs_full_size(path, tmp_path, monkeypatch):
-    """Each lab at the size students run it (a few minutes each)."""
+    """Each lab at the size students run it (seconds to a minute and a half each)."""
+    cwd, _ = _folders(tmp_path, monkeypatch)
     monkeypatch.delenv("SPIKEFA_QUICK", raising=False)
-    wall = _execute(path, tmp_path, timeout=1800)
+    wall = _execute(path, cwd, timeout=1800)
     print(f"{path.name}: {wall:.1f} s (full size)")
