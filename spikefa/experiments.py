@@ -212,10 +212,29 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
         files.append(str(path))
     plt.close(fig)
     path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
+    path.write_text(_to_json(result))
     files.append(str(path))
     result["files"] = files
     return result
+
+
+def _to_json(result: dict) -> str:
+    """One line per top-level key: the summary stays readable, long curves stay compact
+    (curves are written to 6 significant digits, the summary in full)."""
+    lines = [f"{json.dumps(key)}: "
+             f"{json.dumps(_rounded(value) if key == 'curves' else value, default=_jsonable)}"
+             for key, value in result.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _rounded(value):
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_rounded(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(f"{value:.6g}")
+    return value
 
 
 def _jsonable(value):
