@@ -257,9 +257,10 @@ LAB1 = [
        and downward above it.) Would $\tau = 0.1$ bring the red points back to the dashed
        line? Predict, then try (`make_neuron(w=1.0, n_syn=10, tau=0.1)`). Where does the cap
        $p_{max} = 0.95$ show?
-    4. **Exercise.** Make half of the synapses inhibitory (`net.W[0][::2, 0] = -0.1` after
-       `make_neuron(bias=0.0)`). Predict the rate curve, then measure it. Why does the
-       firing rate still change with the input rate?
+    4. **Exercise.** Make half of the synapses inhibitory: `net = make_neuron(w=1.0, n_syn=10)`,
+       then `net.W[0][:5, 0] = -1.0`. The mean PSP is now $-2$ at every input rate. Measure the
+       firing rate against the input rate: does it stay at $\sigma(-2) \approx 0.12$? Why is it
+       highest near $x = 0.5$, and back near 0.12 at $x = 0.95$?
     """),
 ]
 
