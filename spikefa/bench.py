@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -76,13 +75,17 @@ def time_spikefa(cfg, steps: int, backend: str, seed: int = 0, warmup: int = 5):
 def step_bytes(net, spikes) -> dict:
     """Bytes one training step must move, at the measured spike densities."""
     itemsize = net.W[0].dtype.itemsize
+    K = net.state.pend_spikes.shape[0]  # deferred updates: rows written once per K steps
     fwd = upd = 0.0
     for l in range(1, net.m + 1):
-        active = spikes[:, net.layer_slice(l - 1)].sum(axis=1).mean()
+        pre = spikes[:, net.layer_slice(l - 1)]
+        active = pre.sum(axis=1).mean()
         row = int(net.sizes[l]) * itemsize
         fwd += active * row
         if net.wiring.learn[l - 1]:
-            upd += 2 * active * row  # read and write
+            # rows that spiked at least once in a window of K steps, read and written once
+            touched = np.mean([pre[t:t + K].any(axis=0).sum() for t in range(0, pre.shape[0] - K + 1, K)])
+            upd += 2 * touched * row / K
     fb = sum(F.nbytes for F, on in zip(net.wiring.F, net.wiring.on) if on)
     return dict(forward_read=fwd, feedback_read=float(fb), update_read_write=upd, total=fwd + fb + upd)
 
@@ -97,7 +100,9 @@ def peak_rss_of_training(model: str, steps: int) -> float:
         f"cfg = cfg.replace(train=dict(dataset='mnist-subset', n_train=0, test_every=0, epochs={steps} / cfg.train.steps_per_image / n), test=dict(n_test=100))\n"
         "d = tempfile.mkdtemp()\n"
         "train(cfg, out=os.path.join(d, 'r.h5'), progress=False)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child started
+        # by a large parent would report the parent's peak
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(res.stdout.strip().splitlines()[-1]) / 1024
@@ -150,7 +155,7 @@ def format_table(r: dict) -> str:
     b = r["bytes_per_step"]
     lines += ["", "spike density: " + ", ".join(f"{k} {v:.3f}" for k, v in r["spike_density"].items()),
               f"bytes per step: forward {b['forward_read'] / 1e6:.1f} MB read, feedback {b['feedback_read'] / 1e6:.1f} MB read, "
-              f"update {b['update_read_write'] / 1e6:.1f} MB read+written; total {b['total'] / 1e6:.1f} MB",
+              f"update {b['update_read_write'] / 1e6:.1f} MB read+written (deferred, per step); total {b['total'] / 1e6:.1f} MB",
               f"streaming read bandwidth here: {r['read_bandwidth_GBps']:.1f} GB/s -> floor {r['floor_ms_per_step']:.3f} ms/step "
               f"(spikefa at {r['floor_ms_per_step'] / r['results']['spikefa']['ms_per_step']:.0%} of it)"]
     if "peak_rss_MiB" in r:

@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 
-from .config import ConfigError, available_models
+from .config import FEEDBACK_CHOICES, ConfigError, available_models
 
 
 def _train(args):
@@ -21,6 +21,8 @@ def _train(args):
     record = {k: v for k, v in record.items() if v is not None}
     if record:
         model = load_config(model).replace(record=record)
+    if args.feedback:
+        model = load_config(model).replace(model={"feedback": args.feedback})
     res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=args.out,
                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend)
     print(f"test error {res.test_error:.4f} after {res.epochs:g} epochs ({res.steps} steps, {res.wall_s:.0f} s); run file {res.path}")
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("model", help="bundled model name (e.g. small) or path to a .toml model file")
     t.add_argument("--epochs", type=float, help="passes over the training set (overrides train.epochs)")
     t.add_argument("--seed", type=int, help="random seed (overrides run.seed)")
+    t.add_argument("--feedback", choices=FEEDBACK_CHOICES, help="feedback variant (overrides model.feedback)")
     t.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (else $SPIKEFA_MNIST_DIR, "
                                                  "data/mnist, ~/.cache/spikefa/mnist)")
     t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5)")

@@ -500,3 +500,10 @@ def test_curve_command_prints_csv(tmp_path, capsys):
     assert lines[0].split(",")[:4] == ["step", "images", "epoch", "error"]
     assert len(lines) == 3  # header + test passes at 200 and 400 images
     assert lines[1].split(",")[1] == "200"
+
+
+def test_train_feedback_option(tmp_path):
+    from spikefa.cli import main
+
+    assert main(["train", "tiny", "--epochs", "0.05", "--feedback", "dfa", "-o", str(tmp_path / "d.h5"), "-q"]) == 0
+    assert Run(tmp_path / "d.h5").config.model.feedback == "dfa"
