@@ -78,7 +78,7 @@ def main(argv=None):
             (labels_name, labels[keep].astype(np.uint8)),
         ):
             content = idx_bytes(array)
-            write_gz(args.out / f"{name}.gz", content)
+            write_gz(args.out / f"{name}.subset.gz", content)
             print(f"{name}: {len(array)} examples, md5 {hashlib.md5(content).hexdigest()}")
 
 

@@ -93,6 +93,9 @@ SUBSET_MD5 = {
 }
 
 SUBSET_COUNTS = {"train": 2000, "test": 500}
+# The bundled subset's files carry this suffix (before .gz), so that no file of the (small) subset is
+# ever mistaken for, or checked in as, the full set's file of the same name.
+SUBSET_SUFFIX = ".subset"
 
 DATASETS = ("mnist", "mnist-subset")
 
@@ -397,13 +400,13 @@ def _load_pair(images_stamp, labels_stamp, split, count, md5_items, how_to_fix):
     return images, labels
 
 
-def _load_from(folder, split, count, md5_table, how_to_fix):
+def _load_from(folder, split, count, md5_table, how_to_fix, suffix=""):
     _check_split(split)
     stamps = []
     for name in MNIST_FILES[split]:
-        path = _file_in(folder, name)
+        path = _file_in(folder, name + suffix)
         if path is None:
-            raise DataError(f"{folder}: lacks {name}[.gz]. {how_to_fix}")
+            raise DataError(f"{folder}: lacks {name}{suffix}[.gz]. {how_to_fix}")
         stamps.append(_stamp(path))
     md5_items = tuple(sorted(md5_table.items())) if md5_table is not None else None
     return _load_pair(stamps[0], stamps[1], split, count, md5_items, how_to_fix)
@@ -494,7 +497,7 @@ def load_subset(split="train"):
     )
     if not folder.is_dir():
         raise DataError(f"bundled MNIST subset folder {folder} does not exist. {how_to_fix}")
-    return _load_from(folder, split, SUBSET_COUNTS[split], SUBSET_MD5, how_to_fix)
+    return _load_from(folder, split, SUBSET_COUNTS[split], SUBSET_MD5, how_to_fix, suffix=SUBSET_SUFFIX)
 
 
 def load_dataset(name, split="train", data_dir=None):

@@ -58,7 +58,7 @@ def isolated(tmp_path, monkeypatch):
 
 def _subset_raw(name):
     """Decompressed bytes of one bundled subset file."""
-    return gzip.decompress((data.bundled_data_dir() / f"{name}.gz").read_bytes())
+    return gzip.decompress((data.bundled_data_dir() / f"{name}{data.SUBSET_SUFFIX}.gz").read_bytes())
 
 
 def _idx(array):
@@ -147,10 +147,10 @@ def test_subset_images_come_from_full_mnist(full_dir):
 def test_raw_files_and_gzip_detected_by_content(fake_bundle):
     # Unpack train images to a raw file and store the test labels raw under a .gz name.
     raw = _subset_raw(TRAIN_IMAGES)
-    (fake_bundle / f"{TRAIN_IMAGES}.gz").unlink()
-    (fake_bundle / TRAIN_IMAGES).write_bytes(raw)
+    (fake_bundle / f"{TRAIN_IMAGES}{data.SUBSET_SUFFIX}.gz").unlink()
+    (fake_bundle / f"{TRAIN_IMAGES}{data.SUBSET_SUFFIX}").write_bytes(raw)
     test_labels = data.MNIST_FILES["test"][1]
-    (fake_bundle / f"{test_labels}.gz").write_bytes(_subset_raw(test_labels))
+    (fake_bundle / f"{test_labels}{data.SUBSET_SUFFIX}.gz").write_bytes(_subset_raw(test_labels))
     images, _ = data.load_subset("train")
     assert images.tobytes() == raw[16:]
     _, labels = data.load_subset("test")
@@ -208,7 +208,7 @@ def test_header_shorter_than_itself(tmp_path):
 
 @pytest.mark.parametrize("damage", ["flip", "cut"])
 def test_corrupt_gzip(tmp_path, damage):
-    gz = (data.bundled_data_dir() / f"{TRAIN_IMAGES}.gz").read_bytes()
+    gz = (data.bundled_data_dir() / f"{TRAIN_IMAGES}{data.SUBSET_SUFFIX}.gz").read_bytes()
     if damage == "flip":
         mid = len(gz) // 2
         gz = gz[:mid] + bytes(b ^ 0xFF for b in gz[mid : mid + 64]) + gz[mid + 64 :]
@@ -225,7 +225,7 @@ def test_wrong_checksum(fake_bundle):
     raw = bytearray(_subset_raw(TRAIN_IMAGES))
     raw[-1] ^= 0x01  # still a valid IDX file, one pixel different
     actual = hashlib.md5(raw).hexdigest()
-    (fake_bundle / f"{TRAIN_IMAGES}.gz").write_bytes(gzip.compress(bytes(raw)))
+    (fake_bundle / f"{TRAIN_IMAGES}{data.SUBSET_SUFFIX}.gz").write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(DataError, match="md5") as err:
         data.load_subset("train")
     msg = str(err.value)
@@ -235,7 +235,9 @@ def test_wrong_checksum(fake_bundle):
 def test_full_mnist_checksum_and_count(tmp_path):
     # The subset under the full set's names: well-formed, but not MNIST.
     folder = tmp_path / "not-mnist"
-    shutil.copytree(data.bundled_data_dir(), folder)
+    folder.mkdir()
+    for name in ALL_NAMES:
+        shutil.copy(data.bundled_data_dir() / f"{name}{data.SUBSET_SUFFIX}.gz", folder / f"{name}.gz")
     with pytest.raises(DataError, match="md5") as err:
         data.load_mnist("train", data_dir=folder)
     assert data.MNIST_MD5[TRAIN_IMAGES] in str(err.value)
@@ -245,10 +247,10 @@ def test_full_mnist_checksum_and_count(tmp_path):
 
 def test_image_label_count_mismatch(fake_bundle):
     labels = np.frombuffer(_subset_raw(TRAIN_LABELS), np.uint8, offset=8)
-    (fake_bundle / f"{TRAIN_LABELS}.gz").write_bytes(gzip.compress(_idx(labels[:-1])))
+    (fake_bundle / f"{TRAIN_LABELS}{data.SUBSET_SUFFIX}.gz").write_bytes(gzip.compress(_idx(labels[:-1])))
     # The md5 would catch it first, so look at the structural check without it.
     with pytest.raises(DataError) as err:
-        data._load_from(fake_bundle, "train", 2000, None, "")
+        data._load_from(fake_bundle, "train", 2000, None, "", suffix=data.SUBSET_SUFFIX)
     msg = str(err.value)
     assert "2000 images" in msg and "1999 labels" in msg and TRAIN_LABELS in msg
 
@@ -256,9 +258,9 @@ def test_image_label_count_mismatch(fake_bundle):
 def test_label_out_of_range(fake_bundle):
     labels = np.frombuffer(_subset_raw(TRAIN_LABELS), np.uint8, offset=8).copy()
     labels[3] = 12
-    (fake_bundle / f"{TRAIN_LABELS}.gz").write_bytes(gzip.compress(_idx(labels)))
+    (fake_bundle / f"{TRAIN_LABELS}{data.SUBSET_SUFFIX}.gz").write_bytes(gzip.compress(_idx(labels)))
     with pytest.raises(DataError, match="label value 12"):
-        data._load_from(fake_bundle, "train", 2000, None, "")
+        data._load_from(fake_bundle, "train", 2000, None, "", suffix=data.SUBSET_SUFFIX)
 
 
 def test_missing_everywhere_lists_places(isolated):
@@ -343,7 +345,9 @@ def test_bundled_dir_falls_back_to_sys_prefix(tmp_path, monkeypatch):
 def mirror(tmp_path, monkeypatch):
     """A file:// mirror holding the subset under the MNIST names; no network access allowed."""
     folder = tmp_path / "mirror"
-    shutil.copytree(data.bundled_data_dir(), folder)
+    folder.mkdir()
+    for name in ALL_NAMES:
+        shutil.copy(data.bundled_data_dir() / f"{name}{data.SUBSET_SUFFIX}.gz", folder / f"{name}.gz")
     fetched = []
     real_fetch = data._fetch
 
