@@ -193,7 +193,8 @@ class Network:
             Flat indices of neurons whose V, U and m are traced.
         backend : {'numba', 'numba-serial', 'numba-parallel', 'numpy'}, optional
             Default: the config's ``run.backend``. ``numba`` picks the threaded kernel for
-            networks of at least ``PARALLEL_MIN_SYNAPSES`` synapses, else the serial one.
+            networks of at least ``PARALLEL_MIN_SYNAPSES`` synapses, else the serial one,
+            and the NumPy twin when Numba's JIT is disabled (``NUMBA_DISABLE_JIT=1``).
 
         Returns
         -------
@@ -206,6 +207,8 @@ class Network:
         if backend == "numba":
             small = self.n_synapses < PARALLEL_MIN_SYNAPSES or numba.get_num_threads() == 1
             backend = "numba-serial" if small else "numba-parallel"
+            if numba.config.DISABLE_JIT:  # the kernel would run as Python loops; the twin is faster
+                backend = "numpy"
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} unknown; valid: {', '.join(BACKENDS)}")
         T = uniforms.shape[0]
