@@ -7,6 +7,9 @@ All implementations run in this one process on the same model, the same seed, th
 input images and the same uniforms, so the printed ratios compare like with like. It is a
 benchmark, not a test: it prints what it measured and asserts nothing.
 
+For a model with fixed feedback the same model with ``model.feedback_storage = "int8"``
+is timed too (row ``spikefa-int8``): its feedback matrices take a quarter of the bytes.
+
 Also printed: the spike density of every layer, the bytes a training step has to move
 (active forward rows read, feedback matrices read, active rows read and written by the
 update), this machine's streaming read bandwidth measured here, and the floor those two
@@ -26,7 +29,7 @@ import time
 import numba
 import numpy as np
 
-from .config import load_config
+from .config import MOVING_FEEDBACK, load_config
 from .data import load_subset
 from .network import init_network, input_probabilities
 
@@ -61,15 +64,24 @@ def _stimulus(net, steps, seed):
     return uniforms, probs, step_image, labels[idx][step_image]
 
 
-def time_spikefa(cfg, steps: int, backend: str, seed: int = 0, warmup: int = 5):
-    """ms per training step of ``backend`` (after a warm-up that includes JIT compilation)."""
+def time_spikefa(cfg, steps: int, backend: str, seed: int = 0, warmup: int = 100, block: int = 100):
+    """ms per training step of ``backend``: the median over blocks of ``block`` steps.
+
+    The warm-up (JIT compilation included) runs the network past its first steps, which
+    are slower than the rest; the median keeps one block disturbed by another process
+    on this machine from moving the result.
+    """
     net = init_network(cfg)
     u, probs, si, lab = _stimulus(net, steps + warmup, seed)
     net.run(u[:warmup], probs, si[:warmup], lab[:warmup], backend=backend)
-    t = time.perf_counter()
-    out = net.run(u[warmup:], probs, si[warmup:], lab[warmup:], backend=backend)
-    dt = time.perf_counter() - t
-    return 1e3 * dt / steps, out["spikes"].copy(), net
+    times, spikes = [], []
+    for a in range(warmup, warmup + steps, block):
+        e = min(a + block, warmup + steps)
+        t = time.perf_counter()
+        out = net.run(u[a:e], probs, si[a:e], lab[a:e], backend=backend)
+        times.append((time.perf_counter() - t) / (e - a))
+        spikes.append(out["spikes"].copy())
+    return 1e3 * float(np.median(times)), np.concatenate(spikes), net
 
 
 def step_bytes(net, spikes) -> dict:
@@ -108,16 +120,23 @@ def peak_rss_of_training(model: str, steps: int) -> float:
     return int(res.stdout.strip().splitlines()[-1]) / 1024
 
 
-def run_benchmark(model="lillicrap2016-fig4", steps=300, numpy_steps=20, brian2_steps=20, brian2_target="numpy",
-                  rss=True, seed=0) -> dict:
+def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_steps=20, brian2_target="numpy",
+                  rss=True, seed=0, int8=True) -> dict:
     cfg = load_config(model)
     results: dict = {}
     ms, spikes, net = time_spikefa(cfg, steps, "numba", seed)
     results["spikefa"] = dict(ms_per_step=ms, steps=steps, kernel="numba-parallel" if net.n_synapses >= 1e6 and numba.get_num_threads() > 1 else "numba-serial")
     ms1, _, _ = time_spikefa(cfg, steps, "numba-serial", seed)
     results["spikefa-1-thread"] = dict(ms_per_step=ms1, steps=steps)
+    extra = {}
+    if int8 and cfg.model.feedback_storage == "float" and cfg.model.feedback not in MOVING_FEEDBACK:
+        # the same model with its fixed feedback stored as int8 levels (model.feedback_storage)
+        cfg8 = cfg.replace(model=dict(feedback_storage="int8"))
+        ms8, spikes8, net8 = time_spikefa(cfg8, steps, "numba", seed)
+        results["spikefa-int8"] = dict(ms_per_step=ms8, steps=steps, feedback_storage="int8")
+        extra["int8"] = step_bytes(net8, spikes8)
     if numpy_steps:
-        ms_np, _, _ = time_spikefa(cfg, numpy_steps, "numpy", seed, warmup=1)
+        ms_np, _, _ = time_spikefa(cfg, numpy_steps, "numpy", seed, warmup=1, block=numpy_steps)
         results["numpy"] = dict(ms_per_step=ms_np, steps=numpy_steps)
     notes = []
     if brian2_steps:
@@ -137,18 +156,23 @@ def run_benchmark(model="lillicrap2016-fig4", steps=300, numpy_steps=20, brian2_
     bw = read_bandwidth()
     out = dict(
         model=cfg.name, layers=list(cfg.model.layers), dtype=cfg.model.dtype, feedback=cfg.model.feedback,
+        feedback_storage=cfg.model.feedback_storage, deferred_steps=int(net.state.pend_spikes.shape[0]),
         threads=numba.get_num_threads(), cpu=platform.processor() or platform.machine(), results=results,
         spike_density=density, bytes_per_step=moved, read_bandwidth_GBps=bw / 1e9,
         floor_ms_per_step=1e3 * moved["total"] / bw, notes=notes,
     )
+    if "int8" in extra:
+        out["bytes_per_step_int8"] = extra["int8"]
+        out["floor_ms_per_step_int8"] = 1e3 * extra["int8"]["total"] / bw
     if rss:
         out["peak_rss_MiB"] = peak_rss_of_training(model, 2000)
     return out
 
 
 def format_table(r: dict) -> str:
-    lines = [f"model {r['model']} {r['layers']} {r['dtype']} feedback={r['feedback']}, "
-             f"{r['threads']} numba threads, one training step (plasticity on)", "",
+    lines = [f"model {r['model']} {r['layers']} {r['dtype']} feedback={r['feedback']} "
+             f"feedback_storage={r['feedback_storage']} deferred_steps={r['deferred_steps']}, "
+             f"{r['threads']} numba threads, one training step (plasticity on), median over blocks of 100 steps", "",
              f"{'implementation':<18}{'ms/step':>10}{'steps/s':>10}{'x spikefa':>11}{'steps':>7}"]
     for name, x in r["results"].items():
         lines.append(f"{name:<18}{x['ms_per_step']:>10.3f}{x['steps_per_s']:>10.1f}{x['ratio_to_spikefa']:>11.2f}{x['steps']:>7}")
@@ -158,6 +182,11 @@ def format_table(r: dict) -> str:
               f"update {b['update_read_write'] / 1e6:.1f} MB read+written (deferred, per step); total {b['total'] / 1e6:.1f} MB",
               f"streaming read bandwidth here: {r['read_bandwidth_GBps']:.1f} GB/s -> floor {r['floor_ms_per_step']:.3f} ms/step "
               f"(spikefa at {r['floor_ms_per_step'] / r['results']['spikefa']['ms_per_step']:.0%} of it)"]
+    if "bytes_per_step_int8" in r:
+        b8 = r["bytes_per_step_int8"]
+        lines.append(f"spikefa-int8 (model.feedback_storage = 'int8'): feedback {b8['feedback_read'] / 1e6:.1f} MB read, "
+                     f"total {b8['total'] / 1e6:.1f} MB -> floor {r['floor_ms_per_step_int8']:.3f} ms/step "
+                     f"(at {r['floor_ms_per_step_int8'] / r['results']['spikefa-int8']['ms_per_step']:.0%} of it)")
     if "peak_rss_MiB" in r:
         lines.append(f"peak resident memory of a 2,000-step training run of this model: {r['peak_rss_MiB']:.0f} MiB")
     lines += [f"note: {n}" for n in r["notes"]]
@@ -167,14 +196,16 @@ def format_table(r: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="spikefa bench", description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", default="lillicrap2016-fig4")
-    p.add_argument("--steps", type=int, default=300, help="steps timed for spikefa")
+    p.add_argument("--steps", type=int, default=500, help="steps timed for spikefa (after 100 untimed)")
     p.add_argument("--numpy-steps", type=int, default=20, help="steps timed for the NumPy twin (0: skip)")
     p.add_argument("--brian2-steps", type=int, default=20, help="steps timed for Brian2 (0: skip)")
     p.add_argument("--brian2-target", default="numpy", help="Brian2 code generation target (numpy, cython, cpp_standalone)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child run")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8-feedback row (model.feedback_storage)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    r = run_benchmark(args.model, args.steps, args.numpy_steps, args.brian2_steps, args.brian2_target, rss=not args.no_rss)
+    r = run_benchmark(args.model, args.steps, args.numpy_steps, args.brian2_steps, args.brian2_target, rss=not args.no_rss,
+                      int8=not args.no_int8)
     print(json.dumps(r, indent=1) if args.json else format_table(r))
     return 0
 

@@ -23,6 +23,9 @@ from typing import Any
 PHI_D_CHOICES = ("tanh", "2sigma-1", "sigma-0.5")
 READOUT_CHOICES = ("last", "sum", "prob")
 DTYPE_CHOICES = ("float32", "float64")
+FEEDBACK_STORAGE_CHOICES = ("float", "int8")
+# variants whose feedback matrices change during a run and so need the working dtype
+MOVING_FEEDBACK = ("transport", "learned")
 DATASET_CHOICES = ("mnist", "mnist-subset")
 FEEDBACK_CHOICES = ("fa", "transport", "dfa", "shallow", "sparse-fa", "learned")
 
@@ -51,6 +54,7 @@ class ModelParams:
     feedback_init: float = 0.1
     bias_init: float = 0.0
     dtype: str = "float32"
+    feedback_storage: str = "float"
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,11 @@ def _validate(cfg: Config) -> Config:
         feedback_init=_number("model.feedback_init", m.feedback_init, lo=0),
         bias_init=_number("model.bias_init", m.bias_init),
         dtype=_choice("model.dtype", m.dtype, DTYPE_CHOICES),
+        feedback_storage=_choice("model.feedback_storage", m.feedback_storage, FEEDBACK_STORAGE_CHOICES),
     )
+    if model.feedback_storage == "int8" and model.feedback in MOVING_FEEDBACK:
+        _fail("model.feedback_storage", model.feedback_storage,
+              f"'float' for model.feedback = {model.feedback!r}, whose feedback weights change (int8 is for fixed feedback)")
     if model.sparsity >= 1 and model.feedback == "sparse-fa":
         _fail("model.sparsity", model.sparsity, "must be < 1 for sparse-fa (1 removes every synapse)")
     train = TrainParams(

@@ -63,10 +63,33 @@ class FeedbackWiring:
     learns: np.ndarray  # bool (m-1,) F learns (node perturbation)
     learn: np.ndarray  # bool (m,) forward layers that are plastic
     W_mask: list  # (m,) uint8 masks of existing synapses, or None where all exist
+    quantum: np.ndarray = None  # float64 (m-1,) value of one stored unit of F (1.0 unless int8)
+
+    def __post_init__(self):
+        if self.quantum is None:
+            self.quantum = np.ones(len(self.F), dtype=np.float64)
+
+
+INT8_LEVELS = 127  # int8 feedback: B = feedback_init * k / 127 with k uniform on -127..127
 
 
 def _uniform(rng, shape, half_width, dtype):
     return rng.uniform(-half_width, half_width, size=shape).astype(dtype)
+
+
+def _fixed_feedback(params, rng, shapes, dtype):
+    """Fixed random feedback matrices ``U[-a, a]`` (``a = model.feedback_init``) and the
+    value of one stored unit of each.
+
+    ``model.feedback_storage = "int8"`` draws each entry uniformly from the 255 levels
+    ``a k / 127``, ``k = -127..127``, and stores ``k``: a fixed random matrix with the same
+    range and (to 0.8%) the same variance as the continuous draw, in a quarter of the
+    bytes that every step must read (the kernel multiplies by ``a / 127`` once per row).
+    """
+    if params.feedback_storage == "int8":
+        F = [rng.integers(-INT8_LEVELS, INT8_LEVELS + 1, size=shape, dtype=np.int8) for shape in shapes]
+        return F, np.full(len(F), params.feedback_init / INT8_LEVELS)
+    return [_uniform(rng, shape, params.feedback_init, dtype) for shape in shapes], np.ones(len(shapes))
 
 
 def _base(sizes, learn_all=True):
@@ -84,8 +107,8 @@ def _base(sizes, learn_all=True):
 def fa(params, sizes, W, rng):
     """Feedback alignment: ``U^l`` driven by ``B^l phi_d(U^{l+1})``, ``B^l ~ U[-a, a]`` fixed."""
     m = len(sizes) - 1
-    F = [_uniform(rng, (sizes[l], sizes[l + 1]), params.feedback_init, W[0].dtype) for l in range(1, m)]
-    return FeedbackWiring(F=F, **_base(sizes))
+    F, quantum = _fixed_feedback(params, rng, [(sizes[l], sizes[l + 1]) for l in range(1, m)], W[0].dtype)
+    return FeedbackWiring(F=F, quantum=quantum, **_base(sizes))
 
 
 def transport(params, sizes, W, rng):
@@ -105,8 +128,8 @@ def dfa(params, sizes, W, rng):
     m = len(sizes) - 1
     base = _base(sizes)
     base["src"] = np.full(m - 1, m, dtype=np.int64)
-    F = [_uniform(rng, (sizes[l], sizes[m]), params.feedback_init, W[0].dtype) for l in range(1, m)]
-    return FeedbackWiring(F=F, **base)
+    F, quantum = _fixed_feedback(params, rng, [(sizes[l], sizes[m]) for l in range(1, m)], W[0].dtype)
+    return FeedbackWiring(F=F, quantum=quantum, **base)
 
 
 def shallow(params, sizes, W, rng):
@@ -114,7 +137,7 @@ def shallow(params, sizes, W, rng):
     m = len(sizes) - 1
     base = _base(sizes, learn_all=False)
     base["on"][:] = False
-    F = [np.zeros((1, 1), dtype=W[0].dtype) for _ in range(1, m)]
+    F = [np.zeros((1, 1), dtype=np.int8 if params.feedback_storage == "int8" else W[0].dtype) for _ in range(1, m)]
     return FeedbackWiring(F=F, **base)
 
 
@@ -129,7 +152,7 @@ def sparse_fa(params, sizes, W, rng):
         Wl *= keep
         wiring.W_mask[l] = keep.astype(np.uint8)
     for Fl in wiring.F:
-        Fl *= rng.random(Fl.shape) >= params.sparsity
+        Fl *= (rng.random(Fl.shape) >= params.sparsity).astype(Fl.dtype)
     return wiring
 
 

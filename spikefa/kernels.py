@@ -103,6 +103,12 @@ def _sub_row_masked(row, mask, g):
 
 
 @njit(cache=True)
+def _add_to(out, x):
+    for j in range(out.shape[0]):
+        out[j] += x[j]
+
+
+@njit(cache=True)
 def _sub_scaled(out, c, g):
     """``out -= c * g`` in float64 (``c`` an exact count, ``g`` one pending update)."""
     for j in range(out.shape[0]):
@@ -129,7 +135,7 @@ def _row_axpy(row, coef, x):
 def _run_block(
     sizes, offsets,
     W, b, scale, W_mask, use_mask, learn,
-    F, fb_src, fb_scale_idx, fb_on, fb_learn,
+    F, fb_src, fb_scale_idx, fb_on, fb_learn, fb_quantum,
     spikes, psp, prob, feedback_psp, phi_fb, fb_drive, modulator, psp_baseline,
     active, n_active, acc, g,
     uniforms, in_prob, step_image, step_label, n_per_class,
@@ -152,9 +158,10 @@ def _run_block(
         Synapses removed for good (sparse FA) stay zero where ``use_mask``.
     learn : bool (m,)
         Which forward layers are plastic.
-    F, fb_src, fb_scale_idx, fb_on, fb_learn : per hidden layer (m-1 entries)
+    F, fb_src, fb_scale_idx, fb_on, fb_learn, fb_quantum : per hidden layer (m-1 entries)
         Feedback matrix, source layer, index of the scale that multiplies it (-1: none),
-        whether the feedback population is driven, whether ``F`` learns.
+        whether the feedback population is driven, whether ``F`` learns, and the float64
+        value of one stored unit of ``F`` (1.0, or ``feedback_init / 127`` for int8).
     spikes : uint8 (N,)
         Spikes of all layers at the last step (input included).
     psp, prob, feedback_psp, phi_fb, fb_drive, modulator : (N,)
@@ -164,7 +171,8 @@ def _run_block(
         Running mean of every PSP ``V`` (node perturbation only).
     active, n_active, acc, g : workspaces
         Indices of spiking presynaptic units per layer (int64 (N,)), their counts (m,),
-        a float64 accumulator and a dtype buffer of length ``max(sizes)``.
+        float64 accumulators ``(nthreads, max(sizes))`` (one per thread) and a dtype
+        buffer of length ``max(sizes)``.
     uniforms : float64 (T, N)
         One uniform draw in [0, 1) per unit and step.
     in_prob, step_image, step_label : (n_img, n_0) float64, (T,), (T,)
@@ -185,8 +193,9 @@ def _run_block(
         applied to the rows that spiked, oldest first: ``W`` is written once per ``K`` steps.
         ``K = 1`` applies every update at once.
     nthreads : int
-        Number of column chunks of the forward sweep (Numba's thread count; passed in
-        because ``numba.get_num_threads`` would stop the compiled kernel from being cached).
+        Number of shares of the forward sweep's active rows and of its column chunks
+        (Numba's thread count, 1 for the serial kernel; passed in because
+        ``numba.get_num_threads`` would stop the compiled kernel from being cached).
     """
     m = sizes.shape[0] - 1
     n_steps = uniforms.shape[0]
@@ -214,27 +223,47 @@ def _run_block(
                     k += 1
             n_active[l - 1] = k
             npd = n_pend[0] if learn[l - 1] else 0
+            sp_pre = spikes[o_pre:o_pre + n_pre]
             for q in range(npd):
+                # how many of this step's active units spiked at pending step q (a
+                # contiguous byte dot product, not a gather through ``active``)
+                pq = pend_spikes[q, o_pre:o_pre + n_pre]
                 c_q = 0
-                for a in range(k):
-                    c_q += pend_spikes[q, o_pre + active[o_pre + a]]
+                for i in range(n_pre):
+                    c_q += pq[i] & sp_pre[i]
                 cnt[q] = c_q
+            # Each thread sums whole rows of its share of the active units into its own
+            # float64 accumulator (long contiguous reads the prefetcher follows; measured
+            # 2.3x faster than splitting the columns); the shares are added once after.
+            n_parts = min(nthreads, max(1, k // 64))
+            share = (((k + n_parts - 1) // n_parts) + 3) // 4 * 4
+            for th in prange(n_parts):
+                a0 = min(th * share, k)
+                a1 = min(a0 + share, k)
+                _add_rows(Wl, active[o_pre + a0:o_pre + a1], a1 - a0, acc[th], 0, n_post)
             width = (n_post + nthreads - 1) // nthreads
             width = ((width + 15) // 16) * 16
             n_chunks = (n_post + width - 1) // width
             for ch in prange(n_chunks):
                 j0 = ch * width
                 j1 = min(j0 + width, n_post)
-                _add_rows(Wl, active[o_pre:o_pre + k], k, acc, j0, j1)
+                total = acc[0, j0:j1]
+                for th in range(1, n_parts):
+                    _add_to(total, acc[th, j0:j1])
                 for q in range(npd):
                     if cnt[q] != 0.0:
-                        _sub_scaled(acc[j0:j1], cnt[q], pend_g[l - 1, q, j0:j1])
-                for j in range(j0, j1):
-                    x = c * (acc[j] + bl[j])
-                    psp[o + j] = one_minus_tau * psp[o + j] + tau * x
-                    p = _sigma(np.float64(psp[o + j]))
-                    prob[o + j] = p
-                    spikes[o + j] = 1 if uniforms[t, o + j] < p else 0
+                        _sub_scaled(total, cnt[q], pend_g[l - 1, q, j0:j1])
+                bj = bl[j0:j1]
+                vj = psp[o + j0:o + j1]
+                pj = prob[o + j0:o + j1]
+                sj = spikes[o + j0:o + j1]
+                uj = uniforms[t, o + j0:o + j1]
+                for j in range(j1 - j0):
+                    x = c * (total[j] + bj[j])
+                    vj[j] = one_minus_tau * vj[j] + tau * x
+                    p = _sigma(np.float64(vj[j]))
+                    pj[j] = p
+                    sj[j] = 1 if uj[j] < p else 0
 
         if feedback or plastic:
             # 3. error neurons: output minus target
@@ -254,7 +283,7 @@ def _run_block(
                 o_src = offsets[src]
                 n_src = sizes[src]
                 si = fb_scale_idx[l - 1]
-                sc = 1.0 if si < 0 else scale[si]
+                sc = (1.0 if si < 0 else scale[si]) * fb_quantum[l - 1]
                 o = offsets[l]
                 x = phi_fb[o_src:o_src + n_src]
                 for i in prange(sizes[l]):

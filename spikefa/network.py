@@ -140,7 +140,10 @@ class Network:
             return None
         si = self.wiring.scale_idx[l - 1]
         F = self.wiring.F[l - 1]
-        return F.copy() if si < 0 else (self.scale[si] * F).astype(F.dtype)
+        dtype = self.W[0].dtype
+        if F.dtype != dtype:  # stored as int8 levels
+            return (self.wiring.quantum[l - 1] * F).astype(dtype)
+        return F.copy() if si < 0 else (self.scale[si] * F).astype(dtype)
 
     def fold_scale(self) -> None:
         """Multiply the decay scale into the raw weights (exact enough, and rare: only when
@@ -157,15 +160,15 @@ class Network:
         return copy.deepcopy(self)
 
     # ----------------------------------------------------------------------- advancing
-    def _workspaces(self, n_steps: int, n_rec: int) -> dict:
-        key = (n_steps, n_rec)
+    def _workspaces(self, n_steps: int, n_rec: int, nthreads: int) -> dict:
+        key = (n_steps, n_rec, nthreads)
         if self._work.get("key") != key:
             dtype = self.W[0].dtype
             n, mx = self.n_units, int(self.sizes.max())
             self._work = dict(
                 key=key,
                 active=np.zeros(n, np.int64), n_active=np.zeros(self.m, np.int64),
-                acc=np.zeros(mx), g=np.zeros(mx, dtype), cnt=np.zeros(self.state.pend_spikes.shape[0]),
+                acc=np.zeros((nthreads, mx)), g=np.zeros(mx, dtype), cnt=np.zeros(self.state.pend_spikes.shape[0]),
                 spike_buf=np.zeros((n_steps, n), np.uint8),
                 trace_psp=np.zeros((n_steps, n_rec), dtype),
                 trace_fb=np.zeros((n_steps, n_rec), dtype),
@@ -221,7 +224,8 @@ class Network:
             raise ValueError(f"recorded neuron indices must lie in 0..{self.n_units - 1}; got {rec_idx.min()}..{rec_idx.max()}")
         if step_image.size and (np.min(step_image) < 0 or np.max(step_image) >= in_prob.shape[0]):
             raise ValueError(f"step_image indexes {in_prob.shape[0]} images; got {np.min(step_image)}..{np.max(step_image)}")
-        work = self._workspaces(max(T, 1), rec_idx.size)
+        nthreads = numba.get_num_threads() if backend == "numba-parallel" else 1
+        work = self._workspaces(max(T, 1), rec_idx.size, nthreads)
         w = self.wiring
         dummy_mask = np.zeros((1, 1), np.uint8)
         masks = tuple(mk if mk is not None else dummy_mask for mk in w.W_mask)
@@ -234,7 +238,7 @@ class Network:
         BACKENDS[backend](
             self.sizes, self.offsets,
             tuple(self.W), tuple(self.b), self.scale, masks, use_mask, w.learn,
-            tuple(w.F), w.src, w.scale_idx, w.on, w.learns,
+            tuple(w.F), w.src, w.scale_idx, w.on, w.learns, w.quantum,
             st.spikes, st.psp, st.prob, st.feedback_psp, st.phi_fb, st.fb_drive, st.modulator, st.psp_baseline,
             work["active"], work["n_active"], work["acc"], work["g"],
             uniforms, np.ascontiguousarray(in_prob, dtype=f64),
@@ -244,7 +248,7 @@ class Network:
             f64(mp.np_baseline_rate), f64(mp.np_variance_floor), kernels.PHI_CODES[mp.phi_d],
             bool(plastic), bool(feedback),
             rec_idx, work["spike_buf"], work["trace_psp"], work["trace_fb"], work["trace_mod"],
-            numba.get_num_threads(),
+            nthreads,
             st.pend_spikes, st.pend_g, st.n_pend, work["cnt"],
         )
         if self.scale.min() < 0.5:

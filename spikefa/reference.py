@@ -38,7 +38,7 @@ def _phi(u, kind):
 def run_block(
     sizes, offsets,
     W, b, scale, W_mask, use_mask, learn,
-    F, fb_src, fb_scale_idx, fb_on, fb_learn,
+    F, fb_src, fb_scale_idx, fb_on, fb_learn, fb_quantum,
     spikes, psp, prob, feedback_psp, phi_fb, fb_drive, modulator, psp_baseline,
     active, n_active, acc, g,
     uniforms, in_prob, step_image, step_label, n_per_class,
@@ -81,8 +81,8 @@ def run_block(
                 if not fb_on[l - 1]:
                     continue
                 si = fb_scale_idx[l - 1]
-                sc = 1.0 if si < 0 else scale[si]
-                d = sc * (F[l - 1] @ phi_fb[sl[fb_src[l - 1]]])
+                sc = (1.0 if si < 0 else scale[si]) * fb_quantum[l - 1]
+                d = sc * (F[l - 1].astype(f64, copy=False) @ phi_fb[sl[fb_src[l - 1]]])
                 fb_drive[sl[l]] = d
                 feedback_psp[sl[l]] = one_minus_tau * feedback_psp[sl[l]].astype(f64) + tau * d
                 phi_fb[sl[l]] = _phi(feedback_psp[sl[l]].astype(f64), phi_kind)
