@@ -182,11 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object (test_error, n_test, epochs, steps, ...)")
     s.set_defaults(func=_test)
 
-    g = sub.add_parser("plot", help="draw a figure from a saved run (fig4, raster, traces, error, angles, rates)",
+    g = sub.add_parser("plot", help="draw a figure from a saved run (fig4, raster, traces, error, angles, rates, saturation)",
                        description="Draw a figure from a run file, also while the run is still writing it: fig4 "
                                    "(the layout of the paper's Fig. 4), raster, traces (PSP and delta), error (test "
-                                   "error curve), angles (alignment angles), rates (firing-rate histograms).")
-    g.add_argument("kind", choices=["fig4", "raster", "traces", "error", "angles", "rates"])
+                                   "error curve), angles (alignment angles), rates (firing-rate histograms), saturation "
+                                   "(mean sigma'(V) and |V| per layer over training).")
+    g.add_argument("kind", choices=["fig4", "raster", "traces", "error", "angles", "rates", "saturation"])
     g.add_argument("run", metavar="RUN.h5")
     g.add_argument("--out", "-o", metavar="OUT.png", required=True, help="figure file: .png, .pdf or .svg")
     g.add_argument("--layer", help="layer of raster, traces or rates (in, h1, ..., out)")

@@ -212,6 +212,24 @@ def angles(run, *, ax=None, modulator: bool = True):
     return ax
 
 
+def saturation(run, *, ax=None):
+    """Mean post-synaptic factor ``sigma'(V)`` of every layer over training (solid, left
+    axis; 0.25 means unsaturated) and mean ``|V|`` (thin, dashed, right axis)."""
+    run = _run(run)
+    ax = _axes(ax)
+    sat = run.saturation()
+    right = ax.twinx()
+    for i, (layer, slope) in enumerate(sat["slope"].items()):
+        ax.plot(sat["step"], slope, color=f"C{i}", label=f"{layer}: mean sigma'(V)")
+        right.plot(sat["step"], sat["abs_psp"][layer], color=f"C{i}", linestyle="--", linewidth=0.7)
+    ax.set_ylim(0, 0.26)
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("mean sigma'(V) (solid)")
+    right.set_ylabel("mean |V| (dashed)")
+    ax.legend(fontsize="x-small", frameon=False, ncol=2)
+    return ax
+
+
 def rates(run, *, step: int | None = None, layers=None, ax=None, bins: int = 30):
     """Histogram over units of the firing rate (spikes per step), one outline per layer, at
     the rate sample nearest ``step`` (default: the last)."""
@@ -358,7 +376,8 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
 
 
 # ----------------------------------------------------------------------------- one call
-PLOTS = {"fig4": fig4, "raster": raster, "traces": traces, "error": test_error, "angles": angles, "rates": rates}
+PLOTS = {"fig4": fig4, "raster": raster, "traces": traces, "error": test_error, "angles": angles, "rates": rates,
+         "saturation": saturation}
 
 
 def render(kind: str, run, out, *, layer: str | None = None, window=None, phase: str = "train",

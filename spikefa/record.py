@@ -523,6 +523,11 @@ class Recorder:
                 fields[f"weight/{name}"] = (np.float64, ())
                 fields[f"modulator/{name}"] = (np.float64, ())
             sink.declare("angles", fields, dict(every=self.measure_every))
+            fields = {"step": (np.int64, ())}
+            for name in self.names[1:]:
+                for what in SATURATION_FIELDS:
+                    fields[f"{what}/{name}"] = (np.float64, ())
+            sink.declare("saturation", fields, dict(every=self.measure_every))
 
     def attach(self, h5, net, step: int = 0, *, sink: H5Sink | None = None) -> None:
         """Create (or, on resume, check and cut back) the datasets in the writable file ``h5``.
@@ -549,8 +554,11 @@ class Recorder:
             else:
                 keep = bisect_dataset(s.dsets["step"], self.step, side="right")  # steps done <= step
             s.truncate(keep)
-        if self.measure_every and net is not None and not self.sink.series["angles"].dsets["step"].shape[0]:
-            self._angles(net, self.step)
+        if self.measure_every and net is not None:
+            if not self.sink.series["angles"].dsets["step"].shape[0]:
+                self._angles(net, self.step)
+            if not self.sink.series["saturation"].dsets["step"].shape[0]:
+                self._saturation(net, self.step)
         self.flush()
 
     # -------------------------------------------------------------------- blocks
@@ -617,6 +625,7 @@ class Recorder:
                 self._rate_span += T - pos
             if sampled and net is not None:
                 self._angles(net, step0 + T)
+                self._saturation(net, step0 + T)
         self.step = step0 + T
         if time.monotonic() - self._last_flush > self.params.flush_seconds:
             self.flush()
@@ -655,6 +664,13 @@ class Recorder:
             cols[f"modulator/{name}"] = [mod]
         self.sink.append("angles", **cols)
 
+    def _saturation(self, net, step: int) -> None:
+        cols = {"step": [step]}
+        for name, values in zip(self.names[1:], saturation(net)):
+            for what, v in zip(SATURATION_FIELDS, values):
+                cols[f"{what}/{name}"] = [v]
+        self.sink.append("saturation", **cols)
+
     # -------------------------------------------------------------------- state
     def state(self) -> dict:
         """What a checkpoint must keep to continue exactly (arrays)."""
@@ -685,6 +701,24 @@ class Recorder:
     def close(self) -> None:
         self.flush()
         self.sink = None
+
+
+SATURATION_FIELDS = ("abs_psp", "slope", "abs_weight")
+
+
+def saturation(net) -> list[tuple[float, float, float]]:
+    """Per non-input layer: the mean ``|V|`` of the forward PSPs, the mean post-synaptic
+    factor ``sigma'(V) = sigma(V)(1 - sigma(V))`` (0.25 at ``V = 0``; it scales every weight
+    change of the three-factor rule, so it shows whether learning slows because the units
+    saturate) and the mean ``|W|`` of the weights into the layer (updates still pending
+    in a deferred window left out: a few steps' worth)."""
+    out = []
+    for l in range(1, net.m + 1):
+        v = net.state.psp[net.layer_slice(l)].astype(np.float64)
+        p = 1.0 / (1.0 + np.exp(-v))
+        out.append((float(np.abs(v).mean()), float((p * (1.0 - p)).mean()),
+                    float(net.scale[l - 1] * np.abs(net.W[l - 1]).mean(dtype=np.float64))))
+    return out
 
 
 def alignment_angles(net) -> list[tuple[float, float]]:

@@ -572,6 +572,20 @@ class Run:
             return dict(step=g["step"][...], weight={k: v[...] for k, v in g["weight"].items()},
                         modulator={k: v[...] for k, v in g["modulator"].items()})
 
+    def saturation(self) -> dict:
+        """Saturation over training: ``step`` (steps done) and, per non-input layer,
+        ``abs_psp[layer]`` (mean ``|V|``), ``slope[layer]`` (mean ``sigma'(V)``) and
+        ``abs_weight[layer]`` (mean ``|W|`` into the layer), sampled with the angles."""
+        with _readable(self.path) as f:
+            if "saturation" not in f:
+                raise RunFileError(f"{self.path}: no saturation measures were recorded "
+                                   "(record.measure_every = 0, or a run file written before they were added)")
+            g = f["saturation"]
+            out = dict(step=g["step"][...])
+            for what in ("abs_psp", "slope", "abs_weight"):
+                out[what] = {k: v[...] for k, v in g[what].items()}
+            return out
+
     def rates(self, layer: str | None = None) -> dict:
         """Firing rates (spikes per step) over the ``span`` steps before each ``step``
         (steps done). With ``layer``: ``rates`` of every unit, shape (samples, units);

@@ -137,6 +137,35 @@ def test_rates_and_angles(tmp_path):
     assert w != a["weight"]["h1"][-1]  # the network learned on after the last sample
 
 
+def test_saturation_measures(tmp_path):
+    """Saturation is sampled with the angles: at step 0 every PSP is 0, so mean |V| = 0 and
+    mean sigma'(V) = 0.25 exactly, and |W| is the mean of |U[-w, w]| = w/2 within 5% (40,000
+    weights: relative s.e. 0.3%); later samples are means of the state, bounded by
+    0 < sigma'(V) <= 0.25, and the last equals a direct computation on a network stopped
+    there; the saturation plot draws them."""
+    from spikefa.plots import saturation as plot_saturation
+    from spikefa.record import saturation
+    from spikefa.train import network_from_checkpoint
+
+    res = train(tiny_cfg(probes=[], measure_every=100), out=tmp_path / "s.h5", progress=False)
+    sat = load(res.path).saturation()
+    np.testing.assert_array_equal(sat["step"], np.arange(0, res.steps + 1, 100)[:sat["step"].size])
+    assert set(sat["slope"]) == {"h1", "h2", "out"}
+    assert sat["abs_psp"]["h1"][0] == 0 and sat["slope"]["h1"][0] == 0.25
+    assert sat["abs_weight"]["h1"][0] == pytest.approx(0.05 / 2, rel=0.05)
+    for layer, slope in sat["slope"].items():
+        assert np.all((slope > 0) & (slope <= 0.25)), layer
+        assert np.all(sat["abs_psp"][layer][1:] > 0), layer
+    net = init_network(tiny_cfg(probes=[], measure_every=100))
+    net2, _ = network_from_checkpoint(str(res.path) + ".ckpt")
+    direct = saturation(net2)
+    assert sat["step"][-1] == res.steps
+    assert sat["abs_psp"]["out"][-1] == pytest.approx(direct[-1][0], rel=1e-12)
+    assert sat["slope"]["h1"][-1] == pytest.approx(direct[0][1], rel=1e-12)
+    assert direct[0][2] != saturation(net)[0][2]  # the weights did change
+    assert plot_saturation(res.path).get_ylabel().startswith("mean sigma'")
+
+
 @pytest.mark.parametrize("variant", ["transport", "shallow", "dfa"])
 def test_angles_per_variant(variant):
     """Weight transport: W^T and B are the same matrix (angle ~0). Shallow: no feedback (NaN).
