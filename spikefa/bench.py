@@ -45,11 +45,13 @@ def _stream_sum(a):
 def read_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
     """Best streaming read bandwidth in bytes/s over ``repeats`` passes of a float32 array."""
     a = np.ones(n_bytes // 4, np.float32)
-    _stream_sum(a[:1024])
+    # with NUMBA_DISABLE_JIT the kernel would be a Python loop over 67 million floats
+    stream_sum = np.sum if numba.config.DISABLE_JIT else _stream_sum
+    stream_sum(a[:1024])
     best = np.inf
     for _ in range(repeats):
         t = time.perf_counter()
-        _stream_sum(a)
+        stream_sum(a)
         best = min(best, time.perf_counter() - t)
     return a.nbytes / best
 
@@ -121,18 +123,18 @@ def peak_rss_of_training(model: str, steps: int) -> float:
 
 
 def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_steps=20, brian2_target="numpy",
-                  rss=True, seed=0, int8=True) -> dict:
+                  rss=True, seed=0, int8=True, warmup=100) -> dict:
     cfg = load_config(model)
     results: dict = {}
-    ms, spikes, net = time_spikefa(cfg, steps, "numba", seed)
+    ms, spikes, net = time_spikefa(cfg, steps, "numba", seed, warmup=warmup)
     results["spikefa"] = dict(ms_per_step=ms, steps=steps, kernel="numba-parallel" if net.n_synapses >= 1e6 and numba.get_num_threads() > 1 else "numba-serial")
-    ms1, _, _ = time_spikefa(cfg, steps, "numba-serial", seed)
+    ms1, _, _ = time_spikefa(cfg, steps, "numba-serial", seed, warmup=warmup)
     results["spikefa-1-thread"] = dict(ms_per_step=ms1, steps=steps)
     extra = {}
     if int8 and cfg.model.feedback_storage == "float" and cfg.model.feedback not in MOVING_FEEDBACK:
         # the same model with its fixed feedback stored as int8 levels (model.feedback_storage)
         cfg8 = cfg.replace(model=dict(feedback_storage="int8"))
-        ms8, spikes8, net8 = time_spikefa(cfg8, steps, "numba", seed)
+        ms8, spikes8, net8 = time_spikefa(cfg8, steps, "numba", seed, warmup=warmup)
         results["spikefa-int8"] = dict(ms_per_step=ms8, steps=steps, feedback_storage="int8")
         extra["int8"] = step_bytes(net8, spikes8)
     if numpy_steps:
@@ -196,7 +198,8 @@ def format_table(r: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="spikefa bench", description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", default="lillicrap2016-fig4")
-    p.add_argument("--steps", type=int, default=500, help="steps timed for spikefa (after 100 untimed)")
+    p.add_argument("--steps", type=int, default=500, help="steps timed for spikefa")
+    p.add_argument("--warmup", type=int, default=100, help="untimed steps first (JIT compilation, the network's first steps)")
     p.add_argument("--numpy-steps", type=int, default=20, help="steps timed for the NumPy twin (0: skip)")
     p.add_argument("--brian2-steps", type=int, default=20, help="steps timed for Brian2 (0: skip)")
     p.add_argument("--brian2-target", default="numpy", help="Brian2 code generation target (numpy, cython, cpp_standalone)")
@@ -205,7 +208,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     r = run_benchmark(args.model, args.steps, args.numpy_steps, args.brian2_steps, args.brian2_target, rss=not args.no_rss,
-                      int8=not args.no_int8)
+                      int8=not args.no_int8, warmup=args.warmup)
     print(json.dumps(r, indent=1) if args.json else format_table(r))
     return 0
 

@@ -8,7 +8,8 @@ from spikefa import bench
 
 
 def test_bench_json_has_every_implementation(capsys):
-    assert bench.main(["tiny", "--steps", "40", "--numpy-steps", "3", "--brian2-steps", "0", "--no-rss", "--json"]) == 0
+    assert bench.main(["tiny", "--steps", "10", "--warmup", "2", "--numpy-steps", "3", "--brian2-steps", "0", "--no-rss",
+                       "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert {"spikefa", "spikefa-1-thread", "spikefa-int8", "numpy"} <= set(r["results"])
     for name, x in r["results"].items():
@@ -22,11 +23,11 @@ def test_bench_json_has_every_implementation(capsys):
 
 
 def test_bench_table_and_no_int8_row_for_moving_feedback():
-    r = bench.run_benchmark("tiny", steps=20, numpy_steps=0, brian2_steps=0, rss=False)
+    r = bench.run_benchmark("tiny", steps=10, numpy_steps=0, brian2_steps=0, rss=False, warmup=2)
     text = bench.format_table(r)
     assert "spikefa-int8" in text and "floor" in text
     from spikefa.config import load_config
 
     cfg = load_config("tiny").replace(model=dict(feedback="transport"))
-    r = bench.run_benchmark(cfg, steps=20, numpy_steps=0, brian2_steps=0, rss=False)
+    r = bench.run_benchmark(cfg, steps=10, numpy_steps=0, brian2_steps=0, rss=False, warmup=2, int8=True)
     assert "spikefa-int8" not in r["results"]

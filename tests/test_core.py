@@ -72,11 +72,11 @@ def test_kernel_matches_numpy_twin(variant, dtype, backend):
 def test_wide_layers_and_int8_feedback_match_twin(variant, storage, backend):
     """Layers wide enough (about 128 active units) that the threaded forward sweep splits
     the active rows between threads, and feedback stored as int8 levels: identical spikes
-    and weights within 64 float32 eps over 200 learning steps (sums in float64, rounded once)."""
+    and weights within 64 float32 eps over 100 learning steps (sums in float64, rounded once)."""
     cfg = small_cfg(layers=[784, 256, 256, 20], feedback=variant, feedback_storage=storage, eta=5e-3)
     a = init_network(cfg)
     b = a.copy()
-    u, probs, si, lab = block_inputs(a, 200)
+    u, probs, si, lab = block_inputs(a, 100)
     oa = a.run(u, probs, si, lab, backend=backend)
     ob = b.run(u, probs, si, lab, backend="numpy")
     assert a._work["n_active"][1] >= 2 * 64  # h1's active rows were shared (two threads)
