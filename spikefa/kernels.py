@@ -172,8 +172,8 @@ def _run_block(
         Running mean of every PSP ``V`` (node perturbation only).
     active, n_active, acc, g : workspaces
         Indices of spiking presynaptic units per layer (int64 (N,)), their counts (m,),
-        float64 accumulators ``(nthreads, max(sizes))`` (one per thread) and a dtype
-        buffer of length ``max(sizes)``.
+        float64 accumulators ``(P, max(sizes))`` (one per share of the forward sweep's
+        active rows: at most ``P`` shares) and a dtype buffer of length ``max(sizes)``.
     uniforms : float64 (T, N)
         One uniform draw in [0, 1) per unit and step.
     in_prob, step_image, step_label : (n_img, n_0) float64, (T,), (T,)
@@ -194,9 +194,9 @@ def _run_block(
         applied to the rows that spiked, oldest first: ``W`` is written once per ``K`` steps.
         ``K = 1`` applies every update at once.
     nthreads : int
-        Number of shares of the forward sweep's active rows and of its column chunks
-        (Numba's thread count, 1 for the serial kernel; passed in because
-        ``numba.get_num_threads`` would stop the compiled kernel from being cached).
+        Number of column chunks of the forward sweep (Numba's thread count, 1 for the
+        serial kernel; passed in because ``numba.get_num_threads`` would stop the compiled
+        kernel from being cached). It never changes the results.
     """
     m = sizes.shape[0] - 1
     n_steps = uniforms.shape[0]
@@ -233,11 +233,13 @@ def _run_block(
                 for i in range(n_pre):
                     c_q += pq[i] & sp_pre[i]
                 cnt[q] = c_q
-            # Each thread sums whole rows of its share of the active units into its own
-            # float64 accumulator (long contiguous reads the prefetcher follows; 2.3x
-            # faster than splitting the columns, measured in isolation); the shares are
-            # added once after.
-            n_parts = min(nthreads, max(1, k // 64))
+            # The active rows are summed in shares of at least 32 rows, each whole rows
+            # into its own float64 accumulator (long contiguous reads the prefetcher
+            # follows; 2.3x faster than splitting the columns, measured in isolation),
+            # and the shares are added once after. How many shares depends on ``k`` and
+            # on the workspace only, not on the number of threads, so every thread count
+            # (and the serial kernel) adds in the same order and gives the same bits.
+            n_parts = min(acc.shape[0], max(1, k // 32))
             share = (((k + n_parts - 1) // n_parts) + 3) // 4 * 4
             for th in prange(n_parts):
                 a0 = min(th * share, k)

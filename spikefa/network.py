@@ -23,6 +23,10 @@ BACKENDS = {"numba-parallel": kernels.run_block, "numba-serial": kernels.run_blo
 # below this many forward + feedback synapses a step is too short for threads to pay
 PARALLEL_MIN_SYNAPSES = 1_000_000
 
+# the forward sweep sums its active rows in at most this many shares (of >= 32 rows), one
+# per accumulator; threads take shares, so up to this many threads share the sweep
+FORWARD_SHARES = 8
+
 # purposes of the seeded generators: each stream is independent of how the others are used
 SEED_INIT_W, SEED_NOISE, SEED_ORDER, SEED_TEST, SEED_FEEDBACK, SEED_RECORD = range(6)
 
@@ -160,15 +164,15 @@ class Network:
         return copy.deepcopy(self)
 
     # ----------------------------------------------------------------------- advancing
-    def _workspaces(self, n_steps: int, n_rec: int, nthreads: int) -> dict:
-        key = (n_steps, n_rec, nthreads)
+    def _workspaces(self, n_steps: int, n_rec: int) -> dict:
+        key = (n_steps, n_rec)
         if self._work.get("key") != key:
             dtype = self.W[0].dtype
             n, mx = self.n_units, int(self.sizes.max())
             self._work = dict(
                 key=key,
                 active=np.zeros(n, np.int64), n_active=np.zeros(self.m, np.int64),
-                acc=np.zeros((nthreads, mx)), g=np.zeros(mx, dtype), cnt=np.zeros(self.state.pend_spikes.shape[0]),
+                acc=np.zeros((FORWARD_SHARES, mx)), g=np.zeros(mx, dtype), cnt=np.zeros(self.state.pend_spikes.shape[0]),
                 spike_buf=np.zeros((n_steps, n), np.uint8),
                 trace_psp=np.zeros((n_steps, n_rec), dtype),
                 trace_fb=np.zeros((n_steps, n_rec), dtype),
@@ -225,7 +229,7 @@ class Network:
         if step_image.size and (np.min(step_image) < 0 or np.max(step_image) >= in_prob.shape[0]):
             raise ValueError(f"step_image indexes {in_prob.shape[0]} images; got {np.min(step_image)}..{np.max(step_image)}")
         nthreads = numba.get_num_threads() if backend == "numba-parallel" else 1
-        work = self._workspaces(max(T, 1), rec_idx.size, nthreads)
+        work = self._workspaces(max(T, 1), rec_idx.size)
         w = self.wiring
         dummy_mask = np.zeros((1, 1), np.uint8)
         masks = tuple(mk if mk is not None else dummy_mask for mk in w.W_mask)

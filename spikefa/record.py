@@ -557,7 +557,9 @@ class Recorder:
         if self.measure_every and net is not None:
             if not self.sink.series["angles"].dsets["step"].shape[0]:
                 self._angles(net, self.step)
-            if not self.sink.series["saturation"].dsets["step"].shape[0]:
+            # (a run file from before the saturation measures, resumed: its series starts at
+            # the next sample, on the angles' grid)
+            if not self.sink.series["saturation"].dsets["step"].shape[0] and self.step % self.measure_every == 0:
                 self._saturation(net, self.step)
         self.flush()
 
@@ -710,14 +712,16 @@ def saturation(net) -> list[tuple[float, float, float]]:
     """Per non-input layer: the mean ``|V|`` of the forward PSPs, the mean post-synaptic
     factor ``sigma'(V) = sigma(V)(1 - sigma(V))`` (0.25 at ``V = 0``; it scales every weight
     change of the three-factor rule, so it shows whether learning slows because the units
-    saturate) and the mean ``|W|`` of the weights into the layer (updates still pending
-    in a deferred window left out: a few steps' worth)."""
+    saturate) and the mean ``|W|`` of the synapses into the layer that exist (``sparse-fa``
+    removes some; updates still pending in a deferred window left out: a few steps' worth)."""
     out = []
     for l in range(1, net.m + 1):
         v = net.state.psp[net.layer_slice(l)].astype(np.float64)
         p = 1.0 / (1.0 + np.exp(-v))
+        mask = net.wiring.W_mask[l - 1]
+        n_syn = net.W[l - 1].size if mask is None else max(int(mask.sum(dtype=np.int64)), 1)
         out.append((float(np.abs(v).mean()), float((p * (1.0 - p)).mean()),
-                    float(net.scale[l - 1] * np.abs(net.W[l - 1]).mean(dtype=np.float64))))
+                    float(net.scale[l - 1] * np.abs(net.W[l - 1]).sum(dtype=np.float64) / n_syn)))
     return out
 
 

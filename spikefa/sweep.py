@@ -261,6 +261,10 @@ def resolve(point: dict) -> Config:
 # keys that change how a run is executed or what it records, never what it computes
 NOT_IDENTITY = {("run", "block_steps"), ("run", "checkpoint_minutes"), ("run", "backend")}
 
+# keys added after sweeps were first run, with the value that reproduces the runs made before
+# them: left out of the hash at that value, so earlier sweep folders keep their run names
+LATER_KEYS = {("model", "feedback_storage"): "float"}
+
 
 def config_hash(cfg: Config) -> str:
     """Short content hash of what a run computes: the resolved config without the
@@ -269,6 +273,9 @@ def config_hash(cfg: Config) -> str:
     d.pop("record", None)
     for section, key in NOT_IDENTITY:
         d[section].pop(key, None)
+    for (section, key), old in LATER_KEYS.items():
+        if d[section].get(key) == old:
+            del d[section][key]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:HASH_LEN]
 
 

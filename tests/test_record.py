@@ -164,6 +164,9 @@ def test_saturation_measures(tmp_path):
     assert sat["slope"]["h1"][-1] == pytest.approx(direct[0][1], rel=1e-12)
     assert direct[0][2] != saturation(net)[0][2]  # the weights did change
     assert plot_saturation(res.path).get_ylabel().startswith("mean sigma'")
+    # sparse FA: the mean over the synapses that exist, not over the zeros of removed ones
+    sparse = init_network(config_from_dict({"model": {"layers": [784, 100, 100, 100], "feedback": "sparse-fa"}}))
+    assert saturation(sparse)[0][2] == pytest.approx(0.05 / 2, rel=0.05)
 
 
 @pytest.mark.parametrize("variant", ["transport", "shallow", "dfa"])

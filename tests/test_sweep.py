@@ -114,6 +114,9 @@ def test_the_config_hash_is_the_content_not_the_spelling():
     assert h(plain) == h(sw.resolve({"base": "tiny", "run.seed": 1, "run.block_steps": 100,
                                      "record.measure_every": 500}))
     assert h(plain) != h(sw.resolve({"base": "tiny", "run.seed": 1, "run.deferred_steps": 1}))
+    # a key added later, at the value that reproduces earlier runs, keeps their names
+    assert h(sw.resolve({"base": "small", "run.seed": 1})) == "096c185d19a1"  # the name before feedback_storage
+    assert h(plain) != h(sw.resolve({"base": "tiny", "run.seed": 1, "model.feedback_storage": "int8"}))
 
 
 def test_file_lock_takes_over_a_dead_holder_and_refuses_a_live_one(tmp_path):
