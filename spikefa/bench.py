@@ -4,7 +4,8 @@
     spikefa bench [MODEL] ...
 
 All implementations run in this one process on the same model, the same seed, the same
-input images and the same uniforms, so the printed ratios compare like with like. It is a
+input images and the same uniforms, so the printed ratios compare like with like; the
+spikefa rows take turns block by block (:func:`time_interleaved`). It is a
 benchmark, not a test: it prints what it measured and asserts nothing.
 
 For a model with fixed feedback the same model with ``model.feedback_storage = "int8"``
@@ -67,23 +68,37 @@ def _stimulus(net, steps, seed):
 
 
 def time_spikefa(cfg, steps: int, backend: str, seed: int = 0, warmup: int = 100, block: int = 100):
-    """ms per training step of ``backend``: the median over blocks of ``block`` steps.
+    """ms per training step of ``backend``: the median over blocks of ``block`` steps."""
+    return time_interleaved([("x", cfg, backend)], steps, seed, warmup, block)["x"]
 
-    The warm-up (JIT compilation included) runs the network past its first steps, which
-    are slower than the rest; the median keeps one block disturbed by another process
-    on this machine from moving the result.
+
+def time_interleaved(entries, steps: int, seed: int = 0, warmup: int = 100, block: int = 100) -> dict:
+    """ms per training step of several ``(name, cfg, backend)``, timed block by block in turn.
+
+    Each network first runs ``warmup`` untimed steps (JIT compilation included, and the
+    network's first steps, which are slower than the rest). Then the networks take turns,
+    ``block`` steps each, on the same inputs and uniforms; each one's time is the median of
+    its blocks. Taking turns cancels the drift of a shared machine's speed from one minute
+    to the next out of the ratios, and the median keeps one disturbed block from moving them.
+
+    Returns ``{name: (ms_per_step, spikes of the timed steps, network)}``.
     """
-    net = init_network(cfg)
-    u, probs, si, lab = _stimulus(net, steps + warmup, seed)
-    net.run(u[:warmup], probs, si[:warmup], lab[:warmup], backend=backend)
-    times, spikes = [], []
+    nets = {name: init_network(cfg) for name, cfg, _ in entries}
+    backend = {name: be for name, _, be in entries}
+    first = next(iter(nets.values()))
+    u, probs, si, lab = _stimulus(first, steps + warmup, seed)
+    for name, net in nets.items():
+        net.run(u[:warmup], probs, si[:warmup], lab[:warmup], backend=backend[name])
+    times = {name: [] for name in nets}
+    spikes = {name: [] for name in nets}
     for a in range(warmup, warmup + steps, block):
         e = min(a + block, warmup + steps)
-        t = time.perf_counter()
-        out = net.run(u[a:e], probs, si[a:e], lab[a:e], backend=backend)
-        times.append((time.perf_counter() - t) / (e - a))
-        spikes.append(out["spikes"].copy())
-    return 1e3 * float(np.median(times)), np.concatenate(spikes), net
+        for name, net in nets.items():
+            t = time.perf_counter()
+            out = net.run(u[a:e], probs, si[a:e], lab[a:e], backend=backend[name])
+            times[name].append((time.perf_counter() - t) / (e - a))
+            spikes[name].append(out["spikes"].copy())
+    return {name: (1e3 * float(np.median(times[name])), np.concatenate(spikes[name]), nets[name]) for name in nets}
 
 
 def step_bytes(net, spikes) -> dict:
@@ -126,15 +141,18 @@ def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_
                   rss=True, seed=0, int8=True, warmup=100) -> dict:
     cfg = load_config(model)
     results: dict = {}
-    ms, spikes, net = time_spikefa(cfg, steps, "numba", seed, warmup=warmup)
-    results["spikefa"] = dict(ms_per_step=ms, steps=steps, kernel="numba-parallel" if net.n_synapses >= 1e6 and numba.get_num_threads() > 1 else "numba-serial")
-    ms1, _, _ = time_spikefa(cfg, steps, "numba-serial", seed, warmup=warmup)
-    results["spikefa-1-thread"] = dict(ms_per_step=ms1, steps=steps)
-    extra = {}
-    if int8 and cfg.model.feedback_storage == "float" and cfg.model.feedback not in MOVING_FEEDBACK:
+    entries = [("spikefa", cfg, "numba"), ("spikefa-1-thread", cfg, "numba-serial")]
+    with_int8 = int8 and cfg.model.feedback_storage == "float" and cfg.model.feedback not in MOVING_FEEDBACK
+    if with_int8:
         # the same model with its fixed feedback stored as int8 levels (model.feedback_storage)
-        cfg8 = cfg.replace(model=dict(feedback_storage="int8"))
-        ms8, spikes8, net8 = time_spikefa(cfg8, steps, "numba", seed, warmup=warmup)
+        entries.append(("spikefa-int8", cfg.replace(model=dict(feedback_storage="int8")), "numba"))
+    timed = time_interleaved(entries, steps, seed, warmup)
+    ms, spikes, net = timed["spikefa"]
+    results["spikefa"] = dict(ms_per_step=ms, steps=steps, kernel="numba-parallel" if net.n_synapses >= 1e6 and numba.get_num_threads() > 1 else "numba-serial")
+    results["spikefa-1-thread"] = dict(ms_per_step=timed["spikefa-1-thread"][0], steps=steps)
+    extra = {}
+    if with_int8:
+        ms8, spikes8, net8 = timed["spikefa-int8"]
         results["spikefa-int8"] = dict(ms_per_step=ms8, steps=steps, feedback_storage="int8")
         extra["int8"] = step_bytes(net8, spikes8)
     if numpy_steps:
@@ -174,7 +192,7 @@ def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_
 def format_table(r: dict) -> str:
     lines = [f"model {r['model']} {r['layers']} {r['dtype']} feedback={r['feedback']} "
              f"feedback_storage={r['feedback_storage']} deferred_steps={r['deferred_steps']}, "
-             f"{r['threads']} numba threads, one training step (plasticity on), median over blocks of 100 steps", "",
+             f"{r['threads']} numba threads, one training step (plasticity on); spikefa rows: medians of 100-step blocks timed in turn", "",
              f"{'implementation':<18}{'ms/step':>10}{'steps/s':>10}{'x spikefa':>11}{'steps':>7}"]
     for name, x in r["results"].items():
         lines.append(f"{name:<18}{x['ms_per_step']:>10.3f}{x['steps_per_s']:>10.1f}{x['ratio_to_spikefa']:>11.2f}{x['steps']:>7}")
