@@ -24,7 +24,8 @@ def _train(args):
     if args.feedback:
         model = load_config(model).replace(model={"feedback": args.feedback})
     res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=args.out,
-                resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend)
+                resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend,
+                branch_from=args.branch_from)
     print(f"test error {res.test_error:.4f} after {res.epochs:g} epochs ({res.steps} steps, {res.wall_s:.0f} s); run file {res.path}")
 
 
@@ -158,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "data/mnist, ~/.cache/spikefa/mnist)")
     t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5)")
     t.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised)")
+    t.add_argument("--branch-from", metavar="RUN.h5", help="start this new run from another run's checkpoint, continued "
+                                                          "with this model's learning rates, decay, test settings and epochs")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     t.add_argument("--backend", choices=["numba", "numpy"], help="numba kernels (fast) or the NumPy reference")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -31,6 +31,9 @@ from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, i
 
 RESUMABLE_KEYS = {("train", "epochs"), ("train", "test_every"), ("run", "backend"), ("run", "block_steps"),
                   ("run", "checkpoint_minutes")}
+# a branch (``train(..., branch_from=...)``) may also change how the network learns from then on
+BRANCHABLE_KEYS = RESUMABLE_KEYS | {("model", "eta"), ("model", "gamma"), ("model", "eta_feedback"),
+                                    ("model", "np_baseline_rate"), ("test", "readout"), ("test", "n_test")}
 
 
 @dataclass
@@ -174,13 +177,13 @@ class _StopRequest:
         self._old.clear()
 
 
-def _compatible(old: Config, new: Config) -> list[str]:
+def _compatible(old: Config, new: Config, allowed=RESUMABLE_KEYS) -> list[str]:
     """Keys that differ between a checkpoint's config and the requested one (not allowed)."""
     a, b = old.to_dict(), new.to_dict()
     diffs = []
     for section in ("model", "train", "test", "run"):
         for key in a[section]:
-            if a[section][key] != b[section][key] and (section, key) not in RESUMABLE_KEYS:
+            if a[section][key] != b[section][key] and (section, key) not in allowed:
                 diffs.append(f"{section}.{key}: {a[section][key]!r} -> {b[section][key]!r}")
     return diffs
 
@@ -190,7 +193,7 @@ def default_out(cfg: Config) -> Path:
 
 
 def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=False, overwrite=False,
-          progress=True, backend=None, recorder=None) -> TrainResult:
+          progress=True, backend=None, recorder=None, branch_from=None) -> TrainResult:
     """Train a model and write its run file; the library call behind ``spikefa train``.
 
     Parameters
@@ -207,6 +210,13 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         Continue from ``out``'s checkpoint (``train.epochs`` may be raised).
     overwrite : bool
         Replace an existing run file.
+    branch_from : path, optional
+        Start a new run file from another run's checkpoint (``RUN.h5``, whose ``RUN.h5.ckpt``
+        is read, or a checkpoint file itself): its network, noise generator and step, so
+        that the new run is the old one continued with the changes of ``model`` (learning
+        rates, decay, test settings and epochs only; ``BRANCHABLE_KEYS``). A learning-rate
+        schedule, for instance. The run file records ``branched_from`` and ``branch_step``;
+        its test curve starts after the branch.
     progress : bool
         Show a progress bar (steps per second, latest test error).
     recorder : object, optional
@@ -244,7 +254,30 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     rng = rng_for(cfg.run.seed, SEED_NOISE)
     step, n_tests, wall0 = 0, 0, 0.0
     extra = {}
-    if resume:
+    if branch_from is not None and resume:
+        raise ValueError("branch_from starts a new run file; resume continues one: give one of them")
+    if branch_from is not None:
+        ck = Path(branch_from)
+        if ck.suffix != ".ckpt":
+            ck = runfile.checkpoint_path(ck)
+        if not ck.exists():
+            raise runfile.RunFileError(f"nothing to branch from: {ck} does not exist")
+        import h5py
+
+        with h5py.File(ck, "r") as f:
+            old = runfile.config_from_dict(json.loads(f.attrs["config"]))
+        diffs = _compatible(old, cfg, BRANCHABLE_KEYS)
+        if diffs:
+            raise ConfigError(f"{ck} was run with a different network or protocol; a branch may change only "
+                              + ", ".join(sorted(f"{a}.{b}" for a, b in BRANCHABLE_KEYS)) + ": " + "; ".join(diffs))
+        runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
+        info = runfile.read_checkpoint(ck, net, rng)
+        step = info["step"]
+        if step > total_steps:
+            raise ConfigError(f"{ck} is at step {step}, past the {total_steps} steps of train.epochs = {cfg.train.epochs}")
+        extra = info.get("extra", {})
+        runfile.set_attrs(out, n_train=n_train, branched_from=str(ck), branch_step=int(step))
+    elif resume:
         if not runfile.checkpoint_path(out).exists():
             raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
         diffs = _compatible(runfile.checkpoint_config(out), cfg)

@@ -392,6 +392,31 @@ def test_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_branch_continues_a_run_with_new_learning_rates(tmp_path):
+    """A branch without changes is the run resumed: same test curve and weights, bit for
+    bit. A branch may change model.eta (and is then a different run from there), never
+    the network."""
+    base = load_config("tiny").replace(train=dict(test_every=200), test=dict(n_test=100))
+    a = train(base.replace(train=dict(epochs=0.2)), out=tmp_path / "a.h5", progress=False)
+    copy = tmp_path / "a-at-0.2-epochs.ckpt"  # a checkpoint file by itself (the resume below moves a's on)
+    copy.write_bytes(checkpoint_path(a.path).read_bytes())
+    longer = base.replace(train=dict(epochs=0.4))
+    same = train(longer, out=tmp_path / "same.h5", branch_from=a.path, progress=False)
+    resumed = train(longer, out=a.path, resume=True, progress=False)
+    run_b, run_r = Run(same.path), Run(resumed.path)
+    assert run_b.attrs["branch_step"] == a.steps and run_b.attrs["branched_from"].endswith("a.h5.ckpt")
+    cb, cr = run_b.test_curve(), run_r.test_curve()
+    after = cr["step"] > a.steps
+    np.testing.assert_array_equal(cb["step"], cr["step"][after])
+    np.testing.assert_array_equal(cb["error"], cr["error"][after])
+    np.testing.assert_array_equal(run_b.final("h1", "W"), run_r.final("h1", "W"))
+    slow = train(longer.replace(model=dict(eta=2e-3)), out=tmp_path / "slow.h5", branch_from=copy, progress=False)
+    assert Run(slow.path).attrs["branch_step"] == a.steps and json.loads(Run(slow.path).attrs["config"])["model"]["eta"] == 2e-3
+    assert not np.array_equal(Run(slow.path).final("h1", "W"), run_r.final("h1", "W"))
+    with pytest.raises(ConfigError, match="model.tau"):
+        train(longer.replace(model=dict(tau=0.5)), out=tmp_path / "bad.h5", branch_from=a.path, progress=False)
+
+
 def test_resume_can_extend_epochs_but_not_change_the_model(tmp_path):
     cfg = load_config("tiny").replace(train={"epochs": 0.2})
     train(cfg, out=tmp_path / "r.h5", progress=False)
