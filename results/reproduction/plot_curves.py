@@ -1,0 +1,40 @@
+"""Issue 9: test-error curves of several runs, read from their ``spikefa curve`` CSV files.
+
+    python results/reproduction/plot_curves.py OUT.png LABEL=CURVE.csv [LABEL=CURVE.csv ...]
+
+Solid: the read-out at the last of the M test steps (the reported error); dotted: spikes
+summed over the M steps. A horizontal line marks the paper's 1.8%.
+"""
+
+import csv
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main(out, specs):
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for i, spec in enumerate(specs):
+        label, path = spec.split("=", 1)
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        ep = [float(r["epoch"]) for r in rows]
+        ax.plot(ep, [100 * float(r["error_last"]) for r in rows], marker="o", markersize=3, color=f"C{i}",
+                label=f"{label} (last step)")
+        ax.plot(ep, [100 * float(r["error_sum"]) for r in rows], linestyle=":", color=f"C{i}",
+                label=f"{label} (summed over M steps)")
+    ax.axhline(1.8, color="0.5", linewidth=0.8)
+    ax.text(0.02, 1.9, "paper: 1.8%", fontsize="small", color="0.4", transform=ax.get_yaxis_transform())
+    ax.set_xlabel("epochs (60,000 training images each)")
+    ax.set_ylabel("test error on 10,000 images (%)")
+    ax.set_ylim(0, 12)
+    ax.legend(fontsize="x-small", frameon=False)
+    fig.tight_layout()
+    fig.savefig(out, dpi=150)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
