@@ -333,12 +333,17 @@ def save_checkpoint(path, net, *, rng, step: int, n_tests: int, wall_s: float, e
     os.replace(tmp, ck)
 
 
-def checkpoint_config(path) -> Config:
-    """The config a checkpoint was written with (to check a resume before loading it)."""
-    ck = checkpoint_path(path)
+def checkpoint_config(path, *, with_step: bool = False):
+    """The config a checkpoint was written with (to check a resume before loading it).
+
+    ``path`` is a run file (its ``.ckpt`` is read) or a checkpoint file itself; with
+    ``with_step`` the checkpoint's step comes too, as ``(config, step)``.
+    """
+    ck = Path(path) if str(path).endswith(".ckpt") else checkpoint_path(path)
     try:
         with h5py.File(ck, "r") as f:
-            return config_from_dict(json.loads(f.attrs["config"]))
+            cfg = config_from_dict(json.loads(f.attrs["config"]))
+            return (cfg, int(f.attrs["step"])) if with_step else cfg
     except OSError as exc:
         raise RunFileError(f"cannot read the checkpoint {ck}: {exc}") from None
 

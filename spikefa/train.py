@@ -262,19 +262,17 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             ck = runfile.checkpoint_path(ck)
         if not ck.exists():
             raise runfile.RunFileError(f"nothing to branch from: {ck} does not exist")
-        import h5py
-
-        with h5py.File(ck, "r") as f:
-            old = runfile.config_from_dict(json.loads(f.attrs["config"]))
+        old, branch_step = runfile.checkpoint_config(ck, with_step=True)
         diffs = _compatible(old, cfg, BRANCHABLE_KEYS)
         if diffs:
             raise ConfigError(f"{ck} was run with a different network or protocol; a branch may change only "
                               + ", ".join(sorted(f"{a}.{b}" for a, b in BRANCHABLE_KEYS)) + ": " + "; ".join(diffs))
+        if branch_step > total_steps:
+            raise ConfigError(f"{ck} is at step {branch_step}, past the {total_steps} steps of "
+                              f"train.epochs = {cfg.train.epochs}")
         runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
         info = runfile.read_checkpoint(ck, net, rng)
         step = info["step"]
-        if step > total_steps:
-            raise ConfigError(f"{ck} is at step {step}, past the {total_steps} steps of train.epochs = {cfg.train.epochs}")
         extra = info.get("extra", {})
         runfile.set_attrs(out, n_train=n_train, branched_from=str(ck), branch_step=int(step))
     elif resume:

@@ -415,6 +415,9 @@ def test_branch_continues_a_run_with_new_learning_rates(tmp_path):
     assert not np.array_equal(Run(slow.path).final("h1", "W"), run_r.final("h1", "W"))
     with pytest.raises(ConfigError, match="model.tau"):
         train(longer.replace(model=dict(tau=0.5)), out=tmp_path / "bad.h5", branch_from=a.path, progress=False)
+    with pytest.raises(ConfigError, match="past the"):
+        train(base.replace(train=dict(epochs=0.1)), out=tmp_path / "short.h5", branch_from=copy, progress=False)
+    assert not (tmp_path / "bad.h5").exists() and not (tmp_path / "short.h5").exists()
 
 
 def test_resume_can_extend_epochs_but_not_change_the_model(tmp_path):
