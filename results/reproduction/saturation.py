@@ -12,9 +12,8 @@ One step's state is a snapshot, not an average: read it beside the others.
 
 import sys
 
-import numpy as np
-
 from spikefa.measures import angle_deg
+from spikefa.record import saturation
 from spikefa.train import network_from_checkpoint
 
 
@@ -23,15 +22,11 @@ def rows(path):
     n_train = 60000 if net.config.train.dataset == "mnist" else 2000
     epochs = info["step"] / net.config.train.steps_per_image / n_train
     out = []
-    for l in range(1, net.m + 1):
-        sl = net.layer_slice(l)
-        v = net.state.psp[sl].astype(np.float64)
-        p = 1.0 / (1.0 + np.exp(-v))
-        angle = ""
-        if l < net.m:
-            angle = f"{angle_deg(net.weights(l + 1), net.feedback_matrix(l)):.1f}"
-        out.append(f"| {info['step']:,} | {epochs:.2f} | {net.names[l]} | {np.abs(v).mean():.2f} | "
-                   f"{(p * (1 - p)).mean():.3f} | {np.abs(net.weights(l)).mean():.4f} | {angle} |")
+    # the same means a run file records every record.measure_every steps (spikefa.record)
+    for l, (abs_psp, slope, abs_weight) in enumerate(saturation(net), start=1):
+        angle = f"{angle_deg(net.weights(l + 1), net.feedback_matrix(l)):.1f}" if l < net.m else ""
+        out.append(f"| {info['step']:,} | {epochs:.2f} | {net.names[l]} | {abs_psp:.2f} | "
+                   f"{slope:.3f} | {abs_weight:.4f} | {angle} |")
     return out
 
 
