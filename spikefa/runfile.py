@@ -587,8 +587,9 @@ class Run:
                                    "(record.measure_every = 0, or a run file written before they were added)")
             g = f["saturation"]
             out = dict(step=g["step"][...])
-            for what in ("abs_psp", "slope", "abs_weight"):
-                out[what] = {k: v[...] for k, v in g[what].items()}
+            for what, group in g.items():  # the measures the file holds (spikefa.record.SATURATION_FIELDS)
+                if what != "step":
+                    out[what] = {k: v[...] for k, v in group.items()}
             return out
 
     def rates(self, layer: str | None = None) -> dict:
