@@ -10,6 +10,10 @@ benchmark, not a test: it prints what it measured and asserts nothing.
 
 For a model with fixed feedback the same model with ``model.feedback_storage = "int8"``
 is timed too (row ``spikefa-int8``): its feedback matrices take a quarter of the bytes.
+The same model with the other ``run.forward_pass`` is timed too (row ``spikefa-full-pass``
+or ``spikefa-incremental``). ``--checkpoint CKPT`` starts every network from a training
+run's checkpoint instead of fresh weights: late in training few units change state from
+one step to the next, which is where the incremental forward pass saves its reads.
 
 Also printed: the spike density of every layer, the bytes a training step has to move
 (active forward rows read, feedback matrices read, active rows read and written by the
@@ -30,7 +34,8 @@ import time
 import numba
 import numpy as np
 
-from .config import MOVING_FEEDBACK, load_config
+from . import runfile
+from .config import MOVING_FEEDBACK, Config, load_config
 from .data import load_subset
 from .network import init_network, input_probabilities
 
@@ -67,12 +72,19 @@ def _stimulus(net, steps, seed):
     return uniforms, probs, step_image, labels[idx][step_image]
 
 
-def time_spikefa(cfg, steps: int, backend: str, seed: int = 0, warmup: int = 100, block: int = 100):
+def time_spikefa(cfg, steps: int, backend: str, seed: int = 0, warmup: int = 100, block: int = 100, checkpoint=None):
     """ms per training step of ``backend``: the median over blocks of ``block`` steps."""
-    return time_interleaved([("x", cfg, backend)], steps, seed, warmup, block)["x"]
+    return time_interleaved([("x", cfg, backend)], steps, seed, warmup, block, checkpoint)["x"]
 
 
-def time_interleaved(entries, steps: int, seed: int = 0, warmup: int = 100, block: int = 100) -> dict:
+def _network(cfg, checkpoint=None):
+    net = init_network(cfg)
+    if checkpoint is not None:
+        runfile.read_checkpoint(checkpoint, net)
+    return net
+
+
+def time_interleaved(entries, steps: int, seed: int = 0, warmup: int = 100, block: int = 100, checkpoint=None) -> dict:
     """ms per training step of several ``(name, cfg, backend)``, timed block by block in turn.
 
     Each network first runs ``warmup`` untimed steps (JIT compilation included, and the
@@ -81,9 +93,11 @@ def time_interleaved(entries, steps: int, seed: int = 0, warmup: int = 100, bloc
     its blocks. Taking turns cancels the drift of a shared machine's speed from one minute
     to the next out of the ratios, and the median keeps one disturbed block from moving them.
 
+    ``checkpoint``: a training checkpoint every network starts from (weights and state).
+
     Returns ``{name: (ms_per_step, spikes of the timed steps, network)}``.
     """
-    nets = {name: init_network(cfg) for name, cfg, _ in entries}
+    nets = {name: _network(cfg, checkpoint) for name, cfg, _ in entries}
     backend = {name: be for name, _, be in entries}
     first = next(iter(nets.values()))
     u, probs, si, lab = _stimulus(first, steps + warmup, seed)
@@ -101,16 +115,35 @@ def time_interleaved(entries, steps: int, seed: int = 0, warmup: int = 100, bloc
     return {name: (1e3 * float(np.median(times[name])), np.concatenate(spikes[name]), nets[name]) for name in nets}
 
 
+def forward_rows(net, spikes) -> np.ndarray:
+    """Presynaptic rows the forward pass reads per step and layer, mean over the steps:
+    the active ones, or with ``run.forward_pass = "incremental"`` those whose spike changed
+    where they are fewer, with a full sum every ``K`` steps (an estimate: the kernel's full
+    sums also follow each flush, which the ``K``-step cadence matches in training)."""
+    K = net.state.pend_spikes.shape[0]
+    rows = np.zeros(net.m)
+    for l in range(1, net.m + 1):
+        pre = spikes[:, net.layer_slice(l - 1)].astype(np.int8)
+        act = pre.sum(axis=1).astype(float)
+        if net.config.run.forward_pass == "incremental" and K > 1:
+            ch = np.concatenate([[np.inf], np.abs(np.diff(pre, axis=0)).sum(axis=1)])
+            inc = np.minimum(act, ch)
+            full = np.arange(pre.shape[0]) % K == 0
+            act = np.where(full, act, inc)
+        rows[l - 1] = act.mean()
+    return rows
+
+
 def step_bytes(net, spikes) -> dict:
     """Bytes one training step must move, at the measured spike densities."""
     itemsize = net.W[0].dtype.itemsize
     K = net.state.pend_spikes.shape[0]  # deferred updates: rows written once per K steps
     fwd = upd = 0.0
+    rows = forward_rows(net, spikes)
     for l in range(1, net.m + 1):
         pre = spikes[:, net.layer_slice(l - 1)]
-        active = pre.sum(axis=1).mean()
         row = int(net.sizes[l]) * itemsize
-        fwd += active * row
+        fwd += rows[l - 1] * row
         if net.wiring.learn[l - 1]:
             # rows that spiked at least once in a window of K steps, read and written once
             touched = np.mean([pre[t:t + K].any(axis=0).sum() for t in range(0, pre.shape[0] - K + 1, K)])
@@ -119,12 +152,14 @@ def step_bytes(net, spikes) -> dict:
     return dict(forward_read=fwd, feedback_read=float(fb), update_read_write=upd, total=fwd + fb + upd)
 
 
-def peak_rss_of_training(model: str, steps: int) -> float:
-    """Peak resident memory (MiB) of a child process that trains ``model`` for ``steps`` steps."""
+def peak_rss_of_training(model, steps: int) -> float:
+    """Peak resident memory (MiB) of a child process that trains ``model`` (a name, file or
+    Config) for ``steps`` steps."""
+    cfg = model if isinstance(model, Config) else load_config(model)
     code = (
-        "import resource, tempfile, os\n"
-        "from spikefa.config import load_config\nfrom spikefa.train import train\n"
-        f"cfg = load_config({model!r})\n"
+        "import json, tempfile, os\n"
+        "from spikefa.config import config_from_dict\nfrom spikefa.train import train\n"
+        f"cfg = config_from_dict(json.loads({json.dumps(cfg.to_dict())!r}))\n"
         "n = 2000\n"
         f"cfg = cfg.replace(train=dict(dataset='mnist-subset', n_train=0, test_every=0, epochs={steps} / cfg.train.steps_per_image / n), test=dict(n_test=100))\n"
         "d = tempfile.mkdtemp()\n"
@@ -138,25 +173,42 @@ def peak_rss_of_training(model: str, steps: int) -> float:
 
 
 def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_steps=20, brian2_target="numpy",
-                  rss=True, seed=0, int8=True, warmup=100) -> dict:
-    cfg = load_config(model)
+                  rss=True, seed=0, int8=True, warmup=100, checkpoint=None, other_pass=True) -> dict:
+    """Time every implementation on ``model`` (a name, file or Config); with ``checkpoint``
+    the model is the checkpoint's own and every network starts from its weights and state."""
+    if checkpoint is not None:
+        cfg = runfile.checkpoint_config(checkpoint)
+        if model not in (None, "lillicrap2016-fig4", cfg.name):
+            raise ValueError(f"--checkpoint brings its own model ({cfg.name}); leave MODEL out (got {model!r})")
+    else:
+        cfg = model if isinstance(model, Config) else load_config(model)
     results: dict = {}
     entries = [("spikefa", cfg, "numba"), ("spikefa-1-thread", cfg, "numba-serial")]
     with_int8 = int8 and cfg.model.feedback_storage == "float" and cfg.model.feedback not in MOVING_FEEDBACK
     if with_int8:
         # the same model with its fixed feedback stored as int8 levels (model.feedback_storage)
         entries.append(("spikefa-int8", cfg.replace(model=dict(feedback_storage="int8")), "numba"))
-    timed = time_interleaved(entries, steps, seed, warmup)
+    other = "full" if cfg.run.forward_pass == "incremental" else "incremental"
+    if other_pass:
+        entries.append((f"spikefa-{'full-pass' if other == 'full' else 'incremental'}",
+                        cfg.replace(run=dict(forward_pass=other)), "numba"))
+    timed = time_interleaved(entries, steps, seed, warmup, checkpoint=checkpoint)
     ms, spikes, net = timed["spikefa"]
-    results["spikefa"] = dict(ms_per_step=ms, steps=steps, kernel="numba-parallel" if net.n_synapses >= 1e6 and numba.get_num_threads() > 1 else "numba-serial")
+    results["spikefa"] = dict(ms_per_step=ms, steps=steps, forward_pass=cfg.run.forward_pass,
+                              kernel="numba-parallel" if net.n_synapses >= 1e6 and numba.get_num_threads() > 1 else "numba-serial")
     results["spikefa-1-thread"] = dict(ms_per_step=timed["spikefa-1-thread"][0], steps=steps)
     extra = {}
     if with_int8:
         ms8, spikes8, net8 = timed["spikefa-int8"]
         results["spikefa-int8"] = dict(ms_per_step=ms8, steps=steps, feedback_storage="int8")
         extra["int8"] = step_bytes(net8, spikes8)
+    if other_pass:
+        name = entries[-1][0]
+        mso, spikeso, neto = timed[name]
+        results[name] = dict(ms_per_step=mso, steps=steps, forward_pass=other)
+        extra["other_pass"] = step_bytes(neto, spikeso)
     if numpy_steps:
-        ms_np, _, _ = time_spikefa(cfg, numpy_steps, "numpy", seed, warmup=1, block=numpy_steps)
+        ms_np, _, _ = time_spikefa(cfg, numpy_steps, "numpy", seed, warmup=1, block=numpy_steps, checkpoint=checkpoint)
         results["numpy"] = dict(ms_per_step=ms_np, steps=numpy_steps)
     notes = []
     if brian2_steps:
@@ -177,6 +229,7 @@ def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_
     out = dict(
         model=cfg.name, layers=list(cfg.model.layers), dtype=cfg.model.dtype, feedback=cfg.model.feedback,
         feedback_storage=cfg.model.feedback_storage, deferred_steps=int(net.state.pend_spikes.shape[0]),
+        forward_pass=cfg.run.forward_pass, checkpoint=None if checkpoint is None else str(checkpoint),
         threads=numba.get_num_threads(), cpu=platform.processor() or platform.machine(), results=results,
         spike_density=density, bytes_per_step=moved, read_bandwidth_GBps=bw / 1e9,
         floor_ms_per_step=1e3 * moved["total"] / bw, notes=notes,
@@ -184,18 +237,21 @@ def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_
     if "int8" in extra:
         out["bytes_per_step_int8"] = extra["int8"]
         out["floor_ms_per_step_int8"] = 1e3 * extra["int8"]["total"] / bw
+    if "other_pass" in extra:
+        out["bytes_per_step_other_pass"] = extra["other_pass"]
+        out["floor_ms_per_step_other_pass"] = 1e3 * extra["other_pass"]["total"] / bw
     if rss:
-        out["peak_rss_MiB"] = peak_rss_of_training(model, 2000)
+        out["peak_rss_MiB"] = peak_rss_of_training(cfg, 2000)
     return out
 
 
 def format_table(r: dict) -> str:
     lines = [f"model {r['model']} {r['layers']} {r['dtype']} feedback={r['feedback']} "
-             f"feedback_storage={r['feedback_storage']} deferred_steps={r['deferred_steps']}, "
+             f"feedback_storage={r['feedback_storage']} deferred_steps={r['deferred_steps']} forward_pass={r['forward_pass']}, "
              f"{r['threads']} numba threads, one training step (plasticity on); spikefa rows: medians of 100-step blocks timed in turn", "",
-             f"{'implementation':<18}{'ms/step':>10}{'steps/s':>10}{'x spikefa':>11}{'steps':>7}"]
+             f"{'implementation':<21}{'ms/step':>10}{'steps/s':>10}{'x spikefa':>11}{'steps':>7}"]
     for name, x in r["results"].items():
-        lines.append(f"{name:<18}{x['ms_per_step']:>10.3f}{x['steps_per_s']:>10.1f}{x['ratio_to_spikefa']:>11.2f}{x['steps']:>7}")
+        lines.append(f"{name:<21}{x['ms_per_step']:>10.3f}{x['steps_per_s']:>10.1f}{x['ratio_to_spikefa']:>11.2f}{x['steps']:>7}")
     b = r["bytes_per_step"]
     lines += ["", "spike density: " + ", ".join(f"{k} {v:.3f}" for k, v in r["spike_density"].items()),
               f"bytes per step: forward {b['forward_read'] / 1e6:.1f} MB read, feedback {b['feedback_read'] / 1e6:.1f} MB read, "
@@ -207,6 +263,13 @@ def format_table(r: dict) -> str:
         lines.append(f"spikefa-int8 (model.feedback_storage = 'int8'): feedback {b8['feedback_read'] / 1e6:.1f} MB read, "
                      f"total {b8['total'] / 1e6:.1f} MB -> floor {r['floor_ms_per_step_int8']:.3f} ms/step "
                      f"(at {r['floor_ms_per_step_int8'] / r['results']['spikefa-int8']['ms_per_step']:.0%} of it)")
+    if "bytes_per_step_other_pass" in r:
+        bo = r["bytes_per_step_other_pass"]
+        name = next(n for n in r["results"] if n in ("spikefa-full-pass", "spikefa-incremental"))
+        lines.append(f"{name}: forward {bo['forward_read'] / 1e6:.1f} MB read, total {bo['total'] / 1e6:.1f} MB -> floor "
+                     f"{r['floor_ms_per_step_other_pass']:.3f} ms/step")
+    if r.get("checkpoint"):
+        lines.append(f"every network started from the checkpoint {r['checkpoint']}")
     if "peak_rss_MiB" in r:
         lines.append(f"peak resident memory of a 2,000-step training run of this model: {r['peak_rss_MiB']:.0f} MiB")
     lines += [f"note: {n}" for n in r["notes"]]
@@ -223,10 +286,14 @@ def main(argv=None) -> int:
     p.add_argument("--brian2-target", default="numpy", help="Brian2 code generation target (numpy, cython, cpp_standalone)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child run")
     p.add_argument("--no-int8", action="store_true", help="skip the int8-feedback row (model.feedback_storage)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="start every network from this training checkpoint "
+                   "(RUN.h5.ckpt; its model is timed)")
+    p.add_argument("--no-other-pass", action="store_true", help="skip the row with the other run.forward_pass")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     r = run_benchmark(args.model, args.steps, args.numpy_steps, args.brian2_steps, args.brian2_target, rss=not args.no_rss,
-                      int8=not args.no_int8, warmup=args.warmup)
+                      int8=not args.no_int8, warmup=args.warmup, checkpoint=args.checkpoint,
+                      other_pass=not args.no_other_pass)
     print(json.dumps(r, indent=1) if args.json else format_table(r))
     return 0
 

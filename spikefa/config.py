@@ -24,6 +24,9 @@ PHI_D_CHOICES = ("tanh", "2sigma-1", "sigma-0.5")
 READOUT_CHOICES = ("last", "sum", "prob")
 DTYPE_CHOICES = ("float32", "float64")
 FEEDBACK_STORAGE_CHOICES = ("float", "int8")
+# run.forward_pass: sum every active row of W each step, or only the rows of units whose
+# spike changed onto the last step's sums (float rounding only; kernels.py)
+FORWARD_PASS_CHOICES = ("full", "incremental")
 # variants whose feedback matrices change during a run and so need the working dtype
 MOVING_FEEDBACK = ("transport", "learned")
 DATASET_CHOICES = ("mnist", "mnist-subset")
@@ -82,15 +85,18 @@ class TestParams:
 
 @dataclass(frozen=True)
 class RunParams:
-    """How the run is executed. ``seed`` decides the run; ``deferred_steps`` changes only
-    float rounding (weight updates are folded into the forward pass exactly and written
-    into W every that many steps); the others do not change the result at all."""
+    """How the run is executed. ``seed`` decides the run; ``deferred_steps`` and
+    ``forward_pass`` change only float rounding (weight updates are folded into the
+    forward pass exactly and written into W every that many steps; ``"incremental"`` sums
+    the forward drive from the last step's by the rows of the units whose spike changed);
+    the others do not change the result at all."""
 
     seed: int = 1
     backend: str = "numba"
     block_steps: int = 500
     checkpoint_minutes: float = 10.0
     deferred_steps: int = 8
+    forward_pass: str = "full"
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,7 @@ def _validate(cfg: Config) -> Config:
         block_steps=_number("run.block_steps", ru.block_steps, lo=1, integer=True),
         checkpoint_minutes=_number("run.checkpoint_minutes", ru.checkpoint_minutes, lo=0, lo_open=True),
         deferred_steps=_number("run.deferred_steps", ru.deferred_steps, lo=1, hi=64, integer=True),
+        forward_pass=_choice("run.forward_pass", ru.forward_pass, FORWARD_PASS_CHOICES),
     )
     if not isinstance(cfg.name, str):
         _fail("name", cfg.name, "a string")

@@ -544,6 +544,7 @@ def update_from_brian2(net: Network, bnet) -> Network:
     st = network_state(bnet)
     dtype = net.W[0].dtype
     net.state.n_pend[...] = 0
+    net.invalidate_forward_cache()
     for l in range(1, net.m + 1):
         n, sl = net.names[l], net.layer_slice(l)
         net.W[l - 1][...] = st[f"W_{n}"].astype(dtype)

@@ -90,6 +90,39 @@ def _add_rows(Wl, rows, k, acc, j0, j1):
 
 
 @njit(cache=True)
+def _add_rows_signed(Wl, rows, sign, k, acc, j0, j1):
+    """``acc[j0:j1] = sum over a < k of sign[a] * Wl[rows[a], j0:j1]`` (``sign`` = +-1: rows
+    of units that started or stopped spiking), row after row in float64 like ``_add_rows``;
+    a product with +-1 is exact, so this is the same arithmetic as adding and subtracting."""
+    n = j1 - j0
+    out = acc[j0:j1]
+    for j in range(n):
+        out[j] = 0.0
+    a = 0
+    while a + 4 <= k:
+        r0 = Wl[rows[a], j0:j1]
+        r1 = Wl[rows[a + 1], j0:j1]
+        r2 = Wl[rows[a + 2], j0:j1]
+        r3 = Wl[rows[a + 3], j0:j1]
+        s0, s1, s2, s3 = sign[a], sign[a + 1], sign[a + 2], sign[a + 3]
+        for j in range(n):
+            out[j] = (((out[j] + s0 * r0[j]) + s1 * r1[j]) + s2 * r2[j]) + s3 * r3[j]
+        a += 4
+    while a < k:
+        r = Wl[rows[a], j0:j1]
+        s0 = sign[a]
+        for j in range(n):
+            out[j] += s0 * r[j]
+        a += 1
+
+
+@njit(cache=True)
+def _copy_to(out, x):
+    for j in range(out.shape[0]):
+        out[j] = x[j]
+
+
+@njit(cache=True)
 def _sub_row(row, g):
     for j in range(row.shape[0]):
         row[j] -= g[j]
@@ -144,6 +177,7 @@ def _run_block(
     plastic, feedback,
     rec_idx, spike_buf, trace_psp, trace_fb, trace_mod, nthreads,
     pend_spikes, pend_g, n_pend, cnt,
+    incremental, fwd_cache, fwd_age, prev_spikes, changed, sign,
 ):
     """Advance the network ``uniforms.shape[0]`` steps in place.
 
@@ -193,6 +227,19 @@ def _run_block(
         (``W s = W_base s - sum_q (s_q . s) g_q``), and every ``K`` plastic steps they are
         applied to the rows that spiked, oldest first: ``W`` is written once per ``K`` steps.
         ``K = 1`` applies every update at once.
+    incremental, fwd_cache, fwd_age : bool, float64 (N,), int64 (1,)
+        ``run.forward_pass = "incremental"``: ``fwd_cache`` holds, for every non-input unit,
+        the float64 sum of the raw rows of ``W`` of the presynaptic units that spiked at the
+        last step (``W_base s(t-1)``, pending updates not included), and ``fwd_age`` the
+        steps since it was last summed in full. A step then adds the rows of the units that
+        started spiking and subtracts those of the units that stopped, where those are fewer
+        than the active rows (late in training 20-30% as many: units near saturation rarely
+        change state). A full sum is taken whenever ``fwd_age`` reaches ``K`` (every ``K``
+        steps in testing) and on the step after each flush of the deferred updates (``W``
+        changed), so the cached sums carry the rounding of at most ``K`` steps of float64
+        additions. ``fwd_age >= K`` means "no valid cache"; with ``K = 1`` every pass is full.
+    prev_spikes, changed, sign : uint8 (N,), int64 (N,), float64 (N,)
+        Workspaces: the spikes of the last step, the units whose spike changed, +-1.
     nthreads : int
         Number of column chunks of the forward sweep (Numba's thread count, 1 for the
         serial kernel; passed in because ``numba.get_num_threads`` would stop the compiled
@@ -201,7 +248,10 @@ def _run_block(
     m = sizes.shape[0] - 1
     n_steps = uniforms.shape[0]
     K = pend_spikes.shape[0]
+    N = spikes.shape[0]
     for t in range(n_steps):
+        if incremental:
+            _copy_to(prev_spikes, spikes)
         # 1. input spikes
         img = step_image[t]
         n0 = sizes[0]
@@ -209,6 +259,7 @@ def _run_block(
             spikes[i] = 1 if uniforms[t, i] < in_prob[img, i] else 0
 
         # 2. forward sweep, bottom-up
+        use_inc = incremental and fwd_age[0] < K
         for l in range(1, m + 1):
             Wl = W[l - 1]
             bl = b[l - 1]
@@ -233,18 +284,34 @@ def _run_block(
                 for i in range(n_pre):
                     c_q += pq[i] & sp_pre[i]
                 cnt[q] = c_q
-            # The active rows are summed in shares of at least 32 rows, each whole rows
-            # into its own float64 accumulator (long contiguous reads the prefetcher
-            # follows; 2.3x faster than splitting the columns, measured in isolation),
-            # and the shares are added once after. How many shares depends on ``k`` and
-            # on the workspace only, not on the number of threads, so every thread count
+            # incremental: the units whose spike changed since the last step, if fewer
+            inc_l = False
+            kc = 0
+            if use_inc:
+                pv = prev_spikes[o_pre:o_pre + n_pre]
+                for i in range(n_pre):
+                    if sp_pre[i] != pv[i]:
+                        changed[o_pre + kc] = i
+                        sign[o_pre + kc] = 1.0 if sp_pre[i] else -1.0
+                        kc += 1
+                inc_l = kc < k
+            n_rows = kc if inc_l else k
+            # The rows are summed in shares of at least 32 rows, each whole rows into its
+            # own float64 accumulator (long contiguous reads the prefetcher follows; 2.3x
+            # faster than splitting the columns, measured in isolation), and the shares
+            # are added once after. How many shares depends on the number of rows and on
+            # the workspace only, not on the number of threads, so every thread count
             # (and the serial kernel) adds in the same order and gives the same bits.
-            n_parts = min(acc.shape[0], max(1, k // 32))
-            share = (((k + n_parts - 1) // n_parts) + 3) // 4 * 4
+            n_parts = min(acc.shape[0], max(1, n_rows // 32))
+            share = (((n_rows + n_parts - 1) // n_parts) + 3) // 4 * 4
             for th in prange(n_parts):
-                a0 = min(th * share, k)
-                a1 = min(a0 + share, k)
-                _add_rows(Wl, active[o_pre + a0:o_pre + a1], a1 - a0, acc[th], 0, n_post)
+                a0 = min(th * share, n_rows)
+                a1 = min(a0 + share, n_rows)
+                if inc_l:
+                    _add_rows_signed(Wl, changed[o_pre + a0:o_pre + a1], sign[o_pre + a0:o_pre + a1], a1 - a0,
+                                     acc[th], 0, n_post)
+                else:
+                    _add_rows(Wl, active[o_pre + a0:o_pre + a1], a1 - a0, acc[th], 0, n_post)
             width = (n_post + nthreads - 1) // nthreads
             width = ((width + 15) // 16) * 16
             n_chunks = (n_post + width - 1) // width
@@ -254,6 +321,10 @@ def _run_block(
                 total = acc[0, j0:j1]
                 for th in range(1, n_parts):
                     _add_to(total, acc[th, j0:j1])
+                if inc_l:
+                    _add_to(total, fwd_cache[o + j0:o + j1])
+                if incremental:
+                    _copy_to(fwd_cache[o + j0:o + j1], total)
                 for q in range(npd):
                     if cnt[q] != 0.0:
                         _sub_scaled(total, cnt[q], pend_g[l - 1, q, j0:j1])
@@ -268,6 +339,8 @@ def _run_block(
                     p = _sigma(np.float64(vj[j]))
                     pj[j] = p
                     sj[j] = 1 if uj[j] < p else 0
+        if incremental:
+            fwd_age[0] = fwd_age[0] + 1 if use_inc else 1
 
         if feedback or plastic:
             # 3. error neurons: output minus target
@@ -346,6 +419,7 @@ def _run_block(
                                 if pend_spikes[q, o_pre + i]:
                                     _sub_row(Wl[i], pend_g[l - 1, q, :n_post])
                     n_pend[0] = 0
+                    fwd_age[0] = K  # W changed: the next forward pass sums in full
 
             # 5b. feedback learned by node perturbation (Lansdell et al. 2020; see feedback.py)
             any_fb_learn = False
@@ -375,7 +449,6 @@ def _run_block(
                     psp_baseline[i] += baseline_rate * (psp[i] - psp_baseline[i])
 
         # recording: every unit's spikes, chosen neurons' traces
-        N = spikes.shape[0]
         for i in range(N):
             spike_buf[t, i] = spikes[i]
         for r in range(rec_idx.shape[0]):

@@ -56,6 +56,8 @@ class NetworkState:
     pend_spikes: np.ndarray  # uint8 (K, N) spikes of the steps whose updates are pending
     pend_g: np.ndarray  # dtype (m, K, max n) their update vectors (raw, per layer)
     n_pend: np.ndarray  # int64 (1,) how many are pending
+    fwd_cache: np.ndarray  # float64 (N,) run.forward_pass = "incremental": W_base s(t-1) per unit
+    fwd_age: np.ndarray  # int64 (1,) steps since fwd_cache was summed in full (>= K: not valid)
 
     @classmethod
     def zeros(cls, sizes, dtype, deferred_steps: int = 1) -> "NetworkState":
@@ -66,6 +68,7 @@ class NetworkState:
             modulator=np.zeros(n, dtype), psp_baseline=np.zeros(n),
             pend_spikes=np.zeros((deferred_steps, n), np.uint8), pend_g=np.zeros((m, deferred_steps, mx), dtype),
             n_pend=np.zeros(1, np.int64),
+            fwd_cache=np.zeros(n), fwd_age=np.full(1, deferred_steps, np.int64),
         )
 
     def arrays(self) -> dict:
@@ -149,6 +152,11 @@ class Network:
             return (self.wiring.quantum[l - 1] * F).astype(dtype)
         return F.copy() if si < 0 else (self.scale[si] * F).astype(dtype)
 
+    def invalidate_forward_cache(self) -> None:
+        """Make the next step sum its forward drive in full (``run.forward_pass =
+        "incremental"`` keeps the last step's sums); call after writing ``W`` from outside."""
+        self.state.fwd_age[0] = self.state.pend_spikes.shape[0]
+
     def fold_scale(self) -> None:
         """Multiply the decay scale into the raw weights (exact enough, and rare: only when
         the scale has fallen below 1/2, so that raw weights keep their float32 range)."""
@@ -158,6 +166,7 @@ class Network:
             self.b[l] *= c
             self.state.pend_g[l] *= c
             self.scale[l] = 1.0
+        self.invalidate_forward_cache()
 
     def copy(self) -> "Network":
         """A deep copy (transport feedback keeps aliasing the copy's own W)."""
@@ -177,6 +186,7 @@ class Network:
                 trace_psp=np.zeros((n_steps, n_rec), dtype),
                 trace_fb=np.zeros((n_steps, n_rec), dtype),
                 trace_mod=np.zeros((n_steps, n_rec), dtype),
+                prev_spikes=np.zeros(n, np.uint8), changed=np.zeros(n, np.int64), sign=np.zeros(n),
             )
         return self._work
 
@@ -254,6 +264,8 @@ class Network:
             rec_idx, work["spike_buf"], work["trace_psp"], work["trace_fb"], work["trace_mod"],
             nthreads,
             st.pend_spikes, st.pend_g, st.n_pend, work["cnt"],
+            cfg.run.forward_pass == "incremental", st.fwd_cache, st.fwd_age,
+            work["prev_spikes"], work["changed"], work["sign"],
         )
         if self.scale.min() < 0.5:
             self.fold_scale()

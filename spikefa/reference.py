@@ -46,13 +46,22 @@ def run_block(
     plastic, feedback,
     rec_idx, spike_buf, trace_psp, trace_fb, trace_mod, nthreads=1,
     pend_spikes=None, pend_g=None, n_pend=None, cnt=None,
+    incremental=False, fwd_cache=None, fwd_age=None, prev_spikes=None, changed=None, sign=None,
 ):
-    """NumPy twin of :func:`spikefa.kernels.run_block` (same signature, same effects)."""
+    """NumPy twin of :func:`spikefa.kernels.run_block` (same signature, same effects).
+
+    ``run.forward_pass = "incremental"`` changes how the kernel sums the forward drive
+    (only the rows of units whose spike changed, onto a cached sum), not what it sums: the
+    twin always sums the active rows in full, and keeps ``fwd_cache`` and ``fwd_age`` as
+    the kernel does, so that the two can be compared value for value (the cached sums
+    agree to float64 rounding, the PSPs and spikes to the working dtype's).
+    """
     m = len(sizes) - 1
     sl = [slice(offsets[l], offsets[l] + sizes[l]) for l in range(m + 1)]
     dtype = psp.dtype
     K = pend_spikes.shape[0]
     for t in range(uniforms.shape[0]):
+        use_inc = incremental and fwd_age[0] < K
         u = uniforms[t]
         spikes[sl[0]] = u[sl[0]] < in_prob[step_image[t]]
 
@@ -62,6 +71,8 @@ def run_block(
             idx = np.flatnonzero(spikes[sl[l - 1]])
             pre_active.append(idx)
             drive = W[l - 1][idx].sum(axis=0, dtype=f64) if idx.size else np.zeros(sizes[l])
+            if incremental:
+                fwd_cache[sl[l]] = drive
             if learn[l - 1]:  # pending (deferred) updates, folded in exactly
                 for q in range(n_pend[0]):
                     c_q = f64(pend_spikes[q, sl[l - 1]][idx].sum())
@@ -71,6 +82,8 @@ def run_block(
             psp[sl[l]] = one_minus_tau * psp[sl[l]].astype(f64) + tau * x
             prob[sl[l]] = _sigma(psp[sl[l]].astype(f64))
             spikes[sl[l]] = u[sl[l]] < prob[sl[l]]
+        if incremental:
+            fwd_age[0] = fwd_age[0] + 1 if use_inc else 1
 
         if feedback or plastic:
             target = (np.arange(sizes[m]) // n_per_class == step_label[t]).astype(f64)
@@ -116,6 +129,7 @@ def run_block(
                                 rows = np.flatnonzero(pend_spikes[q, sl[l - 1]])
                                 W[l - 1][rows] -= pend_g[l - 1, q, :sizes[l]]
                     n_pend[0] = 0
+                    fwd_age[0] = K
 
             if any(fb_learn):
                 for l in range(1, m):

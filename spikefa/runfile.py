@@ -353,6 +353,10 @@ def load_checkpoint(path, net, rng) -> dict:
     return read_checkpoint(checkpoint_path(path), net, rng)
 
 
+# state arrays added after checkpoints were first written; one without them still resumes
+LATER_STATE = ("fwd_cache", "fwd_age")
+
+
 def read_checkpoint(ck, net, rng=None, *, strict: bool = True) -> dict:
     """Restore ``net`` (and ``rng``) from the checkpoint file ``ck`` itself.
 
@@ -371,9 +375,10 @@ def read_checkpoint(ck, net, rng=None, *, strict: bool = True) -> dict:
         for k, F in enumerate(net.wiring.F):
             if net.wiring.learns[k]:
                 F[...] = f[f"F/{k}"][...]
+        net.invalidate_forward_cache()  # a checkpoint from before run.forward_pass has none
         for name, arr in net.state.arrays().items():
             key = f"state/{name}"
-            if not strict and (key not in f or f[key].shape != arr.shape):
+            if (not strict or name in LATER_STATE) and (key not in f or f[key].shape != arr.shape):
                 continue
             arr[...] = f[key][...]
         if rng is not None:

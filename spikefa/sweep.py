@@ -263,7 +263,7 @@ NOT_IDENTITY = {("run", "block_steps"), ("run", "checkpoint_minutes"), ("run", "
 
 # keys added after sweeps were first run, with the value that reproduces the runs made before
 # them: left out of the hash at that value, so earlier sweep folders keep their run names
-LATER_KEYS = {("model", "feedback_storage"): "float"}
+LATER_KEYS = {("model", "feedback_storage"): "float", ("run", "forward_pass"): "full"}
 
 
 def config_hash(cfg: Config) -> str:

@@ -172,6 +172,7 @@ def network_for(cfg: Config, run_file=None):
     if diffs:
         raise ConfigError(f"{run_file} was run with another model than {cfg.name}: " + "; ".join(diffs))
     src = network_from_run(run)
+    net.invalidate_forward_cache()
     for l in range(1, net.m + 1):
         sl = net.layer_slice(l)
         net.W[l - 1][...] = src.weights(l)
