@@ -218,7 +218,8 @@ def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_
         except Exception as exc:  # brian2 not installed, or no timing hook
             notes.append(f"brian2 skipped: {exc}")
         else:
-            results["brian2"] = dict(ms_per_step=float(timer(cfg, brian2_steps, target=brian2_target)),
+            start = cfg if checkpoint is None else _network(cfg, checkpoint)  # Brian2 starts where spikefa does
+            results["brian2"] = dict(ms_per_step=float(timer(start, brian2_steps, target=brian2_target)),
                                      steps=brian2_steps, target=brian2_target)
     for r in results.values():
         r["steps_per_s"] = 1e3 / r["ms_per_step"]
