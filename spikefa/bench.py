@@ -78,9 +78,14 @@ def time_spikefa(cfg, steps: int, backend: str, seed: int = 0, warmup: int = 100
 
 
 def _network(cfg, checkpoint=None):
+    """A fresh network of ``cfg``, or one with a checkpoint's weights and state (the state
+    arrays that fit: a model with other ``run.deferred_steps`` than the checkpoint's starts
+    with no pending updates)."""
     net = init_network(cfg)
     if checkpoint is not None:
-        runfile.read_checkpoint(checkpoint, net)
+        runfile.read_checkpoint(checkpoint, net, strict=False)
+        if net.state.pend_spikes.shape[0] != runfile.checkpoint_config(checkpoint).run.deferred_steps:
+            net.state.n_pend[0] = 0
     return net
 
 
@@ -172,16 +177,22 @@ def peak_rss_of_training(model, steps: int) -> float:
     return int(res.stdout.strip().splitlines()[-1]) / 1024
 
 
-def run_benchmark(model="lillicrap2016-fig4", steps=500, numpy_steps=20, brian2_steps=20, brian2_target="numpy",
+def run_benchmark(model=None, steps=500, numpy_steps=20, brian2_steps=20, brian2_target="numpy",
                   rss=True, seed=0, int8=True, warmup=100, checkpoint=None, other_pass=True) -> dict:
-    """Time every implementation on ``model`` (a name, file or Config); with ``checkpoint``
-    the model is the checkpoint's own and every network starts from its weights and state."""
-    if checkpoint is not None:
+    """Time every implementation on ``model`` (a name, file or Config; default the paper's).
+
+    With ``checkpoint`` every network starts from that training checkpoint's weights and
+    state; the model is the checkpoint's own unless ``model`` names one of the same layers
+    (to time, say, the bundled model's run options on a network trained with others)."""
+    if checkpoint is not None and model is None:
         cfg = runfile.checkpoint_config(checkpoint)
-        if model not in (None, "lillicrap2016-fig4", cfg.name):
-            raise ValueError(f"--checkpoint brings its own model ({cfg.name}); leave MODEL out (got {model!r})")
     else:
-        cfg = model if isinstance(model, Config) else load_config(model)
+        cfg = model if isinstance(model, Config) else load_config(model or "lillicrap2016-fig4")
+        if checkpoint is not None:
+            ck = runfile.checkpoint_config(checkpoint)
+            if ck.model.layers != cfg.model.layers:
+                raise ValueError(f"the checkpoint {checkpoint} holds a {list(ck.model.layers)} network; "
+                                 f"{cfg.name} is {list(cfg.model.layers)}")
     results: dict = {}
     entries = [("spikefa", cfg, "numba"), ("spikefa-1-thread", cfg, "numba-serial")]
     with_int8 = int8 and cfg.model.feedback_storage == "float" and cfg.model.feedback not in MOVING_FEEDBACK
@@ -279,7 +290,8 @@ def format_table(r: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="spikefa bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", nargs="?", default="lillicrap2016-fig4")
+    p.add_argument("model", nargs="?", default=None,
+                   help="model name or file (default lillicrap2016-fig4, or the checkpoint's own with --checkpoint)")
     p.add_argument("--steps", type=int, default=500, help="steps timed for spikefa")
     p.add_argument("--warmup", type=int, default=100, help="untimed steps first (JIT compilation, the network's first steps)")
     p.add_argument("--numpy-steps", type=int, default=20, help="steps timed for the NumPy twin (0: skip)")
@@ -287,8 +299,8 @@ def main(argv=None) -> int:
     p.add_argument("--brian2-target", default="numpy", help="Brian2 code generation target (numpy, cython, cpp_standalone)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child run")
     p.add_argument("--no-int8", action="store_true", help="skip the int8-feedback row (model.feedback_storage)")
-    p.add_argument("--checkpoint", metavar="CKPT", help="start every network from this training checkpoint "
-                   "(RUN.h5.ckpt; its model is timed)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="start every network from the weights and state of this "
+                   "training checkpoint (RUN.h5.ckpt); its own model unless MODEL is given")
     p.add_argument("--no-other-pass", action="store_true", help="skip the row with the other run.forward_pass")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)

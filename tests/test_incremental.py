@@ -210,6 +210,11 @@ def test_bench_times_the_other_pass_and_starts_from_a_checkpoint(tmp_path):
     assert r["forward_pass"] == "full" and r["checkpoint"].endswith(".ckpt")
     assert r["bytes_per_step_other_pass"]["forward_read"] <= r["bytes_per_step"]["forward_read"]
     assert "spikefa-incremental" in bench.format_table(r)
-    with pytest.raises(ValueError, match="brings its own model"):
+    # another model of the same layers takes the checkpoint's weights (not its K = 8 pending updates)
+    other = cfg.replace(run=dict(deferred_steps=4, forward_pass="incremental"))
+    r = bench.run_benchmark(other, steps=4, numpy_steps=0, brian2_steps=0, rss=False, warmup=1,
+                            checkpoint=runfile.checkpoint_path(tmp_path / "r.h5"), int8=False)
+    assert r["forward_pass"] == "incremental" and r["deferred_steps"] == 4 and "spikefa-full-pass" in r["results"]
+    with pytest.raises(ValueError, match="holds a \\[784, 100, 100, 100\\] network"):
         bench.run_benchmark("small", steps=2, numpy_steps=0, brian2_steps=0, rss=False, warmup=1,
                             checkpoint=runfile.checkpoint_path(tmp_path / "r.h5"))
