@@ -93,7 +93,9 @@ def _add_rows(Wl, rows, k, acc, j0, j1):
 def _add_rows_signed(Wl, rows, sign, k, acc, j0, j1):
     """``acc[j0:j1] = sum over a < k of sign[a] * Wl[rows[a], j0:j1]`` (``sign`` = +-1: rows
     of units that started or stopped spiking), row after row in float64 like ``_add_rows``;
-    a product with +-1 is exact, so this is the same arithmetic as adding and subtracting."""
+    a product with +-1 is exact, so this is the same arithmetic as adding and subtracting.
+    A twin of ``_add_rows`` rather than ``_add_rows`` with all-ones signs, so that the full
+    pass (the default) keeps its loop without the multiplications."""
     n = j1 - j0
     out = acc[j0:j1]
     for j in range(n):
