@@ -84,8 +84,6 @@ def _network(cfg, checkpoint=None):
     net = init_network(cfg)
     if checkpoint is not None:
         runfile.read_checkpoint(checkpoint, net, strict=False)
-        if net.state.pend_spikes.shape[0] != runfile.checkpoint_config(checkpoint).run.deferred_steps:
-            net.state.n_pend[0] = 0
     return net
 
 
@@ -184,6 +182,8 @@ def run_benchmark(model=None, steps=500, numpy_steps=20, brian2_steps=20, brian2
     With ``checkpoint`` every network starts from that training checkpoint's weights and
     state; the model is the checkpoint's own unless ``model`` names one of the same layers
     (to time, say, the bundled model's run options on a network trained with others)."""
+    if checkpoint is not None:  # a run file stands for its checkpoint
+        checkpoint = checkpoint if str(checkpoint).endswith(".ckpt") else runfile.checkpoint_path(checkpoint)
     if checkpoint is not None and model is None:
         cfg = runfile.checkpoint_config(checkpoint)
     else:

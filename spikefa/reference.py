@@ -82,8 +82,7 @@ def run_block(
             psp[sl[l]] = one_minus_tau * psp[sl[l]].astype(f64) + tau * x
             prob[sl[l]] = _sigma(psp[sl[l]].astype(f64))
             spikes[sl[l]] = u[sl[l]] < prob[sl[l]]
-        if incremental:
-            fwd_age[0] = fwd_age[0] + 1 if use_inc else 1
+        fwd_age[0] = (fwd_age[0] + 1 if use_inc else 1) if incremental else K
 
         if feedback or plastic:
             target = (np.arange(sizes[m]) // n_per_class == step_label[t]).astype(f64)

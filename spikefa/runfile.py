@@ -375,17 +375,24 @@ def read_checkpoint(ck, net, rng=None, *, strict: bool = True) -> dict:
         for k, F in enumerate(net.wiring.F):
             if net.wiring.learns[k]:
                 F[...] = f[f"F/{k}"][...]
-        net.invalidate_forward_cache()  # a checkpoint from before run.forward_pass has none
+        skipped = []
         for name, arr in net.state.arrays().items():
             key = f"state/{name}"
             if (not strict or name in LATER_STATE) and (key not in f or f[key].shape != arr.shape):
+                skipped.append(name)
                 continue
             arr[...] = f[key][...]
+        if "pend_spikes" in skipped or "pend_g" in skipped:
+            net.state.n_pend[0] = 0  # another K (strict=False): the pending updates are dropped
+        ck_cfg = config_from_dict(json.loads(f.attrs["config"]))
+        if skipped or ck_cfg.run.forward_pass != "incremental":
+            # no cache in the file (older, or a full-pass run), or not one for this K
+            net.invalidate_forward_cache()
         if rng is not None:
             rng.bit_generator.state = json.loads(f.attrs["rng_state"])
         extra = {name: ds[...] for name, ds in f["extra"].items()} if "extra" in f else {}
         return dict(step=int(f.attrs["step"]), n_tests=int(f.attrs["n_tests"]), wall_s=float(f.attrs["wall_s"]),
-                    config=config_from_dict(json.loads(f.attrs["config"])), extra=extra)
+                    config=ck_cfg, extra=extra)
 
 
 # ------------------------------------------------------------------------- reading

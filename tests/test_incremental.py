@@ -187,6 +187,24 @@ def test_checkpoint_without_the_cache_still_loads(tmp_path):
     np.testing.assert_array_equal(back.W[0], net.W[0])
 
 
+def test_a_cache_is_kept_only_from_an_incremental_checkpoint_of_the_same_K(tmp_path):
+    """Loading a full-pass checkpoint, or one of another K (``strict=False``, as the bench
+    does), leaves no cache marked valid: the next step equals the twin's."""
+    for saved_pass, saved_K, K, kept in (("full", 2, 8, False), ("incremental", 2, 8, False),
+                                         ("incremental", 8, 8, True)):
+        net = init_network(cfg_of(layers=(784, 100, 100, 20), K=saved_K, forward_pass=saved_pass))
+        u, probs, si, lab = inputs(net, 12)
+        net.run(u[:11], probs, si[:11], lab[:11])
+        runfile.save_checkpoint(tmp_path / "r.h5", net, rng=np.random.default_rng(0), step=11, n_tests=0, wall_s=0.0)
+        back = init_network(cfg_of(layers=(784, 100, 100, 20), K=K))
+        runfile.read_checkpoint(runfile.checkpoint_path(tmp_path / "r.h5"), back, strict=K == saved_K)
+        assert (back.state.fwd_age[0] < K) == kept, (saved_pass, saved_K)
+        twin = back.copy()
+        back.run(u[11:], probs, si[11:], lab[11:], backend="numba-serial")
+        twin.run(u[11:], probs, si[11:], lab[11:], backend="numpy")
+        np.testing.assert_allclose(back.state.psp, twin.state.psp, rtol=0, atol=1e-6)
+
+
 def test_forward_pass_option_is_checked_and_recorded(tmp_path):
     with pytest.raises(ConfigError, match="run.forward_pass = 'sparse'.*'full', 'incremental'"):
         config_from_dict({"run": {"forward_pass": "sparse"}})
@@ -213,7 +231,7 @@ def test_bench_times_the_other_pass_and_starts_from_a_checkpoint(tmp_path):
     # another model of the same layers takes the checkpoint's weights (not its K = 8 pending updates)
     other = cfg.replace(run=dict(deferred_steps=4, forward_pass="incremental"))
     r = bench.run_benchmark(other, steps=4, numpy_steps=0, brian2_steps=0, rss=False, warmup=1,
-                            checkpoint=runfile.checkpoint_path(tmp_path / "r.h5"), int8=False)
+                            checkpoint=tmp_path / "r.h5", int8=False)  # a run file stands for its checkpoint
     assert r["forward_pass"] == "incremental" and r["deferred_steps"] == 4 and "spikefa-full-pass" in r["results"]
     with pytest.raises(ValueError, match="holds a \\[784, 100, 100, 100\\] network"):
         bench.run_benchmark("small", steps=2, numpy_steps=0, brian2_steps=0, rss=False, warmup=1,
