@@ -176,7 +176,7 @@ def peak_rss_of_training(model, steps: int) -> float:
 
 
 def run_benchmark(model=None, steps=500, numpy_steps=20, brian2_steps=20, brian2_target="numpy",
-                  rss=True, seed=0, int8=True, warmup=100, checkpoint=None, other_pass=True) -> dict:
+                  rss=True, seed=0, int8=True, warmup=100, checkpoint=None, other_pass=True, brian2_threads=0) -> dict:
     """Time every implementation on ``model`` (a name, file or Config; default the paper's).
 
     With ``checkpoint`` every network starts from that training checkpoint's weights and
@@ -230,8 +230,9 @@ def run_benchmark(model=None, steps=500, numpy_steps=20, brian2_steps=20, brian2
             notes.append(f"brian2 skipped: {exc}")
         else:
             start = cfg if checkpoint is None else _network(cfg, checkpoint)  # Brian2 starts where spikefa does
-            results["brian2"] = dict(ms_per_step=float(timer(start, brian2_steps, target=brian2_target)),
-                                     steps=brian2_steps, target=brian2_target)
+            threads = brian2_threads if brian2_target == "cpp_standalone" else 0
+            results["brian2"] = dict(ms_per_step=float(timer(start, brian2_steps, target=brian2_target, threads=threads)),
+                                     steps=brian2_steps, target=brian2_target, threads=max(1, threads))
     for r in results.values():
         r["steps_per_s"] = 1e3 / r["ms_per_step"]
         r["ratio_to_spikefa"] = r["ms_per_step"] / results["spikefa"]["ms_per_step"]
@@ -264,6 +265,10 @@ def format_table(r: dict) -> str:
              f"{'implementation':<21}{'ms/step':>10}{'steps/s':>10}{'x spikefa':>11}{'steps':>7}"]
     for name, x in r["results"].items():
         lines.append(f"{name:<21}{x['ms_per_step']:>10.3f}{x['steps_per_s']:>10.1f}{x['ratio_to_spikefa']:>11.2f}{x['steps']:>7}")
+    if "brian2" in r["results"]:
+        x = r["results"]["brian2"]
+        lines.append(f"(brian2: target {x['target']}, {x['threads']} thread{'s' if x['threads'] > 1 else ''}; "
+                     f"spikefa-1-thread is {x['ms_per_step'] / r['results']['spikefa-1-thread']['ms_per_step']:.1f}x faster than it)")
     b = r["bytes_per_step"]
     lines += ["", "spike density: " + ", ".join(f"{k} {v:.3f}" for k, v in r["spike_density"].items()),
               f"bytes per step: forward {b['forward_read'] / 1e6:.1f} MB read, feedback {b['feedback_read'] / 1e6:.1f} MB read, "
@@ -297,6 +302,8 @@ def main(argv=None) -> int:
     p.add_argument("--numpy-steps", type=int, default=20, help="steps timed for the NumPy twin (0: skip)")
     p.add_argument("--brian2-steps", type=int, default=20, help="steps timed for Brian2 (0: skip)")
     p.add_argument("--brian2-target", default="numpy", help="Brian2 code generation target (numpy, cython, cpp_standalone)")
+    p.add_argument("--brian2-threads", type=int, default=0, help="cpp_standalone: OpenMP threads (0: Brian2's "
+                   "default, one thread without OpenMP)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child run")
     p.add_argument("--no-int8", action="store_true", help="skip the int8-feedback row (model.feedback_storage)")
     p.add_argument("--checkpoint", metavar="CKPT", help="start every network from the weights and state of this "
@@ -306,7 +313,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     r = run_benchmark(args.model, args.steps, args.numpy_steps, args.brian2_steps, args.brian2_target, rss=not args.no_rss,
                       int8=not args.no_int8, warmup=args.warmup, checkpoint=args.checkpoint,
-                      other_pass=not args.no_other_pass)
+                      other_pass=not args.no_other_pass, brian2_threads=args.brian2_threads)
     print(json.dumps(r, indent=1) if args.json else format_table(r))
     return 0
 

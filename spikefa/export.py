@@ -732,7 +732,7 @@ def export_model(model, out, *, run_file=None, n_images: int = 100, noise_steps:
 
 # ------------------------------------------------------------------------ speed
 def brian2_ms_per_step(model="lillicrap2016-fig4", steps: int = 20, *, target: str = "numpy", warmup: int = 2,
-                       dtype: str | None = None) -> float:
+                       dtype: str | None = None, threads: int = 0) -> float:
     """Milliseconds per training step of the Brian2 export (build and compilation excluded).
 
     Parameters
@@ -746,6 +746,9 @@ def brian2_ms_per_step(model="lillicrap2016-fig4", steps: int = 20, *, target: s
         the time is the simulation loop that Brian2 reports, ``device._last_run_time``).
     warmup : int
         Untimed steps first (runtime targets: code generation and Cython compilation).
+    threads : int
+        C++ standalone only: OpenMP threads (``prefs.devices.cpp_standalone.openmp_threads``;
+        0, Brian2's default, runs one thread without OpenMP). The runtime targets run one.
 
     Notes
     -----
@@ -768,12 +771,15 @@ def brian2_ms_per_step(model="lillicrap2016-fig4", steps: int = 20, *, target: s
 
         with tempfile.TemporaryDirectory(prefix="spikefa-brian2-") as folder:
             b2.set_device("cpp_standalone", directory=folder, build_on_run=False)
+            old_threads = b2.prefs.devices.cpp_standalone.openmp_threads
+            b2.prefs.devices.cpp_standalone.openmp_threads = int(threads)
             try:
                 bnet = to_brian2(net, images, labels, steps_per_image=k, target=None, record_spikes=False)
                 bnet.run_steps(steps)
                 b2.device.build(directory=folder, compile=True, run=True)
                 return 1e3 * float(b2.device._last_run_time) / steps
             finally:
+                b2.prefs.devices.cpp_standalone.openmp_threads = old_threads
                 b2.device.reinit()
                 b2.set_device("runtime")
     if target not in TARGETS:

@@ -295,6 +295,22 @@ def test_brian2_ms_per_step_numpy():
     assert 0 < ms < 10_000
 
 
+def test_bench_names_brian2_target_and_threads():
+    from spikefa import bench
+
+    r = bench.run_benchmark(small(MINI), steps=4, numpy_steps=0, brian2_steps=3, brian2_target="numpy", rss=False,
+                            warmup=1, int8=False, other_pass=False, brian2_threads=2)
+    assert r["results"]["brian2"]["threads"] == 1  # the runtime targets run one thread whatever is asked
+    assert "(brian2: target numpy, 1 thread;" in bench.format_table(r)
+
+
+@pytest.mark.slow
+def test_brian2_cpp_standalone_with_openmp_threads():
+    ms = export.brian2_ms_per_step(small(MINI), steps=5, target="cpp_standalone", threads=2)
+    assert 0 < ms < 10_000
+    assert brian2.prefs.devices.cpp_standalone.openmp_threads == 0  # restored
+
+
 @pytest.mark.slow
 def test_full_size_network_exports_and_matches_for_a_few_steps():
     cfg = load_config("lillicrap2016-fig4").replace(run={"backend": BACKEND})
