@@ -93,10 +93,11 @@ def _add_rows(Wl, rows, k, acc, j0, j1):
 
 
 @njit(cache=True)
-def _add_rows_signed(Wl, rows, sign, k, acc, j0, j1):
-    """``acc[j0:j1] = sum over a < k of sign[a] * Wl[rows[a], j0:j1]`` (``sign`` = +-1: rows
-    of units that started or stopped spiking), row after row in float64 like ``_add_rows``;
-    a product with +-1 is exact, so this is the same arithmetic as adding and subtracting.
+def _add_rows_signed(Wl, rows, now, k, acc, j0, j1):
+    """``acc[j0:j1] = sum over a < k of +-Wl[rows[a], j0:j1]``: ``+`` for a unit that spikes
+    ``now`` (it started), ``-`` for one that does not (it stopped); row after row in float64
+    like ``_add_rows``. A product with +-1 is exact, so this is the same arithmetic as
+    adding and subtracting.
     A twin of ``_add_rows`` rather than ``_add_rows`` with all-ones signs, so that the full
     pass (the default) keeps its loop without the multiplications."""
     n = j1 - j0
@@ -109,13 +110,16 @@ def _add_rows_signed(Wl, rows, sign, k, acc, j0, j1):
         r1 = Wl[rows[a + 1], j0:j1]
         r2 = Wl[rows[a + 2], j0:j1]
         r3 = Wl[rows[a + 3], j0:j1]
-        s0, s1, s2, s3 = sign[a], sign[a + 1], sign[a + 2], sign[a + 3]
+        s0 = 2.0 * now[rows[a]] - 1.0
+        s1 = 2.0 * now[rows[a + 1]] - 1.0
+        s2 = 2.0 * now[rows[a + 2]] - 1.0
+        s3 = 2.0 * now[rows[a + 3]] - 1.0
         for j in range(n):
             out[j] = (((out[j] + s0 * r0[j]) + s1 * r1[j]) + s2 * r2[j]) + s3 * r3[j]
         a += 4
     while a < k:
         r = Wl[rows[a], j0:j1]
-        s0 = sign[a]
+        s0 = 2.0 * now[rows[a]] - 1.0
         for j in range(n):
             out[j] += s0 * r[j]
         a += 1
@@ -182,7 +186,7 @@ def _run_block(
     plastic, feedback,
     rec_idx, spike_buf, trace_psp, trace_fb, trace_mod, nthreads,
     pend_spikes, pend_g, n_pend, cnt,
-    incremental, fwd_cache, fwd_age, prev_spikes, changed, sign,
+    incremental, fwd_cache, fwd_age, prev_spikes, changed,
 ):
     """Advance the network ``uniforms.shape[0]`` steps in place.
 
@@ -243,8 +247,9 @@ def _run_block(
         steps in testing) and on the step after each flush of the deferred updates (``W``
         changed), so the cached sums carry the rounding of at most ``K`` steps of float64
         additions. ``fwd_age >= K`` means "no valid cache"; with ``K = 1`` every pass is full.
-    prev_spikes, changed, sign : uint8 (N,), int64 (N,), float64 (N,)
-        Workspaces: the spikes of the last step, the units whose spike changed, +-1.
+    prev_spikes, changed : uint8 (N,), int64 (N,)
+        Workspaces: the spikes at the start of the block (later steps compare with the
+        row of ``spike_buf`` before theirs) and the units whose spike changed.
     nthreads : int
         Number of column chunks of the forward sweep (Numba's thread count, 1 for the
         serial kernel; passed in because ``numba.get_num_threads`` would stop the compiled
@@ -254,9 +259,9 @@ def _run_block(
     n_steps = uniforms.shape[0]
     K = pend_spikes.shape[0]
     N = spikes.shape[0]
+    if incremental:
+        _copy_to(prev_spikes, spikes)
     for t in range(n_steps):
-        if incremental:
-            _copy_to(prev_spikes, spikes)
         # 1. input spikes
         img = step_image[t]
         n0 = sizes[0]
@@ -293,11 +298,11 @@ def _run_block(
             inc_l = False
             kc = 0
             if use_inc:
-                pv = prev_spikes[o_pre:o_pre + n_pre]
+                last = prev_spikes if t == 0 else spike_buf[t - 1]
+                pv = last[o_pre:o_pre + n_pre]
                 for i in range(n_pre):
                     if sp_pre[i] != pv[i]:
                         changed[o_pre + kc] = i
-                        sign[o_pre + kc] = 1.0 if sp_pre[i] else -1.0
                         kc += 1
                 inc_l = kc < k
             n_rows = kc if inc_l else k
@@ -313,8 +318,7 @@ def _run_block(
                 a0 = min(th * share, n_rows)
                 a1 = min(a0 + share, n_rows)
                 if inc_l:
-                    _add_rows_signed(Wl, changed[o_pre + a0:o_pre + a1], sign[o_pre + a0:o_pre + a1], a1 - a0,
-                                     acc[th], 0, n_post)
+                    _add_rows_signed(Wl, changed[o_pre + a0:o_pre + a1], sp_pre, a1 - a0, acc[th], 0, n_post)
                 else:
                     _add_rows(Wl, active[o_pre + a0:o_pre + a1], a1 - a0, acc[th], 0, n_post)
             width = (n_post + nthreads - 1) // nthreads

@@ -186,7 +186,7 @@ class Network:
                 trace_psp=np.zeros((n_steps, n_rec), dtype),
                 trace_fb=np.zeros((n_steps, n_rec), dtype),
                 trace_mod=np.zeros((n_steps, n_rec), dtype),
-                prev_spikes=np.zeros(n, np.uint8), changed=np.zeros(n, np.int64), sign=np.zeros(n),
+                prev_spikes=np.zeros(n, np.uint8), changed=np.zeros(n, np.int64),
             )
         return self._work
 
@@ -265,7 +265,7 @@ class Network:
             nthreads,
             st.pend_spikes, st.pend_g, st.n_pend, work["cnt"],
             cfg.run.forward_pass == "incremental", st.fwd_cache, st.fwd_age,
-            work["prev_spikes"], work["changed"], work["sign"],
+            work["prev_spikes"], work["changed"],
         )
         if self.scale.min() < 0.5:
             self.fold_scale()

@@ -46,7 +46,7 @@ def run_block(
     plastic, feedback,
     rec_idx, spike_buf, trace_psp, trace_fb, trace_mod, nthreads=1,
     pend_spikes=None, pend_g=None, n_pend=None, cnt=None,
-    incremental=False, fwd_cache=None, fwd_age=None, prev_spikes=None, changed=None, sign=None,
+    incremental=False, fwd_cache=None, fwd_age=None, prev_spikes=None, changed=None,
 ):
     """NumPy twin of :func:`spikefa.kernels.run_block` (same signature, same effects).
 
