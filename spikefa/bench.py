@@ -183,7 +183,7 @@ def run_benchmark(model=None, steps=500, numpy_steps=20, brian2_steps=20, brian2
     state; the model is the checkpoint's own unless ``model`` names one of the same layers
     (to time, say, the bundled model's run options on a network trained with others)."""
     if checkpoint is not None:  # a run file stands for its checkpoint
-        checkpoint = checkpoint if str(checkpoint).endswith(".ckpt") else runfile.checkpoint_path(checkpoint)
+        checkpoint = runfile.checkpoint_file(checkpoint)
     if checkpoint is not None and model is None:
         cfg = runfile.checkpoint_config(checkpoint)
     else:

@@ -74,6 +74,11 @@ def checkpoint_path(path) -> Path:
     return Path(str(path) + ".ckpt")
 
 
+def checkpoint_file(path) -> Path:
+    """The checkpoint that ``path`` names: a ``.ckpt`` file itself, or a run file's own."""
+    return Path(path) if str(path).endswith(".ckpt") else checkpoint_path(path)
+
+
 # ------------------------------------------------------------------------- opening
 _WRITERS: dict[str, h5py.File] = {}  # files this process holds open for writing (SWMR)
 _PENDING: dict[str, dict] = {}  # attributes to write when a SWMR writer closes
@@ -339,7 +344,7 @@ def checkpoint_config(path, *, with_step: bool = False):
     ``path`` is a run file (its ``.ckpt`` is read) or a checkpoint file itself; with
     ``with_step`` the checkpoint's step comes too, as ``(config, step)``.
     """
-    ck = Path(path) if str(path).endswith(".ckpt") else checkpoint_path(path)
+    ck = checkpoint_file(path)
     try:
         with h5py.File(ck, "r") as f:
             cfg = config_from_dict(json.loads(f.attrs["config"]))
@@ -384,15 +389,13 @@ def read_checkpoint(ck, net, rng=None, *, strict: bool = True) -> dict:
             arr[...] = f[key][...]
         if "pend_spikes" in skipped or "pend_g" in skipped:
             net.state.n_pend[0] = 0  # another K (strict=False): the pending updates are dropped
-        ck_cfg = config_from_dict(json.loads(f.attrs["config"]))
-        if skipped or ck_cfg.run.forward_pass != "incremental":
-            # no cache in the file (older, or a full-pass run), or not one for this K
+        if skipped:  # no cache in the file (an older one), or not one for this K
             net.invalidate_forward_cache()
         if rng is not None:
             rng.bit_generator.state = json.loads(f.attrs["rng_state"])
         extra = {name: ds[...] for name, ds in f["extra"].items()} if "extra" in f else {}
         return dict(step=int(f.attrs["step"]), n_tests=int(f.attrs["n_tests"]), wall_s=float(f.attrs["wall_s"]),
-                    config=ck_cfg, extra=extra)
+                    config=config_from_dict(json.loads(f.attrs["config"])), extra=extra)
 
 
 # ------------------------------------------------------------------------- reading

@@ -257,9 +257,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     if branch_from is not None and resume:
         raise ValueError("branch_from starts a new run file; resume continues one: give one of them")
     if branch_from is not None:
-        ck = Path(branch_from)
-        if ck.suffix != ".ckpt":
-            ck = runfile.checkpoint_path(ck)
+        ck = runfile.checkpoint_file(branch_from)
         if not ck.exists():
             raise runfile.RunFileError(f"nothing to branch from: {ck} does not exist")
         old, branch_step = runfile.checkpoint_config(ck, with_step=True)
