@@ -7,6 +7,7 @@ and the two agree as the full pass does (sums in float64, rounded once to the dt
 
 from __future__ import annotations
 
+import functools
 import os
 
 import h5py
@@ -15,10 +16,10 @@ import pytest
 
 from spikefa import bench, runfile
 from spikefa.config import ConfigError, config_from_dict, load_config
-from spikefa.data import load_subset
-from spikefa.network import init_network, input_probabilities
+from spikefa.network import init_network
 from spikefa.runfile import Run
 from spikefa.train import train
+from test_core import block_inputs
 
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
@@ -29,11 +30,7 @@ def cfg_of(layers=(784, 256, 256, 20), K=8, forward_pass="incremental", **model)
                              "run": {"deferred_steps": K, "forward_pass": forward_pass}})
 
 
-def inputs(net, T, seed=0, n_img=50):
-    images, labels = load_subset("train")
-    probs = input_probabilities(images[:n_img], net.config.model.p_max)
-    step_image = (np.arange(T) // 5) % n_img
-    return np.random.default_rng(seed).random((T, net.n_units)), probs, step_image, labels[:n_img][step_image]
+inputs = functools.partial(block_inputs, n_img=50)  # test_core's block inputs, over 50 images
 
 
 @pytest.mark.parametrize("backend", ["numba-serial", "numba-parallel"])
@@ -190,8 +187,8 @@ def test_checkpoint_without_the_cache_still_loads(tmp_path):
 def test_a_cache_is_kept_only_from_an_incremental_checkpoint_of_the_same_K(tmp_path):
     """Loading a full-pass checkpoint, or one of another K (``strict=False``, as the bench
     does), leaves no cache marked valid: the next step equals the twin's."""
-    for saved_pass, saved_K, K, kept in (("full", 2, 8, False), ("incremental", 2, 8, False),
-                                         ("incremental", 8, 8, True)):
+    for saved_pass, saved_K, K, kept in (("full", 2, 8, False), ("full", 8, 8, False),
+                                         ("incremental", 2, 8, False), ("incremental", 8, 8, True)):
         net = init_network(cfg_of(layers=(784, 100, 100, 20), K=saved_K, forward_pass=saved_pass))
         u, probs, si, lab = inputs(net, 12)
         net.run(u[:11], probs, si[:11], lab[:11])
