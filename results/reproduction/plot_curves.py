@@ -1,13 +1,14 @@
 """Issue 9: test-error curves of several runs, read from their ``spikefa curve`` CSV files.
 
     python results/reproduction/plot_curves.py OUT.png LABEL=CURVE.csv [LABEL=CURVE.csv ...]
+        [--max-epoch E] [--ymax PERCENT]
 
 Solid: the read-out at the last of the M test steps (the reported error); dotted: spikes
 summed over the M steps. A horizontal line marks the paper's 1.8%.
 """
 
+import argparse
 import csv
-import sys
 
 import matplotlib
 
@@ -15,12 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def main(out, specs):
+def main(out, specs, max_epoch=None, ymax=12.0):
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     for i, spec in enumerate(specs):
         label, path = spec.split("=", 1)
         with open(path) as f:
-            rows = list(csv.DictReader(f))
+            rows = [r for r in csv.DictReader(f) if max_epoch is None or float(r["epoch"]) <= max_epoch + 1e-9]
         ep = [float(r["epoch"]) for r in rows]
         ax.plot(ep, [100 * float(r["error_last"]) for r in rows], marker="o", markersize=3, color=f"C{i}",
                 label=f"{label} (last step)")
@@ -30,11 +31,17 @@ def main(out, specs):
     ax.text(0.02, 1.9, "paper: 1.8%", fontsize="small", color="0.4", transform=ax.get_yaxis_transform())
     ax.set_xlabel("epochs (60,000 training images each)")
     ax.set_ylabel("test error on 10,000 images (%)")
-    ax.set_ylim(0, 12)
+    ax.set_ylim(0, ymax)
     ax.legend(fontsize="x-small", frameon=False)
     fig.tight_layout()
     fig.savefig(out, dpi=150)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out")
+    ap.add_argument("curves", nargs="+", metavar="LABEL=CURVE.csv")
+    ap.add_argument("--max-epoch", type=float, default=None, help="plot test passes up to this epoch only")
+    ap.add_argument("--ymax", type=float, default=12.0, help="top of the error axis in percent (default 12)")
+    a = ap.parse_args()
+    main(a.out, a.curves, a.max_epoch, a.ymax)
