@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 
 from .config import FEEDBACK_CHOICES, ConfigError, available_models
 
@@ -76,6 +77,30 @@ def _curve(args):
     print(",".join(fields))
     for i in range(len(curve["step"])):
         print(",".join(f"{curve[k][i]:.6g}" if curve[k].dtype.kind == "f" else str(curve[k][i]) for k in fields))
+
+
+def _align(args):
+    from . import alignment
+    from .config import load_config
+    from .data import MNIST_COUNTS, SUBSET_COUNTS
+    from .network import init_network
+    from .runfile import RunFileError
+    from .train import network_from_file
+
+    for i, path in enumerate(args.files):
+        try:
+            if str(path).endswith(".toml") or not Path(path).exists():
+                net, steps = init_network(load_config(path)), 0        # a model: its fresh network
+            else:
+                net, steps = network_from_file(path)[:2]
+            rows = alignment.class_alignment(net)
+        except (ValueError, RunFileError) as exc:
+            raise SystemExit(f"spikefa: error: {path}: {exc}") from None
+        cfg = net.config
+        n_train = cfg.train.n_train or (MNIST_COUNTS if cfg.train.dataset == "mnist" else SUBSET_COUNTS)["train"]
+        if i == 0:
+            print(alignment.HEADER)
+        print("\n".join(alignment.markdown_rows(rows, steps, steps / cfg.train.steps_per_image / n_train)))
 
 
 def _download(args):
@@ -212,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("curve", help="print a run's test-error curve as CSV (every read-out)")
     c.add_argument("run", metavar="RUN.h5")
     c.set_defaults(func=_curve)
+
+    a = sub.add_parser("align", help="alignment of W with B inside the class-error subspace (markdown table)",
+                       description="For each run file, checkpoint or model (its fresh network), per hidden layer: "
+                                   "the flattened angle between W^T and B the run file records, the smallest value "
+                                   "that angle can take in these layers, and the angle inside the class-error "
+                                   "subspace, where the error that decides the guess lies (spikefa.alignment).")
+    a.add_argument("files", nargs="+", metavar="RUN.h5|CKPT|MODEL")
+    a.set_defaults(func=_align)
 
     d = sub.add_parser("download-mnist", help="download and verify the four MNIST files")
     d.add_argument("dest", nargs="?", help="folder (default ~/.cache/spikefa/mnist)")

@@ -432,24 +432,32 @@ def network_from_checkpoint(ck) -> tuple[Network, dict]:
     return net, info
 
 
+def network_from_file(path) -> tuple[Network, int, bool, str]:
+    """The network a run file or checkpoint file holds: ``(net, steps, complete, source)``.
+
+    A run file gives its final weights when complete (or when it has no checkpoint),
+    else its checkpoint (a run still running or cut off); ``source`` says which
+    (``"final"`` or ``"checkpoint"``).
+    """
+    path = Path(path)
+    if h5_kind(path) == "checkpoint":
+        net, info = network_from_checkpoint(path)
+        return net, int(info["step"]), False, "checkpoint"
+    run = runfile.Run(path)
+    if run.complete or not runfile.checkpoint_path(path).exists():
+        return network_from_run(run), int(run.attrs.get("steps_done", 0)), run.complete, "final"
+    net, info = network_from_checkpoint(runfile.checkpoint_path(path))
+    return net, int(info["step"]), False, "checkpoint"
+
+
 def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=None) -> dict:
     """Test a run's weights on its test set (``spikefa test``), plasticity off.
 
     ``path`` is a run file (its final weights, or, while it is still running or was cut
     off, its checkpoint) or a checkpoint file itself.
     """
-    path = Path(path)
-    if h5_kind(path) == "checkpoint":
-        net, info = network_from_checkpoint(path)
-        cfg, steps, complete, source = net.config, info["step"], False, "checkpoint"
-    else:
-        run = runfile.Run(path)
-        cfg, complete = run.config, run.complete
-        if complete or not runfile.checkpoint_path(path).exists():
-            net, steps, source = network_from_run(run), int(run.attrs.get("steps_done", 0)), "final"
-        else:
-            net, info = network_from_checkpoint(runfile.checkpoint_path(path))
-            steps, source = info["step"], "checkpoint"
+    net, steps, complete, source = network_from_file(path)
+    cfg = net.config
     changes = {}
     if n_test is not None:
         changes["n_test"] = n_test

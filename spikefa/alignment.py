@@ -1,0 +1,137 @@
+"""How far the forward weights have aligned with the feedback where it matters.
+
+The paper measures alignment by the angle between flattened matrices, ``(W^{l+1})^T``
+against ``B^l`` (:func:`spikefa.measures.angle_deg`; the run file records it every
+``record.measure_every`` steps). In wide layers that angle cannot fall far below 90
+degrees, whatever the learning does: the error that drives learning comes from
+``n_classes`` classes and the read-out sums each class's output units, so the error that
+matters for the guess spans about ``n_classes`` of the ``n_{l+1}`` directions, and ``B^l``
+has only a share of about ``n_classes / n_{l+1}`` of its squared norm in them. In the
+paper's 784-1500-1500-1500-1000 network a W that had learned B perfectly there, and had
+nothing else, would still be 84-85 degrees from B when flattened.
+
+:func:`class_alignment` measures, per hidden layer ``l``:
+
+``flat``
+    the flattened angle between ``(W^{l+1})^T`` and ``B^l`` (as the run file records it);
+``flat_dw``
+    the same for the change of the weights since the start, ``W - W(0)``;
+``ceiling``
+    the smallest flattened angle possible for a ``W^{l+1}`` that equals ``B^l`` in the
+    class-error subspace ``Q`` and is zero elsewhere, ``arccos(|B^l Q| / |B^l|)``;
+``subspace``
+    the angle between ``(W^{l+1})^T Q`` and ``B^l Q``: between the modulators ``W^T e``
+    (backprop's) and ``B e`` (feedback alignment's) over the class errors ``e``;
+``subspace_dw``
+    the same for ``W - W(0)``;
+``growth``
+    ``|W - W(0)| / |W(0)|``;
+``share``
+    the share of the squared norm of the top-down signal ``phi_d(U^{l+1})`` of the
+    network's current step that lies in ``Q`` (one step's snapshot). The rest is spike
+    noise and the errors of single output units that cancel within a class.
+
+The class-error subspace of the output layer is spanned by the class-indicator vectors
+(each image's target is one of them); that of hidden layer ``l`` by ``B^l`` applied to the
+subspace of the layer above (``phi_d`` keeps a vector that is constant on each class's
+units constant there, and is treated as linear further down).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .measures import angle_deg
+from .network import Network, init_network
+from .reference import _phi
+from .kernels import PHI_CODES
+
+FIELDS = ("flat", "flat_dw", "ceiling", "subspace", "subspace_dw", "growth", "share")
+
+
+def _orth(a):
+    q, _ = np.linalg.qr(np.asarray(a, dtype=np.float64))
+    return q
+
+
+def class_error_bases(net: Network) -> dict[int, np.ndarray]:
+    """Orthonormal bases ``Q[l]``, shape ``(n_l, n_classes)``, of the class-error subspace
+    of every layer ``l = 1..m`` (see the module docstring)."""
+    n_out, n_classes = int(net.sizes[net.m]), net.config.model.n_classes
+    per = n_out // n_classes
+    Y = np.zeros((n_out, n_classes))
+    for c in range(n_classes):
+        Y[c * per:(c + 1) * per, c] = 1.0
+    Q = {net.m: _orth(Y)}
+    for l in range(net.m - 1, 0, -1):
+        F = net.feedback_matrix(l)
+        if F is None:
+            raise ValueError(f"layer {net.names[l]} receives no feedback ({net.config.model.feedback!r}): "
+                             "its alignment is undefined")
+        Q[l] = _orth(F.astype(np.float64) @ Q[l + 1])
+    return Q
+
+
+def _angle(a, b):
+    return angle_deg(a, b) if np.any(a) else float("nan")
+
+
+def class_alignment(net: Network, start: Network | None = None) -> list[dict]:
+    """Alignment of every hidden layer ``l = 1..m-1`` in the class-error subspace.
+
+    Parameters
+    ----------
+    net : Network
+        The network to measure (fixed feedback: ``fa``, ``sparse-fa``, ``dfa`` is refused
+        since its B does not come from the layer above).
+    start : Network, optional
+        The same network before training, for the ``*_dw`` and ``growth`` fields; by default
+        the fresh network of ``net.config`` (same seed), whose B must equal ``net``'s.
+
+    Returns
+    -------
+    list of dict
+        One per hidden layer: ``layer`` (its name) and the :data:`FIELDS` (degrees for the
+        angles; NaN where undefined, e.g. ``flat_dw`` of an untrained network).
+    """
+    feedback = net.config.model.feedback
+    if feedback not in ("fa", "sparse-fa"):
+        raise ValueError(f"class_alignment compares W with a fixed B from the layer above; "
+                         f"feedback {feedback!r} has none (use fa or sparse-fa)")
+    start = init_network(net.config) if start is None else start
+    Q = class_error_bases(net)
+    phi = PHI_CODES[net.config.model.phi_d]
+    out = []
+    for l in range(1, net.m):
+        B = net.feedback_matrix(l).astype(np.float64)                  # (n_l, n_{l+1})
+        if not np.array_equal(B, start.feedback_matrix(l).astype(np.float64)):
+            raise ValueError(f"B of {net.names[l]} differs from the start network's: not the same run")
+        W = net.weights(l + 1).astype(np.float64)                      # (n_l, n_{l+1}) = (W^{l+1})^T
+        dW = W - start.weights(l + 1).astype(np.float64)
+        q = Q[l + 1]
+        top = _phi(net.state.feedback_psp[net.layer_slice(l + 1)].astype(np.float64), phi)
+        out.append(dict(
+            layer=net.names[l],
+            flat=angle_deg(W, B),
+            flat_dw=_angle(dW, B),
+            ceiling=float(np.degrees(np.arccos(np.linalg.norm(B @ q) / np.linalg.norm(B)))),
+            subspace=angle_deg(W @ q, B @ q),
+            subspace_dw=_angle(dW @ q, B @ q),
+            growth=float(np.linalg.norm(dW) / np.linalg.norm(W - dW)),
+            share=float(np.sum((q.T @ top) ** 2) / np.sum(top ** 2)) if np.any(top) else float("nan"),
+        ))
+    return out
+
+
+def markdown_rows(rows: list[dict], step: int, epochs: float) -> list[str]:
+    """Rows of the ``spikefa align`` table (its header is :data:`HEADER`)."""
+    def f(x, fmt):
+        return "-" if np.isnan(x) else format(x, fmt)
+
+    return [f"| {step:,} | {epochs:.2f} | {r['layer']} | {f(r['flat'], '.1f')} | {f(r['flat_dw'], '.1f')} | "
+            f"{f(r['ceiling'], '.1f')} | {f(r['subspace'], '.1f')} | {f(r['subspace_dw'], '.1f')} | "
+            f"{f(r['growth'], '.2f')} | {f(r['share'], '.2f')} |" for r in rows]
+
+
+HEADER = ("| step | epochs | layer l | flat | flat dW | ceiling | subspace | subspace dW | abs dW / abs W(0) | error in Q |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -1,0 +1,88 @@
+"""spikefa.alignment and ``spikefa align``: alignment inside the class-error subspace.
+
+Checked on networks whose answer is known: a forward matrix that equals B^T in the
+class-error subspace and nothing else sits at the flattened 'ceiling' and at 0 degrees in
+the subspace; a random one sits near 90 in both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spikefa import alignment
+from spikefa.cli import main
+from spikefa.config import load_config
+from spikefa.network import init_network
+from spikefa.train import train
+
+
+@pytest.fixture()
+def tiny():
+    cfg = load_config("tiny")
+    return init_network(cfg), init_network(cfg)
+
+
+def test_class_error_bases_are_orthonormal_and_start_from_the_classes(tiny):
+    net, _ = tiny
+    Q = alignment.class_error_bases(net)
+    for l in range(1, net.m + 1):
+        assert Q[l].shape == (int(net.sizes[l]), 10)
+        np.testing.assert_allclose(Q[l].T @ Q[l], np.eye(10), atol=1e-10)
+    y3 = np.zeros(int(net.sizes[net.m]))   # the target of class 3 (10 output units per class in tiny)
+    y3[30:40] = 1.0
+    np.testing.assert_allclose(Q[net.m] @ (Q[net.m].T @ y3), y3, atol=1e-10)
+
+
+def test_fresh_network_is_unaligned(tiny):
+    net, start = tiny
+    rows = alignment.class_alignment(net, start)
+    assert [r["layer"] for r in rows] == ["h1", "h2", "h3"][: net.m - 1]
+    for r in rows:
+        assert abs(r["flat"] - 90) < 3 and abs(r["subspace"] - 90) < 15
+        assert np.isnan(r["flat_dw"]) and np.isnan(r["share"]) and r["growth"] == 0
+        assert r["ceiling"] < 90
+
+
+def test_weights_equal_to_b_in_the_subspace_reach_the_ceiling(tiny):
+    net, start = tiny
+    Q = alignment.class_error_bases(net)
+    for l in range(1, net.m):
+        B = net.feedback_matrix(l).astype(np.float64)
+        net.W[l][...] = (B @ Q[l + 1] @ Q[l + 1].T).astype(net.W[l].dtype)   # W^{l+1}, stored (n_l, n_{l+1})
+    for r in alignment.class_alignment(net, start):
+        assert r["subspace"] == pytest.approx(0.0, abs=0.05)
+        assert r["flat"] == pytest.approx(r["ceiling"], abs=0.05)
+        assert r["ceiling"] > 60      # 10 of 100 directions: arccos(sqrt(0.1)) is about 72 degrees
+
+
+def test_refuses_another_run_and_moving_feedback(tiny):
+    net, start = tiny
+    net.wiring.F[0][...] *= -1
+    with pytest.raises(ValueError, match="B of h1 differs"):
+        alignment.class_alignment(net, start)
+    moving = init_network(load_config("tiny").replace(model={"feedback": "transport"}))
+    with pytest.raises(ValueError, match="'transport' has none"):
+        alignment.class_alignment(moving)
+
+
+def test_cli_on_a_run_file_and_a_model(tmp_path, capsys):
+    out = tmp_path / "tiny.h5"
+    train("tiny", epochs=0.25, out=out, progress=False)
+    assert main(["align", "tiny", str(out)]) in (0, None)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| step | epochs | layer l | flat |") and len(lines) == 2 + 2 * 2   # tiny: h1, h2
+    fresh, trained = lines[2:4], lines[4:6]
+    assert all(line.startswith("| 0 | 0.00 |") for line in fresh)
+    assert all(line.startswith("| 2,500 | 0.25 |") for line in trained)       # 500 images x 5 steps
+    subspace = [float(line.split("|")[7]) for line in trained]
+    flat = [float(line.split("|")[4]) for line in trained]
+    assert min(subspace) < 60 and max(subspace) < 85   # a quarter epoch of tiny aligns in the subspace...
+    assert min(flat) > 75                               # ...while the flattened angle hardly moves
+
+
+def test_cli_names_the_bad_file(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(SystemExit, match="bad.h5"):
+        main(["align", str(bad)])
