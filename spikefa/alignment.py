@@ -54,22 +54,41 @@ def _orth(a):
     return q
 
 
-def class_error_bases(net: Network) -> dict[int, np.ndarray]:
-    """Orthonormal bases ``Q[l]``, shape ``(n_l, n_classes)``, of the class-error subspace
-    of every layer ``l = 1..m`` (see the module docstring)."""
-    n_out, n_classes = int(net.sizes[net.m]), net.config.model.n_classes
+def _bases(feedback: list[np.ndarray], n_out: int, n_classes: int) -> dict[int, np.ndarray]:
+    """Class-error bases from the feedback matrices ``feedback[l-1] = B^l``, ``(n_l, n_{l+1})``."""
     per = n_out // n_classes
     Y = np.zeros((n_out, n_classes))
     for c in range(n_classes):
         Y[c * per:(c + 1) * per, c] = 1.0
-    Q = {net.m: _orth(Y)}
-    for l in range(net.m - 1, 0, -1):
-        F = net.feedback_matrix(l)
+    m = len(feedback) + 1
+    Q = {m: _orth(Y)}
+    for l in range(m - 1, 0, -1):
+        Q[l] = _orth(np.asarray(feedback[l - 1], dtype=np.float64) @ Q[l + 1])
+    return Q
+
+
+def class_error_bases(net: Network) -> dict[int, np.ndarray]:
+    """Orthonormal bases ``Q[l]``, shape ``(n_l, n_classes)``, of the class-error subspace
+    of every layer ``l = 1..m`` (see the module docstring)."""
+    feedback = [net.feedback_matrix(l) for l in range(1, net.m)]
+    for l, F in enumerate(feedback, start=1):
         if F is None:
             raise ValueError(f"layer {net.names[l]} receives no feedback ({net.config.model.feedback!r}): "
                              "its alignment is undefined")
-        Q[l] = _orth(F.astype(np.float64) @ Q[l + 1])
-    return Q
+    return _bases(feedback, int(net.sizes[net.m]), net.config.model.n_classes)
+
+
+def flat_ceilings(feedback: list[np.ndarray], n_classes: int = 10) -> list[float]:
+    """The smallest flattened angle (degrees) between ``(W^{l+1})^T`` and ``B^l`` that a W
+    aligned with B only in the class-error subspace can reach, per hidden layer, from the
+    feedback matrices ``feedback[l-1] = B^l`` of shape ``(n_l, n_{l+1})`` alone."""
+    n_out = np.asarray(feedback[-1]).shape[1]
+    Q = _bases(feedback, n_out, n_classes)
+    out = []
+    for l, F in enumerate(feedback, start=1):
+        B = np.asarray(F, dtype=np.float64)
+        out.append(float(np.degrees(np.arccos(np.linalg.norm(B @ Q[l + 1]) / np.linalg.norm(B)))))
+    return out
 
 
 def _angle(a, b):

@@ -96,3 +96,17 @@ def test_missing_recordings_are_clear_errors(tmp_path):
         plots.traces(res.path)
     plots.angles(res.path)  # rates and angles are recorded by default
     plots.rates(res.path)
+
+
+def test_angles_mark_the_flattened_ceiling_of_fixed_feedback(tmp_path):
+    from spikefa.alignment import flat_ceilings
+    from spikefa.network import init_network
+
+    res = train("tiny", epochs=0.1, out=tmp_path / "fa.h5", progress=False)
+    ax = plots.angles(res.path)
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    net = init_network(load_config("tiny"))
+    lows = flat_ceilings([net.feedback_matrix(l) for l in range(1, net.m)])
+    assert [line.get_ydata()[0] for line in dotted] == pytest.approx(lows)
+    assert all(60 < low < 80 for low in lows)            # 10 of 100 directions in tiny: about 72 degrees
+    assert not [line for line in plots.angles(res.path, ceiling=False).get_lines() if line.get_linestyle() == ":"]
