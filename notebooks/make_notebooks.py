@@ -573,12 +573,27 @@ LAB3 = [
     Every 1,000 steps the run measured, for each hidden layer $l$, the angle between the
     forward weights $(W^{l+1})^T$ and the feedback weights $B^l$ (solid), and between the
     deltas that $B^l$ and $(W^{l+1})^T$ would send for the current error (dashed). At 90° the
-    feedback would be useless; below it, it points the right way.
+    feedback would be useless; below it, it points the right way. The dotted lines mark how
+    low the solid ones can go at all: the error that decides the guess comes from 10
+    classes, so it spans only 10 of a layer's directions, and a $W$ that had learned $B$
+    perfectly there (and nothing else) would still sit on the dotted line.
     """),
     code("""
     fig, ax = plt.subplots(figsize=(7, 3.8))
     plots.angles(run, ax=ax)
     plt.show()
+    """),
+    md(r"""
+    Measured inside that 10-dimensional class-error subspace, the alignment is much
+    clearer (`spikefa.alignment`; `spikefa align RUN.h5` on the command line):
+    """),
+    code("""
+    from spikefa.alignment import class_alignment
+    from spikefa.train import network_from_run
+
+    for r in class_alignment(network_from_run(run)):
+        print(f"{r['layer']}: flattened {r['flat']:.1f} deg (lowest possible {r['ceiling']:.1f}), "
+              f"in the class-error subspace {r['subspace']:.1f} deg")
     """),
     md(r"""
     ## Questions and exercises
