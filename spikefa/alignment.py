@@ -84,11 +84,12 @@ def flat_ceilings(feedback: list[np.ndarray], n_classes: int = 10) -> list[float
     feedback matrices ``feedback[l-1] = B^l`` of shape ``(n_l, n_{l+1})`` alone."""
     n_out = np.asarray(feedback[-1]).shape[1]
     Q = _bases(feedback, n_out, n_classes)
-    out = []
-    for l, F in enumerate(feedback, start=1):
-        B = np.asarray(F, dtype=np.float64)
-        out.append(float(np.degrees(np.arccos(np.linalg.norm(B @ Q[l + 1]) / np.linalg.norm(B)))))
-    return out
+    return [_ceiling(np.asarray(F, dtype=np.float64), Q[l + 1]) for l, F in enumerate(feedback, start=1)]
+
+
+def _ceiling(B, q):
+    """``arccos(|B q| / |B|)`` in degrees: the flattened angle to B of B's part in span(q)."""
+    return float(np.degrees(np.arccos(np.linalg.norm(B @ q) / np.linalg.norm(B))))
 
 
 def _angle(a, b):
@@ -133,7 +134,7 @@ def class_alignment(net: Network, start: Network | None = None) -> list[dict]:
             layer=net.names[l],
             flat=angle_deg(W, B),
             flat_dw=_angle(dW, B),
-            ceiling=float(np.degrees(np.arccos(np.linalg.norm(B @ q) / np.linalg.norm(B)))),
+            ceiling=_ceiling(B, q),
             subspace=angle_deg(W @ q, B @ q),
             subspace_dw=_angle(dW @ q, B @ q),
             growth=float(np.linalg.norm(dW) / np.linalg.norm(W - dW)),

@@ -82,10 +82,9 @@ def _curve(args):
 def _align(args):
     from . import alignment
     from .config import load_config
-    from .data import MNIST_COUNTS, SUBSET_COUNTS
     from .network import init_network
     from .runfile import RunFileError
-    from .train import network_from_file
+    from .train import network_from_file, train_set_size
 
     for i, path in enumerate(args.files):
         try:
@@ -97,10 +96,9 @@ def _align(args):
         except (ValueError, RunFileError) as exc:
             raise SystemExit(f"spikefa: error: {path}: {exc}") from None
         cfg = net.config
-        n_train = cfg.train.n_train or (MNIST_COUNTS if cfg.train.dataset == "mnist" else SUBSET_COUNTS)["train"]
         if i == 0:
             print(alignment.HEADER)
-        print("\n".join(alignment.markdown_rows(rows, steps, steps / cfg.train.steps_per_image / n_train)))
+        print("\n".join(alignment.markdown_rows(rows, steps, steps / cfg.train.steps_per_image / train_set_size(cfg))))
 
 
 def _download(args):

@@ -75,6 +75,15 @@ def load_data(cfg: Config, split: str, data_dir=None, limit: int = 0):
     return images, labels
 
 
+def train_set_size(cfg: Config) -> int:
+    """Training images per epoch of ``cfg`` (``train.n_train`` of the dataset, or all of it),
+    without loading them."""
+    from .data import MNIST_COUNTS, SUBSET_COUNTS
+
+    n = (MNIST_COUNTS if cfg.train.dataset == "mnist" else SUBSET_COUNTS)["train"]
+    return min(cfg.train.n_train, n) if cfg.train.n_train else n
+
+
 def check_images(images, labels, cfg: Config) -> None:
     """Clear errors for images that do not fit the model (shape, NaN, range, labels)."""
     n_in = cfg.model.layers[0]
@@ -465,7 +474,7 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
         changes["readout"] = readout
     net.config = cfg = cfg.replace(test=changes) if changes else cfg
     test_x, test_y = load_data(cfg, "test", data_dir, cfg.test.n_test)
-    n_train = load_data(cfg, "train", data_dir, cfg.train.n_train)[0].shape[0]
+    n_train = train_set_size(cfg)
     res = evaluate(net, test_x, test_y, seed_key=seed_key)
     return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum,
                 test_error_prob=res.error_prob, n_test=res.n_test, readout=cfg.test.readout, steps=steps,
