@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (else $SPIKEFA_MNIST_DIR, "
                                                  "data/mnist, ~/.cache/spikefa/mnist)")
     t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5)")
-    t.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised)")
+    t.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised, run settings changed)")
     t.add_argument("--branch-from", metavar="RUN.h5", help="start this new run from another run's checkpoint, continued "
                                                           "with this model's learning rates, decay, test settings and epochs")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run file")

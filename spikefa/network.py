@@ -128,10 +128,22 @@ class Network:
         if st.n_pend[0] == 0 or not self.wiring.learn[l - 1]:
             return W
         W = W.copy()
-        pre = self.layer_slice(l - 1)
-        for q in range(int(st.n_pend[0])):
-            W[np.flatnonzero(st.pend_spikes[q, pre])] -= st.pend_g[l - 1, q, : W.shape[1]]
+        self._subtract_pending(l, W, st.pend_spikes[: st.n_pend[0]], st.pend_g[:, : st.n_pend[0]])
         return W
+
+    def _subtract_pending(self, l, W, pend_spikes, pend_g) -> None:
+        pre = self.layer_slice(l - 1)
+        for q in range(pend_spikes.shape[0]):
+            W[np.flatnonzero(pend_spikes[q, pre])] -= pend_g[l - 1, q, : W.shape[1]]
+
+    def apply_pending(self, pend_spikes, pend_g) -> None:
+        """Write deferred updates (spikes ``(n, N)``, update vectors ``(m, n, max n_l)``, oldest
+        first) into the raw weights, as the kernel's flush does; for a checkpoint of another
+        ``run.deferred_steps``. The state's own pending updates are left alone."""
+        for l in range(1, self.m + 1):
+            if self.wiring.learn[l - 1]:
+                self._subtract_pending(l, self.W[l - 1], pend_spikes, pend_g)
+        self.invalidate_forward_cache()
 
     def weights(self, l: int) -> np.ndarray:
         """Effective forward weights into layer ``l`` (1-based), shape ``(n_{l-1}, n_l)``."""

@@ -287,6 +287,18 @@ def set_attrs(path, **attrs) -> None:
         f.attrs.update(attrs)
 
 
+def append_resume(path, *, step: int, epoch: float, changed: list[str]) -> None:
+    """Add one entry to the run file's ``resumes`` attribute (JSON list): a resume at ``step``
+    that changed the settings ``changed`` (``"section.key: old -> new"``)."""
+    from . import __version__
+
+    with _writable(path) as f:
+        entries = json.loads(f.attrs.get("resumes", "[]"))
+        entries.append(dict(step=int(step), epoch=round(float(epoch), 4), changed=list(changed),
+                            spikefa=__version__))
+        f.attrs["resumes"] = json.dumps(entries)
+
+
 def write_final(path, net) -> None:
     """Effective weights, feedback matrices and end state, one group per layer."""
     with _writable(path) as f:
@@ -360,6 +372,8 @@ def load_checkpoint(path, net, rng) -> dict:
 
 # state arrays added after checkpoints were first written; one without them still resumes
 LATER_STATE = ("fwd_cache", "fwd_age")
+# the deferred updates; their shape follows run.deferred_steps, which a resume may change
+PENDING_STATE = ("pend_spikes", "pend_g", "n_pend")
 
 
 def read_checkpoint(ck, net, rng=None, *, strict: bool = True) -> dict:
@@ -381,14 +395,23 @@ def read_checkpoint(ck, net, rng=None, *, strict: bool = True) -> dict:
             if net.wiring.learns[k]:
                 F[...] = f[f"F/{k}"][...]
         skipped = []
-        for name, arr in net.state.arrays().items():
+        st = net.state
+        saved_K = f["state/pend_spikes"].shape[0] if "state/pend_spikes" in f else st.pend_spikes.shape[0]
+        for name, arr in st.arrays().items():
             key = f"state/{name}"
+            if name in PENDING_STATE and saved_K != st.pend_spikes.shape[0]:
+                continue  # another run.deferred_steps: applied below
             if (not strict or name in LATER_STATE) and (key not in f or f[key].shape != arr.shape):
                 skipped.append(name)
                 continue
             arr[...] = f[key][...]
-        if "pend_spikes" in skipped or "pend_g" in skipped:
-            net.state.n_pend[0] = 0  # another K (strict=False): the pending updates are dropped
+        if saved_K != st.pend_spikes.shape[0]:
+            # the checkpoint's pending updates, written into the weights now, oldest first, as
+            # its next flush would have done (exact: deferring only postpones the same writes)
+            n_pend = int(f["state/n_pend"][0])
+            net.apply_pending(f["state/pend_spikes"][:n_pend], f["state/pend_g"][:, :n_pend])
+            st.n_pend[0] = 0
+            skipped.append("pend_spikes")
         if skipped:  # no cache in the file (an older one), or not one for this K
             net.invalidate_forward_cache()
         if rng is not None:
@@ -470,6 +493,12 @@ class Run:
         """The test passes as a dict of 1-D arrays (see TEST_FIELDS)."""
         with _readable(self.path) as f:
             return {k: f["test"][k][...] for k in TEST_FIELDS if k in f["test"]}  # older files lack newer fields
+
+    @property
+    def resumes(self) -> list[dict]:
+        """Every resume that changed a setting (``step``, ``epoch``, ``changed``: a list of
+        ``"section.key: old -> new"``, ``spikefa``: the version); ``config`` holds the last."""
+        return json.loads(self.attrs.get("resumes", "[]"))
 
     @property
     def test_error(self) -> float | None:

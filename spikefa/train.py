@@ -30,7 +30,9 @@ from .data import DataError, load_dataset
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
 
 RESUMABLE_KEYS = {("train", "epochs"), ("train", "test_every"), ("run", "backend"), ("run", "block_steps"),
-                  ("run", "checkpoint_minutes")}
+                  ("run", "checkpoint_minutes"), ("run", "forward_pass"), ("run", "deferred_steps")}
+# (forward_pass and deferred_steps change how a step is computed, not what: float rounding
+# only; every resume that changes a setting is listed in the run file's ``resumes``)
 # a branch (``train(..., branch_from=...)``) may also change how the network learns from then on
 BRANCHABLE_KEYS = RESUMABLE_KEYS | {("model", "eta"), ("model", "gamma"), ("model", "eta_feedback"),
                                     ("model", "np_baseline_rate"), ("test", "readout"), ("test", "n_test")}
@@ -285,14 +287,19 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     elif resume:
         if not runfile.checkpoint_path(out).exists():
             raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
-        diffs = _compatible(runfile.checkpoint_config(out), cfg)
+        saved = runfile.checkpoint_config(out)
+        diffs = _compatible(saved, cfg)
         if diffs:
-            raise ConfigError(f"{out} was run with a different model; only train.epochs and run settings may change: " + "; ".join(diffs))
+            raise ConfigError(f"{out} was run with a different model; only "
+                              + ", ".join(sorted(f"{a}.{b}" for a, b in RESUMABLE_KEYS)) + " may change: " + "; ".join(diffs))
         info = runfile.load_checkpoint(out, net, rng)
         step, n_tests, wall0 = info["step"], info["n_tests"], info["wall_s"]
         extra = info.get("extra", {})
         runfile.truncate_tests(out, n_tests)
         runfile.set_attrs(out, complete=False, total_steps=total_steps, config=cfg.to_json())
+        changed = _compatible(saved, cfg, allowed=set())
+        if changed:  # the config attribute now holds the new values: keep the old ones
+            runfile.append_resume(out, step=step, epoch=step / N / n_train, changed=changed)
     else:
         runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
         runfile.set_attrs(out, n_train=n_train)

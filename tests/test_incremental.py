@@ -233,3 +233,41 @@ def test_bench_times_the_other_pass_and_starts_from_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="holds a \\[784, 100, 100, 100\\] network"):
         bench.run_benchmark("small", steps=2, numpy_steps=0, brian2_steps=0, rss=False, warmup=1,
                             checkpoint=runfile.checkpoint_path(tmp_path / "r.h5"))
+
+
+def test_resume_may_change_the_speed_options_and_says_so(tmp_path):
+    """A long run can be resumed with ``run.forward_pass`` and ``run.deferred_steps`` changed
+    (they change float rounding only): the checkpoint's pending updates (7 of K = 8 at the
+    cut) are written into the weights, the run ends within float32 rounding of the
+    uninterrupted one, and the run file's ``resumes`` keeps the old values."""
+    base = load_config("tiny").replace(train={"epochs": 0.5, "test_every": 0}, test={"n_test": 50},
+                                       run={"forward_pass": "full", "deferred_steps": 8, "block_steps": 75})
+    ref = train(base, out=tmp_path / "a.h5", progress=False)
+
+    class Cut:
+        blocks = 0
+
+        def on_block(self, net, step0, outputs):
+            self.blocks += 1
+            if self.blocks == 5:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(base, out=tmp_path / "c.h5", progress=False, recorder=Cut())
+    with h5py.File(runfile.checkpoint_path(tmp_path / "c.h5"), "r") as f:
+        assert f["state/n_pend"][0] == 375 % 8 and f.attrs["step"] == 375
+    faster = base.replace(run={"forward_pass": "incremental", "deferred_steps": 32})
+    resumed = train(faster, out=tmp_path / "c.h5", resume=True, progress=False)
+    run = Run(resumed.path)
+    assert run.complete and run.config.run.deferred_steps == 32
+    assert [r["step"] for r in run.resumes] == [375]
+    assert sorted(run.resumes[0]["changed"]) == ["run.deferred_steps: 8 -> 32",
+                                                 "run.forward_pass: 'full' -> 'incremental'"]
+    assert Run(ref.path).resumes == []
+    for l, layer in enumerate(("h1", "h2", "out"), start=1):
+        a, b = Run(ref.path).final(layer, "W"), run.final(layer, "W")
+        assert not np.allclose(a, init_network(base).weights(l), atol=1e-3)
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+    # the model itself still may not change
+    with pytest.raises(ConfigError, match="model.eta"):
+        train(faster.replace(model={"eta": 0.1}), out=tmp_path / "c.h5", resume=True, progress=False)
