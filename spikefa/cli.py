@@ -33,11 +33,12 @@ def _train(args):
 def _test(args):
     from .train import test_run
 
-    res = test_run(args.run, data_dir=args.data, n_test=args.n_test)
+    res = test_run(args.run, data_dir=args.data, n_test=args.n_test, split=args.split)
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"test error {res['test_error']:.4f} ({res['readout']} read-out; last {res['test_error_last']:.4f}, "
+        what = "test error" if args.split == "test" else "error on training images"
+        print(f"{what} {res['test_error']:.4f} ({res['readout']} read-out; last {res['test_error_last']:.4f}, "
               f"sum {res['test_error_sum']:.4f}, prob {res['test_error_prob']:.4f}) on {res['n_test']} images after {res['epochs']:g} epochs")
 
 
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", metavar="RUN.h5")
     s.add_argument("--data", metavar="DIR", help="folder with the four MNIST files")
     s.add_argument("--n-test", type=int, help="test on the first N test images only")
+    s.add_argument("--split", choices=["test", "train"], default="test",
+                   help="train: the same test on the training images (training error; with --n-test, the first N)")
     s.add_argument("--json", action="store_true", help="print one JSON object (test_error, n_test, epochs, steps, ...)")
     s.set_defaults(func=_test)
 

@@ -466,12 +466,16 @@ def network_from_file(path) -> tuple[Network, int, bool, str]:
     return net, int(info["step"]), False, "checkpoint"
 
 
-def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=None) -> dict:
+def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=None, split: str = "test") -> dict:
     """Test a run's weights on its test set (``spikefa test``), plasticity off.
 
     ``path`` is a run file (its final weights, or, while it is still running or was cut
-    off, its checkpoint) or a checkpoint file itself.
+    off, its checkpoint) or a checkpoint file itself. ``split="train"`` tests on the
+    training images instead (the first ``n_test`` of the file, unshuffled), with the same
+    protocol: the training error, to tell slow learning from overfitting.
     """
+    if split not in ("test", "train"):
+        raise ValueError(f"split {split!r} unknown; valid: 'test', 'train'")
     net, steps, complete, source = network_from_file(path)
     cfg = net.config
     changes = {}
@@ -480,11 +484,11 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
     if readout is not None:
         changes["readout"] = readout
     net.config = cfg = cfg.replace(test=changes) if changes else cfg
-    test_x, test_y = load_data(cfg, "test", data_dir, cfg.test.n_test)
+    test_x, test_y = load_data(cfg, split, data_dir, cfg.test.n_test)
     n_train = train_set_size(cfg)
     res = evaluate(net, test_x, test_y, seed_key=seed_key)
     return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum,
-                test_error_prob=res.error_prob, n_test=res.n_test, readout=cfg.test.readout, steps=steps,
+                test_error_prob=res.error_prob, n_test=res.n_test, split=split, readout=cfg.test.readout, steps=steps,
                 epochs=steps / cfg.train.steps_per_image / n_train, complete=complete, weights=source,
                 model=cfg.name, feedback=cfg.model.feedback, seed=cfg.run.seed, path=str(path))
 

@@ -460,6 +460,18 @@ def test_spikefa_test_json(tmp_path, capsys):
     assert {"test_error", "n_test", "epochs", "steps"} <= set(out)
     assert 0 <= out["test_error"] <= 1 and out["n_test"] == 500 and out["steps"] == 1000
     assert out["epochs"] == pytest.approx(0.1)
+    assert out["split"] == "test"
+    # the training error: the same protocol on the first N training images
+    assert main(["test", str(tmp_path / "r.h5"), "--split", "train", "--n-test", "200", "--json"]) == 0
+    on_train = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert on_train["split"] == "train" and on_train["n_test"] == 200
+    from spikefa.train import evaluate, load_data, network_from_file
+
+    net = network_from_file(tmp_path / "r.h5")[0]
+    images, labels = load_data(net.config, "train", None, 200)
+    assert on_train["test_error"] == evaluate(net, images, labels).error
+    with pytest.raises(ValueError, match="split 'valid' unknown"):
+        test_run(tmp_path / "r.h5", split="valid")
 
 
 # ---------------------------------------------------------------------------- bad input

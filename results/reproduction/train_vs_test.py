@@ -1,0 +1,35 @@
+"""Issue 9: training error beside test error, from checkpoints of one run (Markdown table).
+
+    python results/reproduction/train_vs_test.py CKPT [CKPT ...] [--data DIR] [--n 10000]
+
+For each checkpoint, the network is tested with the paper's protocol (plasticity off, M
+steps per image, no reset) on the first ``--n`` training images and on the first ``--n``
+test images, with the same test noise stream. A training error close to the test error
+means the network has not yet fitted its training set (learning is slow); a training error
+far below it means it overfits.
+"""
+
+import argparse
+
+from spikefa.train import test_run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--data", help="folder with the four MNIST files")
+    p.add_argument("--n", type=int, default=10000, help="images of each split (default 10,000)")
+    args = p.parse_args(argv)
+    print(f"| checkpoint | epochs | training error, last step (summed) | test error, last step (summed) |")
+    print("| --- | --- | --- | --- |")
+    for ck in args.checkpoints:
+        res = {split: test_run(ck, data_dir=args.data, n_test=args.n, split=split, readout="last")
+               for split in ("train", "test")}
+        tr, te = res["train"], res["test"]
+        print(f"| {ck.split('/')[-1]} | {tr['epochs']:.2f} | {tr['test_error_last']:.2%} ({tr['test_error_sum']:.2%}) "
+              f"| {te['test_error_last']:.2%} ({te['test_error_sum']:.2%}) |", flush=True)
+    print(f"\n(first {args.n:,} images of each split, plasticity off, test noise stream 0)")
+
+
+if __name__ == "__main__":
+    main()
