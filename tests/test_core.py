@@ -359,22 +359,26 @@ def test_learning_beats_chance(tmp_path):
     assert res.epochs == 2.0
 
 
+class CutAfter:
+    """A recorder that stops a training run (as Ctrl-C does) after ``n`` blocks."""
+
+    def __init__(self, n):
+        self.n, self.blocks = n, 0
+
+    def on_block(self, net, step0, outputs):
+        self.blocks += 1
+        if self.blocks == self.n:
+            raise KeyboardInterrupt
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     """Cut a run off mid-way (after 7 blocks), resume it: weights and test curve equal the run
     done in one go, bit for bit."""
     cfg = load_config("tiny").replace(train={"epochs": 1.0, "test_every": 700}, run={"block_steps": 300})
     full = train(cfg, out=tmp_path / "full.h5", progress=False)
 
-    class Cut:
-        blocks = 0
-
-        def on_block(self, net, step0, outputs):
-            self.blocks += 1
-            if self.blocks == 7:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, out=tmp_path / "cut.h5", progress=False, recorder=Cut())
+        train(cfg, out=tmp_path / "cut.h5", progress=False, recorder=CutAfter(7))
     cut = Run(tmp_path / "cut.h5")
     assert not cut.complete
     assert checkpoint_path(tmp_path / "cut.h5").exists()

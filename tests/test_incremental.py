@@ -19,7 +19,7 @@ from spikefa.config import ConfigError, config_from_dict, load_config
 from spikefa.network import init_network
 from spikefa.runfile import Run
 from spikefa.train import train
-from test_core import block_inputs
+from test_core import CutAfter, block_inputs
 
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
@@ -147,17 +147,9 @@ def test_block_size_and_resume_do_not_change_an_incremental_run(tmp_path):
     ref = train(base.replace(run={"block_steps": 300}), out=tmp_path / "a.h5", progress=False)
     other = train(base.replace(run={"block_steps": 77}), out=tmp_path / "b.h5", progress=False)
 
-    class Cut:
-        blocks = 0
-
-        def on_block(self, net, step0, outputs):
-            self.blocks += 1
-            if self.blocks == 5:
-                raise KeyboardInterrupt
-
     cfg = base.replace(run={"block_steps": 300})
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, out=tmp_path / "c.h5", progress=False, recorder=Cut())
+        train(cfg, out=tmp_path / "c.h5", progress=False, recorder=CutAfter(5))
     with h5py.File(runfile.checkpoint_path(tmp_path / "c.h5"), "r") as f:
         assert "state/fwd_cache" in f and f["state/fwd_age"][0] < 8
     resumed = train(cfg, out=tmp_path / "c.h5", resume=True, progress=False)
@@ -244,16 +236,8 @@ def test_resume_may_change_the_speed_options_and_says_so(tmp_path):
                                        run={"forward_pass": "full", "deferred_steps": 8, "block_steps": 75})
     ref = train(base, out=tmp_path / "a.h5", progress=False)
 
-    class Cut:
-        blocks = 0
-
-        def on_block(self, net, step0, outputs):
-            self.blocks += 1
-            if self.blocks == 5:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(base, out=tmp_path / "c.h5", progress=False, recorder=Cut())
+        train(base, out=tmp_path / "c.h5", progress=False, recorder=CutAfter(5))
     with h5py.File(runfile.checkpoint_path(tmp_path / "c.h5"), "r") as f:
         assert f["state/n_pend"][0] == 375 % 8 and f.attrs["step"] == 375
     faster = base.replace(run={"forward_pass": "incremental", "deferred_steps": 32})
