@@ -44,3 +44,7 @@ def test_extrapolate_and_curve_table_read_a_curve(tmp_path, capsys):
     _script("curve_table").main([str(csv)])
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 2 + 30 and table[2].startswith("| 1.00 | 60,000 | 8.00% | 7.60% |")
+    _script("curve_table").main([str(csv), "--means", "3"])
+    means = capsys.readouterr().out.splitlines()
+    first = sum(0.08 * k ** -0.3 for k in (1, 2, 3)) / 3  # epochs 1, 2 and 3 make the span 0-3
+    assert len(means) == 2 + 10 and means[2] == f"| 0-3 | 3 | {first:.2%} | {first * 0.95:.2%} | {first:.2%} |"

@@ -1,22 +1,38 @@
 """Issue 9: a test-error curve (``spikefa curve RUN.h5 > CURVE.csv``) as a Markdown table.
 
     python results/reproduction/curve_table.py CURVE.csv [--every 60000]
+    python results/reproduction/curve_table.py CURVE.csv --means 3
 
 One row per test pass whose number of training images is a multiple of ``--every`` (and
 the last pass), with the error of every read-out on the test set and the run's wall time.
+With ``--means E``: one row per span of E epochs, the mean of its test passes (a single
+pass varies by a few tenths of a point; the means show the trend).
 """
 
 import argparse
 import csv
+import math
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("curve")
     p.add_argument("--every", type=int, default=60000, help="training images between rows (0: every pass)")
+    p.add_argument("--means", type=float, default=0, metavar="E", help="mean of the passes in each span of E epochs")
     args = p.parse_args(argv)
     with open(args.curve) as f:
         rows = list(csv.DictReader(f))
+    if args.means:
+        print("| epochs | test passes | mean test error, last step | summed over M steps | sigma(V) |")
+        print("| --- | --- | --- | --- | --- |")
+        spans = {}
+        for r in rows:  # a pass at the end of a span belongs to it: (a, a + E]
+            k = max(math.ceil(float(r["epoch"]) / args.means - 1e-9) - 1, 0)
+            spans.setdefault(k, []).append(r)
+        for k, rs in sorted(spans.items()):
+            means = [sum(float(r[name]) for r in rs) / len(rs) for name in ("error_last", "error_sum", "error_prob")]
+            print(f"| {k * args.means:g}-{(k + 1) * args.means:g} | {len(rs)} | " + " | ".join(f"{m:.2%}" for m in means) + " |")
+        return
     print("| epochs | training images | test error, last step | summed over M steps | sigma(V) | wall time (h) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for i, r in enumerate(rows):
