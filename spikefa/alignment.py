@@ -143,6 +143,44 @@ def class_alignment(net: Network, start: Network | None = None) -> list[dict]:
     return out
 
 
+def error_share(net: Network, images, labels, *, steps: int = 1000, seed: int = 0) -> list[float]:
+    """The ``share`` field averaged over ``steps`` steps instead of one snapshot.
+
+    A copy of ``net`` is run on training images shown as in training (``N`` steps each,
+    a seeded random choice of them, no reset), plasticity off and the feedback sweep on;
+    per hidden layer ``l`` the share of the squared norm of ``phi_d(U^{l+1})`` in the
+    class-error subspace is taken at every step and averaged. One step's share jumps with
+    the image shown (large on a step whose image is misclassified); the mean says how much
+    of the top-down signal is class error as training goes.
+    """
+    from .network import input_probabilities
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    cfg = net.config
+    Q = class_error_bases(net)
+    phi = PHI_CODES[cfg.model.phi_d]
+    N = cfg.train.steps_per_image
+    n_img = -(-steps // N)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(labels), size=min(n_img, len(labels)), replace=False)
+    idx = np.resize(idx, n_img)
+    step_image = np.repeat(np.arange(n_img), N)[:steps]
+    rec = np.arange(int(net.offsets[2]), net.n_units)  # units of layers 2..m
+    work = net.copy()
+    res = work.run(rng.random((steps, net.n_units)), input_probabilities(images[idx], cfg.model.p_max),
+                   step_image, np.asarray(labels)[idx][step_image], plastic=False, feedback=True, rec_idx=rec)
+    U = res["feedback_psp"].astype(np.float64)
+    out = []
+    for l in range(1, net.m):
+        sl = net.layer_slice(l + 1)
+        top = _phi(U[:, sl.start - rec[0]:sl.stop - rec[0]], phi)        # (steps, n_{l+1})
+        norm = np.sum(top ** 2, axis=1)
+        ok = norm > 0
+        out.append(float(np.mean(np.sum((top[ok] @ Q[l + 1]) ** 2, axis=1) / norm[ok])) if ok.any() else float("nan"))
+    return out
+
+
 def markdown_rows(rows: list[dict], step: int, epochs: float) -> list[str]:
     """Rows of the ``spikefa align`` table (its header is :data:`HEADER`)."""
     def f(x, fmt):
@@ -153,5 +191,12 @@ def markdown_rows(rows: list[dict], step: int, epochs: float) -> list[str]:
             f"{f(r['growth'], '.2f')} | {f(r['share'], '.2f')} |" for r in rows]
 
 
-HEADER = ("| step | epochs | layer l | flat | flat dW | ceiling | subspace | subspace dW | abs dW / abs W(0) | error in Q |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+def header(share_steps: int = 0) -> str:
+    """The ``spikefa align`` table's header; ``share_steps``: the ``error in Q`` column is a
+    mean over that many steps (:func:`error_share`), 0: one snapshot."""
+    share = f"error in Q (mean of {share_steps:,} steps)" if share_steps else "error in Q (one step)"
+    return (f"| step | epochs | layer l | flat | flat dW | ceiling | subspace | subspace dW | abs dW / abs W(0) | {share} |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+HEADER = header()

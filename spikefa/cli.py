@@ -84,9 +84,13 @@ def _align(args):
     from . import alignment
     from .config import load_config
     from .network import init_network
+    from .data import DataError
     from .runfile import RunFileError
-    from .train import network_from_file, train_set_size
+    from .train import load_data, network_from_file, train_set_size
 
+    if args.share_steps < 0:
+        raise SystemExit(f"spikefa: error: --share-steps must be 0 or more, got {args.share_steps}")
+    data = {}
     for i, path in enumerate(args.files):
         try:
             if str(path).endswith(".toml") or not Path(path).exists():
@@ -94,11 +98,17 @@ def _align(args):
             else:
                 net, steps = network_from_file(path)[:2]
             rows = alignment.class_alignment(net)
-        except (ValueError, RunFileError) as exc:
+            if args.share_steps:
+                key = (net.config.train.dataset, net.config.train.n_train)
+                if key not in data:
+                    data[key] = load_data(net.config, "train", args.data, net.config.train.n_train)
+                for r, share in zip(rows, alignment.error_share(net, *data[key], steps=args.share_steps)):
+                    r["share"] = share
+        except (ValueError, RunFileError, DataError) as exc:
             raise SystemExit(f"spikefa: error: {path}: {exc}") from None
         cfg = net.config
         if i == 0:
-            print(alignment.HEADER)
+            print(alignment.header(args.share_steps))
         print("\n".join(alignment.markdown_rows(rows, steps, steps / cfg.train.steps_per_image / train_set_size(cfg))))
 
 
@@ -245,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "that angle can take in these layers, and the angle inside the class-error "
                                    "subspace, where the error that decides the guess lies (spikefa.alignment).")
     a.add_argument("files", nargs="+", metavar="RUN.h5|CKPT|MODEL")
+    a.add_argument("--share-steps", type=int, default=0, metavar="T",
+                   help="'error in Q' as a mean over T steps on training images (needs the data; default 0: "
+                        "one snapshot of the saved state)")
+    a.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (with --share-steps)")
     a.set_defaults(func=_align)
 
     d = sub.add_parser("download-mnist", help="download and verify the four MNIST files")

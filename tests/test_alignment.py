@@ -86,3 +86,41 @@ def test_cli_names_the_bad_file(tmp_path):
     bad.write_bytes(b"not hdf5")
     with pytest.raises(SystemExit, match="bad.h5"):
         main(["align", str(bad)])
+
+
+def test_error_share_is_the_mean_of_the_per_step_snapshots(tmp_path, capsys):
+    """``error_share`` over T steps equals the one-step ``share`` of ``class_alignment``
+    taken after each of T single steps of the same inputs and noise, averaged."""
+    from spikefa.data import load_subset
+    from spikefa.network import input_probabilities
+
+    res = train("tiny", epochs=0.25, out=tmp_path / "tiny.h5", progress=False)
+    from spikefa.train import network_from_file
+
+    net = network_from_file(res.path)[0]
+    images, labels = load_subset("train")
+    T, N = 23, net.config.train.steps_per_image
+    mean = alignment.error_share(net, images, labels, steps=T, seed=4)
+    rng = np.random.default_rng(4)             # the draws error_share makes, in its order
+    idx = np.resize(rng.choice(len(labels), size=-(-T // N), replace=False), -(-T // N))
+    u = rng.random((T, net.n_units))
+    probs = input_probabilities(images[idx], net.config.model.p_max)
+    step = net.copy()
+    shares = []
+    for t in range(T):
+        k = np.array([t // N])
+        step.run(u[t:t + 1], probs, k, labels[idx][k], plastic=False, feedback=True)
+        shares.append([r["share"] for r in alignment.class_alignment(step)])
+    np.testing.assert_allclose(mean, np.mean(shares, axis=0), rtol=1e-9)
+    assert len(mean) == net.m - 1 and all(0 < s < 1 for s in mean)
+    assert alignment.error_share(net, images, labels, steps=T, seed=5) != mean
+    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
+        alignment.error_share(net, images, labels, steps=0)
+    # and through the command line: the column says what it holds
+    capsys.readouterr()
+    assert main(["align", str(res.path), "--share-steps", "50"]) in (0, None)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith("| error in Q (mean of 50 steps) |") and len(lines) == 2 + 2
+    assert all(0 < float(line.split("|")[10]) < 1 for line in lines[2:])
+    with pytest.raises(SystemExit, match="--share-steps must be 0 or more, got -1"):
+        main(["align", str(res.path), "--share-steps", "-1"])
