@@ -138,7 +138,7 @@ def class_alignment(net: Network, start: Network | None = None) -> list[dict]:
             subspace=angle_deg(W @ q, B @ q),
             subspace_dw=_angle(dW @ q, B @ q),
             growth=float(np.linalg.norm(dW) / np.linalg.norm(W - dW)),
-            share=float(np.sum((q.T @ top) ** 2) / np.sum(top ** 2)) if np.any(top) else float("nan"),
+            share=float(_shares(top[None], q)[0]),
         ))
     return out
 
@@ -175,14 +175,21 @@ def error_share(net: Network, images, labels, *, steps: int = 1000, seed: int = 
     for l in range(1, net.m):
         sl = net.layer_slice(l + 1)
         top = _phi(U[:, sl.start - rec[0]:sl.stop - rec[0]], phi)        # (steps, n_{l+1})
-        norm = np.sum(top ** 2, axis=1)
-        ok = norm > 0
-        out.append(float(np.mean(np.sum((top[ok] @ Q[l + 1]) ** 2, axis=1) / norm[ok])) if ok.any() else float("nan"))
+        shares = _shares(top, Q[l + 1])
+        out.append(float(np.nanmean(shares)) if not np.isnan(shares).all() else float("nan"))
     return out
 
 
+def _shares(top, q):
+    """Per row of ``top`` (steps, n): the share of its squared norm in span(q); NaN for a
+    zero row (no top-down signal yet)."""
+    norm = np.sum(top ** 2, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, np.sum((top @ q) ** 2, axis=1) / norm, np.nan)
+
+
 def markdown_rows(rows: list[dict], step: int, epochs: float) -> list[str]:
-    """Rows of the ``spikefa align`` table (its header is :data:`HEADER`)."""
+    """Rows of the ``spikefa align`` table (its header is :func:`header`)."""
     def f(x, fmt):
         return "-" if np.isnan(x) else format(x, fmt)
 
@@ -198,5 +205,3 @@ def header(share_steps: int = 0) -> str:
     return (f"| step | epochs | layer l | flat | flat dW | ceiling | subspace | subspace dW | abs dW / abs W(0) | {share} |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
-
-HEADER = header()

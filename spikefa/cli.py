@@ -83,8 +83,8 @@ def _curve(args):
 def _align(args):
     from . import alignment
     from .config import load_config
-    from .network import init_network
     from .data import DataError
+    from .network import init_network
     from .runfile import RunFileError
     from .train import load_data, network_from_file, train_set_size
 

@@ -396,22 +396,22 @@ def read_checkpoint(ck, net, rng=None, *, strict: bool = True) -> dict:
                 F[...] = f[f"F/{k}"][...]
         skipped = []
         st = net.state
-        saved_K = f["state/pend_spikes"].shape[0] if "state/pend_spikes" in f else st.pend_spikes.shape[0]
+        other_K = "state/pend_spikes" in f and f["state/pend_spikes"].shape[0] != st.pend_spikes.shape[0]
         for name, arr in st.arrays().items():
             key = f"state/{name}"
-            if name in PENDING_STATE and saved_K != st.pend_spikes.shape[0]:
+            if name in PENDING_STATE and other_K:
                 continue  # another run.deferred_steps: applied below
             if (not strict or name in LATER_STATE) and (key not in f or f[key].shape != arr.shape):
                 skipped.append(name)
                 continue
             arr[...] = f[key][...]
-        if saved_K != st.pend_spikes.shape[0]:
+        if other_K:
             # the checkpoint's pending updates, written into the weights now, oldest first, as
-            # its next flush would have done (exact: deferring only postpones the same writes)
+            # its next flush would have done (exact: deferring only postpones the same writes);
+            # apply_pending also marks the forward cache stale
             n_pend = int(f["state/n_pend"][0])
             net.apply_pending(f["state/pend_spikes"][:n_pend], f["state/pend_g"][:, :n_pend])
             st.n_pend[0] = 0
-            skipped.append("pend_spikes")
         if skipped:  # no cache in the file (an older one), or not one for this K
             net.invalidate_forward_cache()
         if rng is not None:

@@ -11,7 +11,7 @@ far below it means it overfits.
 
 import argparse
 
-from spikefa.train import test_run
+from spikefa.train import evaluate, load_data, network_from_file, train_set_size
 
 
 def main(argv=None):
@@ -20,14 +20,21 @@ def main(argv=None):
     p.add_argument("--data", help="folder with the four MNIST files")
     p.add_argument("--n", type=int, default=10000, help="images of each split (default 10,000)")
     args = p.parse_args(argv)
-    print(f"| checkpoint | epochs | training error, last step (summed) | test error, last step (summed) |")
+    print("| checkpoint | epochs | training error, last step (summed) | test error, last step (summed) |")
     print("| --- | --- | --- | --- |")
+    data = {}
     for ck in args.checkpoints:
-        res = {split: test_run(ck, data_dir=args.data, n_test=args.n, split=split, readout="last")
-               for split in ("train", "test")}
+        net, steps, _, _ = network_from_file(ck)  # loaded once, tested on both splits
+        cfg = net.config
+        res = {}
+        for split in ("train", "test"):
+            if (cfg.train.dataset, split) not in data:
+                data[cfg.train.dataset, split] = load_data(cfg, split, args.data, args.n)
+            res[split] = evaluate(net, *data[cfg.train.dataset, split])
         tr, te = res["train"], res["test"]
-        print(f"| {ck.split('/')[-1]} | {tr['epochs']:.2f} | {tr['test_error_last']:.2%} ({tr['test_error_sum']:.2%}) "
-              f"| {te['test_error_last']:.2%} ({te['test_error_sum']:.2%}) |", flush=True)
+        epochs = steps / cfg.train.steps_per_image / train_set_size(cfg)
+        print(f"| {ck.split('/')[-1]} | {epochs:.2f} | {tr.error_last:.2%} ({tr.error_sum:.2%}) "
+              f"| {te.error_last:.2%} ({te.error_sum:.2%}) |", flush=True)
     print(f"\n(first {args.n:,} images of each split, plasticity off, test noise stream 0)")
 
 
