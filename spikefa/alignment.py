@@ -204,4 +204,3 @@ def header(share_steps: int = 0) -> str:
     share = f"error in Q (mean of {share_steps:,} steps)" if share_steps else "error in Q (one step)"
     return (f"| step | epochs | layer l | flat | flat dW | ceiling | subspace | subspace dW | abs dW / abs W(0) | {share} |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-

@@ -86,7 +86,7 @@ def _align(args):
     from .data import DataError
     from .network import init_network
     from .runfile import RunFileError
-    from .train import load_data, network_from_file, train_set_size
+    from .train import epochs_at, load_data, network_from_file
 
     if args.share_steps < 0:
         raise SystemExit(f"spikefa: error: --share-steps must be 0 or more, got {args.share_steps}")
@@ -109,7 +109,7 @@ def _align(args):
         cfg = net.config
         if i == 0:
             print(alignment.header(args.share_steps))
-        print("\n".join(alignment.markdown_rows(rows, steps, steps / cfg.train.steps_per_image / train_set_size(cfg))))
+        print("\n".join(alignment.markdown_rows(rows, steps, epochs_at(cfg, steps))))
 
 
 def _download(args):

@@ -86,6 +86,11 @@ def train_set_size(cfg: Config) -> int:
     return min(cfg.train.n_train, n) if cfg.train.n_train else n
 
 
+def epochs_at(cfg: Config, steps: int) -> float:
+    """Epochs of ``cfg``'s training set that ``steps`` training steps make."""
+    return steps / cfg.train.steps_per_image / train_set_size(cfg)
+
+
 def check_images(images, labels, cfg: Config) -> None:
     """Clear errors for images that do not fit the model (shape, NaN, range, labels)."""
     n_in = cfg.model.layers[0]

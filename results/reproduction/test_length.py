@@ -10,7 +10,7 @@ the paper's protocol, which stays M = 5.
 
 import argparse
 
-from spikefa.train import evaluate, load_data, network_from_file, train_set_size
+from spikefa.train import epochs_at, evaluate, load_data, network_from_file
 
 
 def main(argv=None):
@@ -21,7 +21,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=10000, help="test images (default all 10,000)")
     args = p.parse_args(argv)
     net, steps, _, _ = network_from_file(args.checkpoint)
-    epochs = steps / net.config.train.steps_per_image / train_set_size(net.config)
+    epochs = epochs_at(net.config, steps)
     images, labels = load_data(net.config, "test", args.data, args.n)
     print(f"{args.checkpoint.split('/')[-1]}, {epochs:.2f} epochs, first {len(labels):,} test images, test noise stream 0\n")
     print("| M (test steps per image) | last step | summed over M | sigma(V) at the last step |")

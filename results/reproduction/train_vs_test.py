@@ -11,7 +11,7 @@ far below it means it overfits.
 
 import argparse
 
-from spikefa.train import evaluate, load_data, network_from_file, train_set_size
+from spikefa.train import epochs_at, evaluate, load_data, network_from_file
 
 
 def main(argv=None):
@@ -32,7 +32,7 @@ def main(argv=None):
                 data[cfg.train.dataset, split] = load_data(cfg, split, args.data, args.n)
             res[split] = evaluate(net, *data[cfg.train.dataset, split])
         tr, te = res["train"], res["test"]
-        epochs = steps / cfg.train.steps_per_image / train_set_size(cfg)
+        epochs = epochs_at(cfg, steps)
         print(f"| {ck.split('/')[-1]} | {epochs:.2f} | {tr.error_last:.2%} ({tr.error_sum:.2%}) "
               f"| {te.error_last:.2%} ({te.error_sum:.2%}) |", flush=True)
     print(f"\n(first {args.n:,} images of each split, plasticity off, test noise stream 0)")
