@@ -48,3 +48,8 @@ def test_extrapolate_and_curve_table_read_a_curve(tmp_path, capsys):
     means = capsys.readouterr().out.splitlines()
     first = sum(0.08 * k ** -0.3 for k in (1, 2, 3)) / 3  # epochs 1, 2 and 3 make the span 0-3
     assert len(means) == 2 + 10 and means[2] == f"| 0-3 | 3 | {first:.2%} | {first * 0.95:.2%} | {first:.2%} |"
+    assert means[-1].startswith("| 27-30 | 3 |")
+    # a run that ends inside a span: the span is labelled up to the last pass, not past it
+    csv.write_text("\n".join(rows[:-1]) + "\n")
+    _script("curve_table").main([str(csv), "--means", "3"])
+    assert capsys.readouterr().out.splitlines()[-1].startswith("| 27-29 | 2 |")

@@ -29,9 +29,11 @@ def main(argv=None):
         for r in rows:  # a pass at the end of a span belongs to it: (a, a + E]
             k = max(math.ceil(float(r["epoch"]) / args.means - 1e-9) - 1, 0)
             spans.setdefault(k, []).append(r)
+        end = float(rows[-1]["epoch"]) if rows else 0.0
         for k, rs in sorted(spans.items()):
             means = [sum(float(r[name]) for r in rs) / len(rs) for name in ("error_last", "error_sum", "error_prob")]
-            print(f"| {k * args.means:g}-{(k + 1) * args.means:g} | {len(rs)} | " + " | ".join(f"{m:.2%}" for m in means) + " |")
+            hi = min((k + 1) * args.means, round(end, 2))  # a run that ends inside a span: up to its last pass
+            print(f"| {k * args.means:g}-{hi:g} | {len(rs)} | " + " | ".join(f"{m:.2%}" for m in means) + " |")
         return
     print("| epochs | training images | test error, last step | summed over M steps | sigma(V) | wall time (h) |")
     print("| --- | --- | --- | --- | --- | --- |")
