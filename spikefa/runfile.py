@@ -6,7 +6,8 @@ Layout of ``RUN.h5`` (schema 2; the full layout, recordings included, is in
 ``/`` attributes
     ``schema_version``, ``spikefa_version``, ``numpy_version``, ``numba_version``,
     ``config`` (the full resolved config as JSON), ``seed``, ``model_name``,
-    ``created``, ``command``, ``total_steps``, ``steps_done``, ``complete``
+    ``created``, ``command``, ``git_commit`` (see :func:`source_revision`),
+    ``total_steps``, ``steps_done``, ``resumes`` (one entry per resume), ``complete``
     (False until the very last write of a finished run).
 ``/test/``
     one row per test pass, 1-D resizable datasets: ``step`` (training steps done,
@@ -41,6 +42,7 @@ import errno
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -64,6 +66,24 @@ TEST_FIELDS = {
     "step": np.int64, "images": np.int64, "epoch": np.float64, "error": np.float64,
     "error_last": np.float64, "error_sum": np.float64, "error_prob": np.float64, "n_test": np.int64, "wall_s": np.float64,
 }
+
+
+def source_revision() -> str:
+    """The git commit of the spikefa source that is running: 40 hex digits, with ``+dirty``
+    appended when tracked files of that checkout differ from the commit, or ``""`` when the
+    package is not run from a git checkout (an installed wheel) or git is not at hand."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return ""  # spikefa installed inside some other repository
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return commit + ("+dirty" if dirty else "")
 
 
 class RunFileError(OSError):
@@ -247,7 +267,7 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
                 numpy_version=np.__version__, numba_version=numba.__version__,
                 config=cfg.to_json(), seed=cfg.run.seed, model_name=cfg.name,
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=" ".join(sys.argv),
-                total_steps=int(total_steps), steps_done=0, complete=False,
+                git_commit=source_revision(), total_steps=int(total_steps), steps_done=0, complete=False,
             )
             g = f.create_group("test")
             for name, dt in TEST_FIELDS.items():
@@ -289,13 +309,13 @@ def set_attrs(path, **attrs) -> None:
 
 def append_resume(path, *, step: int, epoch: float, changed: list[str]) -> None:
     """Add one entry to the run file's ``resumes`` attribute (JSON list): a resume at ``step``
-    that changed the settings ``changed`` (``"section.key: old -> new"``)."""
-    from . import __version__
-
+    that changed the settings ``changed`` (``"section.key: old -> new"``, empty if none), with
+    the version, git commit (:func:`source_revision`), command line and time it ran at."""
     with _writable(path) as f:
         entries = json.loads(f.attrs.get("resumes", "[]"))
         entries.append(dict(step=int(step), epoch=round(float(epoch), 4), changed=list(changed),
-                            spikefa=__version__))
+                            spikefa=__version__, git_commit=source_revision(),
+                            command=" ".join(sys.argv), time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
         f.attrs["resumes"] = json.dumps(entries)
 
 
@@ -496,8 +516,10 @@ class Run:
 
     @property
     def resumes(self) -> list[dict]:
-        """Every resume that changed a setting (``step``, ``epoch``, ``changed``: a list of
-        ``"section.key: old -> new"``, ``spikefa``: the version); ``config`` holds the last."""
+        """Every resume (``step``, ``epoch``, ``changed``: a list of ``"section.key: old -> new"``,
+        empty if it changed nothing; ``spikefa``: the version; ``git_commit``, ``command``,
+        ``time``, which older entries lack); ``config`` holds the last values. Older files
+        list only the resumes that changed a setting."""
         return json.loads(self.attrs.get("resumes", "[]"))
 
     @property

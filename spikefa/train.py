@@ -32,7 +32,7 @@ from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, i
 RESUMABLE_KEYS = {("train", "epochs"), ("train", "test_every"), ("run", "backend"), ("run", "block_steps"),
                   ("run", "checkpoint_minutes"), ("run", "forward_pass"), ("run", "deferred_steps")}
 # (forward_pass and deferred_steps change how a step is computed, not what: float rounding
-# only; every resume that changes a setting is listed in the run file's ``resumes``)
+# only; every resume, and what it changed, is listed in the run file's ``resumes``)
 # a branch (``train(..., branch_from=...)``) may also change how the network learns from then on
 BRANCHABLE_KEYS = RESUMABLE_KEYS | {("model", "eta"), ("model", "gamma"), ("model", "eta_feedback"),
                                     ("model", "np_baseline_rate"), ("test", "readout"), ("test", "n_test")}
@@ -302,9 +302,9 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         extra = info.get("extra", {})
         runfile.truncate_tests(out, n_tests)
         runfile.set_attrs(out, complete=False, total_steps=total_steps, config=cfg.to_json())
+        # the config attribute now holds the new values: keep the old ones, and the commit
         changed = _compatible(saved, cfg, allowed=set())
-        if changed:  # the config attribute now holds the new values: keep the old ones
-            runfile.append_resume(out, step=step, epoch=step / N / n_train, changed=changed)
+        runfile.append_resume(out, step=step, epoch=step / N / n_train, changed=changed)
     else:
         runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
         runfile.set_attrs(out, n_train=n_train)

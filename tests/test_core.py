@@ -388,6 +388,9 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed = train(cfg, out=tmp_path / "cut.h5", resume=True, progress=False)
     assert test_run(resumed.path, n_test=50)["weights"] == "final"
     assert Run(resumed.path).complete
+    # a resume that changes nothing is listed too, at the checkpoint's step
+    (entry,) = Run(resumed.path).resumes
+    assert entry["changed"] == [] and entry["step"] == interim["steps"]
     for layer in ("h1", "h2", "out"):
         for name in ("W", "b", "V", "U"):
             np.testing.assert_array_equal(Run(full.path).final(layer, name), Run(resumed.path).final(layer, name))

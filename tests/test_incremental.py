@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 
 import h5py
 import numpy as np
@@ -248,6 +249,10 @@ def test_resume_may_change_the_speed_options_and_says_so(tmp_path):
     assert sorted(run.resumes[0]["changed"]) == ["run.deferred_steps: 8 -> 32",
                                                  "run.forward_pass: 'full' -> 'incremental'"]
     assert Run(ref.path).resumes == []
+    # the run and every resume name the source they ran at ("" outside a git checkout)
+    assert run.resumes[0]["git_commit"] == runfile.source_revision() == run.attrs["git_commit"]
+    assert re.fullmatch(r"([0-9a-f]{40}(\+dirty)?)?", run.attrs["git_commit"])
+    assert run.resumes[0]["command"] and run.resumes[0]["time"]
     for l, layer in enumerate(("h1", "h2", "out"), start=1):
         a, b = Run(ref.path).final(layer, "W"), run.final(layer, "W")
         assert not np.allclose(a, init_network(base).weights(l), atol=1e-3)
