@@ -53,3 +53,45 @@ def test_extrapolate_and_curve_table_read_a_curve(tmp_path, capsys):
     csv.write_text("\n".join(rows[:-1]) + "\n")
     _script("curve_table").main([str(csv), "--means", "3"])
     assert capsys.readouterr().out.splitlines()[-1].startswith("| 27-29 | 2 |")
+
+
+def _tiny_run(tmp_path, **model):
+    from spikefa.config import load_config
+    from spikefa.train import train
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.5}, test={"n_test": 100}, **({"model": model} if model else {}))
+    return train(cfg, out=tmp_path / "tiny.h5", progress=False).path
+
+
+def test_wrong_images_reads_the_last_test_step(tmp_path, capsys):
+    """The per-unit probabilities the script groups are those of the last test step: summed
+    per class they give the test's own sigma(V) read-out, image for image."""
+    from spikefa.train import load_data, network_from_file
+
+    mod = _script("wrong_images")
+    run = _tiny_run(tmp_path)
+    net, _, _, _ = network_from_file(run)
+    images, labels = load_data(net.config, "train", None, 300)
+    res, p = mod.last_step_probabilities(net, images, labels)
+    assert p.shape == (300, net.n_units - net.sizes[0])
+    out = p[:, -net.sizes[-1]:].astype(np.float64).reshape(300, 10, -1).sum(axis=2)
+    assert np.mean(np.argmax(out, axis=1) != labels) == res.error_prob
+    mod.main([str(run), "--n", "300"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(("| right", "| wrong"))]
+    counts = [int(r.split("|")[2].replace(",", "")) for r in rows[:2]]
+    assert sum(counts) == 300 and counts[-1] == round(res.error * 300)
+
+
+def test_rounding_loss_compares_float32_with_an_exact_float64_copy(tmp_path, capsys):
+    """Both copies start from the same values and see the same draws: over a few hundred
+    steps their weight changes agree to float32 rounding, and a float64 network is refused."""
+    import pytest
+
+    mod = _script("rounding_loss")
+    mod.main([_tiny_run(tmp_path).as_posix(), "--steps", "400", "--block", "100"])
+    rows = [r.split("|") for r in capsys.readouterr().out.splitlines() if r.startswith("| h") or r.startswith("| out")]
+    assert len(rows) == 3
+    for r in rows:
+        assert abs(float(r[2]) - 1) < 1e-4 and float(r[4]) < 1e-4
+    with pytest.raises(SystemExit, match="float64"):
+        mod.main([str(_tiny_run(tmp_path / "f64", dtype="float64")), "--steps", "10"])
