@@ -45,8 +45,8 @@ needs tuning with the size and the learning rate of the network. On the paper's 
 chance for 2 epochs while B's rms grows up to 9 times at 88-93 degrees from ``(W^{l+1})^T``,
 at 1e-6 it learns and then unlearns (20% after a third of an epoch, 30% after one), at 1e-7
 it trails fixed B by 2.5 points after one epoch, and at 1e-8 B does not move
-(``results/reproduction/README.md``, section 0). The estimate's noise, one reward summed
-over 1,500 PSP changes, swamps its mean there.
+(``results/reproduction/README.md``, section 0). The likely cause, not measured directly:
+the estimate's noise, one reward summed over 1,500 PSP changes, swamps its mean there.
 """
 
 from __future__ import annotations
