@@ -96,3 +96,37 @@ def test_rounding_loss_compares_the_float32_change_with_the_exact_sum(tmp_path, 
         assert abs(float(r[2]) - 1) < 1e-4 and float(r[4]) < 1e-4
     with pytest.raises(SystemExit, match="float64"):
         mod.main([str(_tiny_run(tmp_path / "f64", dtype="float64")), "--steps", "10"])
+
+
+def test_presentation_compares_runs_at_equal_images_equal_steps_and_their_level(tmp_path, capsys):
+    """Runs are grouped by the key's value; a cell is the mean ± s.d. over seeds of the pass
+    at exactly that epoch or step, '-' where a run has none; the level is the mean of the
+    last passes and the best pass."""
+    import json
+
+    import h5py
+
+    def run(name, n, seed, errors):
+        k = np.arange(1, len(errors) + 1)
+        with h5py.File(tmp_path / name, "w") as f:
+            f.attrs["config"] = json.dumps({"train": {"steps_per_image": n}, "run": {"seed": seed}})
+            g = f.create_group("test")
+            g["step"], g["epoch"] = k * 1000 * n, k.astype(float)
+            g["error_last"], g["error_sum"] = np.array(errors), np.array(errors) - 0.01
+        return str(tmp_path / name)
+
+    paths = [run("a.h5", 5, 1, [0.5, 0.3, 0.2, 0.2]), run("b.h5", 5, 2, [0.4, 0.3, 0.2, 0.1]),
+             run("c.h5", 10, 1, [0.3, 0.2])]
+    mod = _script("presentation")
+    mod.main(paths + ["--epochs", "1,3", "--steps", "10000,15000", "--last", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [r for r in lines if r.startswith(("| 5 |", "| 10 |"))]
+    assert rows[0] == "| 5 | 2 | 45.00 ± 7.07 (44.00 ± 7.07) | 20.00 ± 0.00 (19.00 ± 0.00) |"
+    assert rows[1] == "| 10 | 1 | 30.00 (29.00) | - (-) |"
+    assert rows[2] == "| 5 | 2 | 30.00 ± 0.00 (29.00 ± 0.00) | 20.00 ± 0.00 (19.00 ± 0.00) |"
+    assert rows[3] == "| 10 | 1 | 30.00 (29.00) | - (-) |"
+    assert rows[4] == "| 5 | 2 | 4 | 17.50 ± 3.54 (16.50 ± 3.54) | 15.00 ± 7.07 (14.00 ± 7.07) |"
+    import pytest
+
+    with pytest.raises(SystemExit):
+        mod.main(paths + ["--last", "0"])
