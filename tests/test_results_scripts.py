@@ -130,3 +130,5 @@ def test_presentation_compares_runs_at_equal_images_equal_steps_and_their_level(
 
     with pytest.raises(SystemExit):
         mod.main(paths + ["--last", "0"])
+    with pytest.raises(SystemExit, match="no key 'train.stepsperimage'"):
+        mod.main(paths + ["--key", "train.stepsperimage"])

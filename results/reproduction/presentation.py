@@ -28,7 +28,10 @@ def read(paths, key):
     runs = defaultdict(list)
     for path in paths:
         with h5py.File(path, "r", swmr=True) as f:
-            value = json.loads(f.attrs["config"])[section][name]
+            config = json.loads(f.attrs["config"])
+            if name not in config.get(section, {}):
+                raise SystemExit(f"{path}: its config has no key {key!r}")
+            value = config[section][name]
             runs[value].append({k: f["test"][k][...] for k in ("step", "epoch", "error_last", "error_sum")})
     return dict(sorted(runs.items()))
 
