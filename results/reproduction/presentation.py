@@ -37,7 +37,7 @@ def read(paths, key):
 
 
 def _cell(values):
-    """'mean ± s.d.' in percent of the finite values; '-' if any run lacks the point."""
+    """'mean ± s.d.' in percent ('mean' alone for one run); '-' if any run lacks the point."""
     v = 100 * np.asarray(values, dtype=np.float64)
     if not v.size or np.isnan(v).any():
         return "-"
