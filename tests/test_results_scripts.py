@@ -105,6 +105,7 @@ def test_presentation_compares_runs_at_equal_images_equal_steps_and_their_level(
     import json
 
     import h5py
+    import pytest
 
     def run(name, n, seed, errors):
         k = np.arange(1, len(errors) + 1)
@@ -126,8 +127,6 @@ def test_presentation_compares_runs_at_equal_images_equal_steps_and_their_level(
     assert rows[2] == "| 5 | 2 | 30.00 ± 0.00 (29.00 ± 0.00) | 20.00 ± 0.00 (19.00 ± 0.00) |"
     assert rows[3] == "| 10 | 1 | 30.00 (29.00) | - (-) |"
     assert rows[4] == "| 5 | 2 | 4 | 17.50 ± 3.54 (16.50 ± 3.54) | 15.00 ± 7.07 (14.00 ± 7.07) |"
-    import pytest
-
     with pytest.raises(SystemExit):
         mod.main(paths + ["--last", "0"])
     with pytest.raises(SystemExit, match="no key 'train.stepsperimage'"):
