@@ -68,11 +68,19 @@ TEST_FIELDS = {
 }
 
 
-def source_revision() -> str:
+# The tracked paths whose edits can change what a run computes: the package itself and the
+# install files that pin its dependencies. The run's config is stored in full, so a model
+# file or a README edited beside a run does not make it ``+dirty``.
+SOURCE_PATHS = ("spikefa", "setup.cfg", "pyproject.toml")
+
+
+def source_revision(root=None) -> str:
     """The git commit of the spikefa source that is running: 40 hex digits, with ``+dirty``
-    appended when tracked files of that checkout differ from the commit, or ``""`` when the
-    package is not run from a git checkout (an installed wheel) or git is not at hand."""
-    root = Path(__file__).resolve().parent.parent
+    appended when tracked files under :data:`SOURCE_PATHS` of that checkout differ from the
+    commit, or ``""`` when the package is not run from a git checkout (an installed wheel)
+    or git is not at hand. ``root`` (for tests) is the checkout; by default the one this
+    module lies in."""
+    root = Path(__file__).resolve().parent.parent if root is None else Path(root).resolve()
     try:
         def git(*args):
             return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
@@ -80,7 +88,7 @@ def source_revision() -> str:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
             return ""  # spikefa installed inside some other repository
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS)
     except (OSError, subprocess.SubprocessError):
         return ""
     return commit + ("+dirty" if dirty else "")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
+import subprocess
 
 import h5py
 import numpy as np
@@ -260,3 +262,35 @@ def test_resume_may_change_the_speed_options_and_says_so(tmp_path):
     # the model itself still may not change
     with pytest.raises(ConfigError, match="model.eta"):
         train(faster.replace(model={"eta": 0.1}), out=tmp_path / "c.h5", resume=True, progress=False)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_source_revision_is_dirty_only_for_source_edits(tmp_path):
+    """``+dirty`` marks a run whose package or install files differ from the commit; a
+    README or model file edited beside a long run does not, and outside a checkout the
+    revision is empty."""
+    assert runfile.source_revision(tmp_path) == ""
+    (tmp_path / "spikefa").mkdir()
+    (tmp_path / "models").mkdir()
+    files = {"spikefa/kernel.py": "x = 1\n", "setup.cfg": "[metadata]\n",
+             "models/m.toml": "eta = 1\n", "README.md": "# r\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",
+                        *args], check=True, capture_output=True)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    clean = runfile.source_revision(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{40}", clean)
+    (tmp_path / "README.md").write_text("# r, edited\n")
+    (tmp_path / "models/m.toml").write_text("eta = 2\n")
+    (tmp_path / "spikefa/new.py").write_text("untracked = True\n")
+    assert runfile.source_revision(tmp_path) == clean
+    for name in ("spikefa/kernel.py", "setup.cfg"):
+        (tmp_path / name).write_text(files[name] + "# edited\n")
+        assert runfile.source_revision(tmp_path) == clean + "+dirty", name
+        (tmp_path / name).write_text(files[name])
+    assert runfile.source_revision(tmp_path) == clean
