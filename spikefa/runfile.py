@@ -147,7 +147,7 @@ def recover(path) -> None:
     path = Path(path)
     with h5py.File(path, "r", swmr=True, locking=False) as f:
         pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
-        if pid > 0 and host == socket.gethostname() and pid != os.getpid() and _alive(pid):
+        if pid > 0 and host == socket.gethostname() and pid != os.getpid() and pid_alive(pid):
             raise RunFileError(f"{path} is being written by process {pid}; stop it first")
         tmp = path.with_name(path.name + ".recover")
         with h5py.File(tmp, "w", libver="latest") as g:
@@ -157,7 +157,8 @@ def recover(path) -> None:
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

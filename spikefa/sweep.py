@@ -89,7 +89,7 @@ import numpy as np
 
 from . import __version__
 from .config import Config, ConfigError, load_config
-from .runfile import RunFileError
+from .runfile import RunFileError, pid_alive
 
 MANIFEST = "sweep.json"
 LOG = "sweep-log.jsonl"
@@ -355,16 +355,6 @@ def plan(sweep: Sweep, out) -> list[SweepRun]:
 
 
 # ------------------------------------------------------------------------- locks, manifest
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def file_lock(path, what: str):
     """Hold ``path`` (created exclusively) while the block runs; take over stale ones.
@@ -384,7 +374,7 @@ def file_lock(path, what: str):
                 pid = int(pid)
             except (OSError, ValueError):
                 host, pid = socket.gethostname(), -1  # unreadable: half-written by a killed process
-            if host == socket.gethostname() and (pid < 0 or not _pid_alive(pid)):
+            if host == socket.gethostname() and (pid < 0 or not pid_alive(pid)):
                 path.unlink(missing_ok=True)
                 continue
             raise RunLockedError(f"{what} is in use by process {pid} on {host} (lock {path}); "
