@@ -80,6 +80,38 @@ def _curve(args):
         print(",".join(f"{curve[k][i]:.6g}" if curve[k].dtype.kind == "f" else str(curve[k][i]) for k in fields))
 
 
+def _info(args):
+    from .runfile import Run, RunFileError
+
+    try:
+        info = Run(args.run).summary()
+    except RunFileError as exc:
+        raise SystemExit(f"spikefa: error: {exc}") from None
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return
+    print(f"{info['path']}: {info['model']}, seed {info['seed']}, feedback {info['feedback']}, "
+          + "-".join(str(n) for n in info["layers"]))
+    state = info["state"] + (f" (writer {info['writer']})" if info["state"] == "running" else "")
+    print(f"state: {state}")
+
+    ep = info["epochs_done"], info["epochs_total"]
+    print(f"steps done: {info['steps_done']:,} of {info['total_steps']:,}"
+          + (f" ({ep[0]:.4g} of {ep[1]:.4g} epochs)" if ep[0] is not None else "")
+          + (f"; checkpoint at step {info['checkpoint_step']:,}" if info["checkpoint_step"] is not None else "; no checkpoint"))
+    for name in ("last", "best"):
+        r = info[name]
+        if r is not None:
+            reads = ", ".join(f"{k[6:]} {100 * r[k]:.2f}%" for k in ("error_last", "error_sum", "error_prob") if k in r)
+            print(f"{name} test pass: {100 * r['error']:.2f}% at {r['epoch']:.4g} epochs ({reads}; {r['n_test']:,} images)")
+    if not info["test_passes"]:
+        print("no test pass yet")
+    print(f"{info['test_passes']} test passes, {info['wall_s'] / 3600:.2f} h of run time, {info['resumes']} resumes; "
+          f"created {info['created']} at {info['git_commit'] or 'an unknown revision'}")
+    if info["state"] == "stopped":
+        print(f"continue it with --resume and the same --out; it was started as: {info['command']}")
+
+
 def _align(args):
     from . import alignment
     from .config import load_config
@@ -248,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("curve", help="print a run's test-error curve as CSV (every read-out)")
     c.add_argument("run", metavar="RUN.h5")
     c.set_defaults(func=_curve)
+
+    n = sub.add_parser("info", help="where a saved or running run stands: steps, state, last and best test pass")
+    n.add_argument("run", help="a run file (RUN.h5), also one still being written")
+    n.add_argument("--json", action="store_true", help="print the summary as JSON")
+    n.set_defaults(func=_info)
 
     a = sub.add_parser("align", help="alignment of W with B inside the class-error subspace (markdown table)",
                        description="For each run file, checkpoint or model (its fresh network), per hidden layer: "

@@ -555,6 +555,54 @@ class Run:
             out.update(total_steps=int(f.attrs.get("total_steps", 0)), complete=bool(f.attrs.get("complete", False)))
         return out
 
+    def summary(self) -> dict:
+        """Where the run stands, from the file alone (also while it is being written):
+        model, seed, feedback, steps and epochs done of the total, ``state`` (``"complete"``,
+        ``"running"`` while its writer process is alive on this host, else ``"stopped"``),
+        the checkpoint's step, the number of test passes, the last and the best pass (every
+        read-out), wall time, and the resumes. What ``spikefa info`` prints."""
+        cfg = self.config
+        prog = self.progress()
+        n_train = int(self.attrs.get("n_train", 0)) or None
+        per_epoch = cfg.train.steps_per_image * n_train if n_train else None
+        epochs = (lambda steps: round(steps / per_epoch, 4)) if per_epoch else (lambda steps: None)
+        pid, host = int(self.attrs.get("writer_pid", -1)), str(self.attrs.get("writer_host", ""))
+        if prog["complete"]:
+            state = "complete"
+        elif pid > 0 and host == socket.gethostname() and (
+                _key(self.path) in _WRITERS if pid == os.getpid() else pid_alive(pid)):
+            state = "running"
+        else:
+            state = "stopped"
+        curve = self.test_curve()
+        fields = [k for k in ("epoch", "step", "error", "error_last", "error_sum", "error_prob", "n_test") if k in curve]
+
+        def row(i):
+            return {k: (float(curve[k][i]) if curve[k].dtype.kind == "f" else int(curve[k][i])) for k in fields}
+
+        n_pass = int(curve["step"].size)
+        ckpt = checkpoint_path(self.path)
+        ckpt_step = None
+        if ckpt.exists():
+            try:
+                with h5py.File(ckpt, "r", locking=False) as f:
+                    ckpt_step = int(f.attrs["step"])
+            except (OSError, KeyError):
+                ckpt_step = None  # being replaced right now, or not a checkpoint
+        return {
+            "path": str(self.path), "model": self.attrs.get("model_name", cfg.name), "seed": int(cfg.run.seed),
+            "feedback": cfg.model.feedback, "layers": list(cfg.model.layers), "state": state,
+            "writer": f"{pid}@{host}" if pid > 0 else "",
+            "steps_done": prog["steps_done"], "total_steps": prog["total_steps"],
+            "epochs_done": epochs(prog["steps_done"]), "epochs_total": epochs(prog["total_steps"]),
+            "checkpoint_step": ckpt_step, "test_passes": n_pass,
+            "last": row(n_pass - 1) if n_pass else None,
+            "best": row(int(np.nanargmin(curve["error"]))) if n_pass else None,
+            "wall_s": float(curve["wall_s"][-1]) if n_pass and "wall_s" in curve else float(self.attrs.get("wall_s", 0.0)),
+            "created": str(self.attrs.get("created", "")), "command": str(self.attrs.get("command", "")),
+            "git_commit": str(self.attrs.get("git_commit", "")), "resumes": len(self.resumes),
+        }
+
     # --------------------------------------------------------------------- recordings
     def recorded(self, phase: str = "train") -> dict:
         """``{layer: (kinds...)}`` of what the probes recorded in ``phase``."""

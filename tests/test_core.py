@@ -627,6 +627,52 @@ def test_curve_command_prints_csv(tmp_path, capsys):
     assert lines[1].split(",")[1] == "200"
 
 
+def test_info_says_where_a_run_stands(tmp_path, capsys):
+    """``spikefa info`` / ``Run.summary``: a cut-off run is stopped at its checkpoint with
+    its test passes so far, one whose writer is alive is running, a finished one complete;
+    a file that is not a run file is a clear error."""
+    import subprocess
+    import sys
+
+    from spikefa.cli import main
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.5, "test_every": 100}, run={"block_steps": 100})
+    path = tmp_path / "cut.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=path, progress=False, recorder=CutAfter(12))
+    info = Run(path).summary()
+    curve = Run(path).test_curve()
+    assert info["state"] == "stopped" and info["seed"] == cfg.run.seed and info["feedback"] == "fa"
+    assert 0 < info["steps_done"] == info["checkpoint_step"] < info["total_steps"]
+    per_epoch = cfg.train.steps_per_image * Run(path).attrs["n_train"]  # the training set the run used
+    assert info["epochs_total"] == pytest.approx(info["total_steps"] / per_epoch) == pytest.approx(0.5)
+    assert info["epochs_done"] == pytest.approx(info["steps_done"] / per_epoch, abs=1e-4)
+    assert info["test_passes"] == curve["step"].size >= 1
+    assert info["last"]["error_sum"] == pytest.approx(curve["error_sum"][-1])
+    assert info["best"]["error"] == pytest.approx(curve["error"].min())
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "state: stopped" in out and "--resume" in out and f"checkpoint at step {info['steps_done']:,}" in out
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with h5py.File(path, "a") as f:
+            f.attrs["writer_pid"] = sleeper.pid
+        assert Run(path).summary()["state"] == "running"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert Run(path).summary()["state"] == "stopped"  # its writer is gone
+
+    train(cfg, out=path, resume=True, progress=False)
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["state"] == "complete" and info["steps_done"] == info["total_steps"] and info["resumes"] == 1
+    (tmp_path / "not.h5").write_text("not hdf5")
+    with pytest.raises(SystemExit, match="not.h5"):
+        main(["info", str(tmp_path / "not.h5")])
+
+
 def test_train_feedback_option(tmp_path):
     from spikefa.cli import main
 
