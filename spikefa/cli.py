@@ -92,13 +92,16 @@ def _info(args):
         return
     print(f"{info['path']}: {info['model']}, seed {info['seed']}, feedback {info['feedback']}, "
           + "-".join(str(n) for n in info["layers"]))
-    state = info["state"] + (f" (writer {info['writer']})" if info["state"] == "running" else "")
+    state = {"running": f"running (writer {info['writer']})",
+             "unknown": f"not complete; written by {info['writer']}, another host, so whether it still runs is not known here"
+             }.get(info["state"], info["state"])
     print(f"state: {state}")
 
     ep = info["epochs_done"], info["epochs_total"]
+    ckpt = info["checkpoint_step"]
     print(f"steps done: {info['steps_done']:,} of {info['total_steps']:,}"
           + (f" ({ep[0]:.4g} of {ep[1]:.4g} epochs)" if ep[0] is not None else "")
-          + (f"; checkpoint at step {info['checkpoint_step']:,}" if info["checkpoint_step"] is not None else "; no checkpoint"))
+          + ("; no checkpoint" if ckpt is None else f"; checkpoint at step {ckpt:,}" if ckpt != info["steps_done"] else ""))
     for name in ("last", "best"):
         r = info[name]
         if r is not None:
@@ -109,7 +112,7 @@ def _info(args):
     print(f"{info['test_passes']} test passes, {info['wall_s'] / 3600:.2f} h of run time, {info['resumes']} resumes; "
           f"created {info['created']} at {info['git_commit'] or 'an unknown revision'}")
     if info["state"] == "stopped":
-        print(f"continue it with --resume and the same --out; it was started as: {info['command']}")
+        print(f"continue it with --resume and the same --out; it last ran as: {info['command']}")
 
 
 def _align(args):

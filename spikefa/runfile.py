@@ -558,7 +558,8 @@ class Run:
     def summary(self) -> dict:
         """Where the run stands, from the file alone (also while it is being written):
         model, seed, feedback, steps and epochs done of the total, ``state`` (``"complete"``,
-        ``"running"`` while its writer process is alive on this host, else ``"stopped"``),
+        ``"running"`` while its writer process is alive on this host, ``"unknown"`` when it
+        was written on another host, else ``"stopped"``),
         the checkpoint's step, the number of test passes, the last and the best pass (every
         read-out), wall time, and the resumes. What ``spikefa info`` prints."""
         cfg = self.config
@@ -569,8 +570,9 @@ class Run:
         pid, host = int(self.attrs.get("writer_pid", -1)), str(self.attrs.get("writer_host", ""))
         if prog["complete"]:
             state = "complete"
-        elif pid > 0 and host == socket.gethostname() and (
-                _key(self.path) in _WRITERS if pid == os.getpid() else pid_alive(pid)):
+        elif pid > 0 and host and host != socket.gethostname():
+            state = "unknown"  # written on another host: whether its writer lives cannot be told here
+        elif pid > 0 and (_key(self.path) in _WRITERS if pid == os.getpid() else pid_alive(pid)):
             state = "running"
         else:
             state = "stopped"
@@ -599,7 +601,9 @@ class Run:
             "last": row(n_pass - 1) if n_pass else None,
             "best": row(int(np.nanargmin(curve["error"]))) if n_pass else None,
             "wall_s": float(curve["wall_s"][-1]) if n_pass and "wall_s" in curve else float(self.attrs.get("wall_s", 0.0)),
-            "created": str(self.attrs.get("created", "")), "command": str(self.attrs.get("command", "")),
+            "created": str(self.attrs.get("created", "")),
+            # the command it last ran with: the newest resume's, else the one that started it
+            "command": str(([r["command"] for r in self.resumes if r.get("command")] or [self.attrs.get("command", "")])[-1]),
             "git_commit": str(self.attrs.get("git_commit", "")), "resumes": len(self.resumes),
         }
 

@@ -652,7 +652,7 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     assert info["best"]["error"] == pytest.approx(curve["error"].min())
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "state: stopped" in out and "--resume" in out and f"checkpoint at step {info['steps_done']:,}" in out
+    assert "state: stopped" in out and "--resume" in out and f"steps done: {info['steps_done']:,} of" in out
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -663,6 +663,11 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
         sleeper.kill()
         sleeper.wait()
     assert Run(path).summary()["state"] == "stopped"  # its writer is gone
+    with h5py.File(path, "a") as f:
+        f.attrs["writer_host"] = "some-other-host"
+    assert Run(path).summary()["state"] == "unknown"
+    assert main(["info", str(path)]) == 0
+    assert "another host" in capsys.readouterr().out
 
     train(cfg, out=path, resume=True, progress=False)
     assert main(["info", str(path), "--json"]) == 0
