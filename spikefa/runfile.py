@@ -583,6 +583,7 @@ class Run:
             return {k: (float(curve[k][i]) if curve[k].dtype.kind == "f" else int(curve[k][i])) for k in fields}
 
         n_pass = int(curve["step"].size)
+        resumes = self.resumes
         ckpt = checkpoint_path(self.path)
         ckpt_step = None
         if ckpt.exists():
@@ -603,8 +604,8 @@ class Run:
             "wall_s": float(curve["wall_s"][-1]) if n_pass and "wall_s" in curve else float(self.attrs.get("wall_s", 0.0)),
             "created": str(self.attrs.get("created", "")),
             # the command it last ran with: the newest resume's, else the one that started it
-            "command": str(([r["command"] for r in self.resumes if r.get("command")] or [self.attrs.get("command", "")])[-1]),
-            "git_commit": str(self.attrs.get("git_commit", "")), "resumes": len(self.resumes),
+            "command": str(([self.attrs.get("command", "")] + [r["command"] for r in resumes if r.get("command")])[-1]),
+            "git_commit": str(self.attrs.get("git_commit", "")), "resumes": len(resumes),
         }
 
     # --------------------------------------------------------------------- recordings
