@@ -147,7 +147,7 @@ def recover(path) -> None:
     path = Path(path)
     with h5py.File(path, "r", swmr=True, locking=False) as f:
         pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
-        if pid > 0 and host == socket.gethostname() and pid != os.getpid() and pid_alive(pid):
+        if writer_state(path, pid, host) == "running":
             raise RunFileError(f"{path} is being written by process {pid}; stop it first")
         tmp = path.with_name(path.name + ".recover")
         with h5py.File(tmp, "w", libver="latest") as g:
@@ -155,6 +155,18 @@ def recover(path) -> None:
             for name in f:
                 f.copy(f[name], g, name=name)
     os.replace(tmp, path)
+
+
+def writer_state(path, pid: int, host: str) -> str:
+    """Whether the writer a run file names (``writer_pid``, ``writer_host``) still writes it:
+    ``"running"`` (alive on this host; for this process, while it holds the file open),
+    ``"unknown"`` (another host: cannot be told here) or ``"stopped"``."""
+    if pid <= 0:
+        return "stopped"
+    if host and host != socket.gethostname():
+        return "unknown"
+    alive = _key(path) in _WRITERS if pid == os.getpid() else pid_alive(pid)
+    return "running" if alive else "stopped"
 
 
 def pid_alive(pid: int) -> bool:
@@ -568,14 +580,7 @@ class Run:
         per_epoch = cfg.train.steps_per_image * n_train if n_train else None
         epochs = (lambda steps: round(steps / per_epoch, 4)) if per_epoch else (lambda steps: None)
         pid, host = int(self.attrs.get("writer_pid", -1)), str(self.attrs.get("writer_host", ""))
-        if prog["complete"]:
-            state = "complete"
-        elif pid > 0 and host and host != socket.gethostname():
-            state = "unknown"  # written on another host: whether its writer lives cannot be told here
-        elif pid > 0 and (_key(self.path) in _WRITERS if pid == os.getpid() else pid_alive(pid)):
-            state = "running"
-        else:
-            state = "stopped"
+        state = "complete" if prog["complete"] else writer_state(self.path, pid, host)
         curve = self.test_curve()
         fields = [k for k in ("epoch", "step", "error", "error_last", "error_sum", "error_prob", "n_test") if k in curve]
 
