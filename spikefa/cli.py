@@ -81,7 +81,7 @@ def _curve(args):
 
 
 def _info(args):
-    from .runfile import Run, RunFileError
+    from .runfile import Run, RunFileError, checkpoint_path
 
     try:
         info = Run(args.run).summary()
@@ -111,7 +111,11 @@ def _info(args):
         print("no test pass yet")
     print(f"{info['test_passes']} test passes, {info['wall_s'] / 3600:.2f} h of run time, {info['resumes']} resumes; "
           f"created {info['created']} at {info['git_commit'] or 'an unknown revision'}")
-    if info["state"] == "stopped":
+    if info["state"] == "stopped" and ckpt is None:
+        # --resume would only say "nothing to resume"; the test passes above are all that is left
+        print(f"its checkpoint {checkpoint_path(info['path'])} is gone, so it cannot be resumed: run it again "
+              f"with --overwrite (or --branch-from a copy of an older checkpoint); it last ran as: {info['command']}")
+    elif info["state"] == "stopped":
         print(f"continue it with --resume and the same --out; it last ran as: {info['command']}")
 
 

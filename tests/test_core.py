@@ -663,6 +663,15 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
         sleeper.kill()
         sleeper.wait()
     assert Run(path).summary()["state"] == "stopped"  # its writer is gone
+    from spikefa.runfile import checkpoint_path
+
+    ckpt = checkpoint_path(path)
+    saved = ckpt.rename(tmp_path / "saved.ckpt")  # a checkpoint lost (e.g. runs/ not kept)
+    assert Run(path).summary()["checkpoint_step"] is None
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "no checkpoint" in out and "cannot be resumed" in out and "continue it with --resume" not in out
+    saved.rename(ckpt)
     with h5py.File(path, "a") as f:
         f.attrs["writer_host"] = "some-other-host"
     assert Run(path).summary()["state"] == "unknown"
