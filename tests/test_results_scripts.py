@@ -131,3 +131,29 @@ def test_presentation_compares_runs_at_equal_images_equal_steps_and_their_level(
         mod.main(paths + ["--last", "0"])
     with pytest.raises(SystemExit, match="no key 'train.stepsperimage'"):
         mod.main(paths + ["--key", "train.stepsperimage"])
+
+
+def test_saturation_spans_average_a_run_files_samples(tmp_path, capsys):
+    """``saturation.py RUN --spans A:B``: each row is the mean of the run file's recorded
+    samples after A and up to B epochs, per layer; a span with no sample is an error."""
+    import pytest
+
+    from spikefa.runfile import Run
+
+    path = _tiny_run(tmp_path)
+    run = Run(path)
+    sat = run.saturation()
+    ep = sat["step"] / (run.config.train.steps_per_image * int(run.attrs["n_train"]))
+    assert ep.size >= 4
+    mid = float(ep[ep.size // 2])
+    _script("saturation").main([str(path), "--spans", f"0:{mid}", f"{mid}:0.5"])
+    rows = [r.split("|") for r in capsys.readouterr().out.splitlines()[2:]]
+    assert len(rows) == 2
+    for r, sel in zip(rows, ((ep > 0) & (ep <= mid), ep > mid)):  # (a, b]: a sample at 0 is in neither
+        assert int(r[2]) == sel.sum()
+        want = [float(np.mean(sat["slope"][n][sel])) for n in sat["slope"]]
+        assert [float(x) for x in r[4].split("/")] == pytest.approx(want, abs=5e-4)
+    with pytest.raises(SystemExit, match="no saturation sample"):
+        _script("saturation").main([str(path), "--spans", "3:4"])
+    with pytest.raises(SystemExit):
+        _script("saturation").main([str(path), "--spans", "4:3"])
