@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "results" / "reproduction"
 
@@ -53,6 +54,17 @@ def test_extrapolate_and_curve_table_read_a_curve(tmp_path, capsys):
     csv.write_text("\n".join(rows[:-1]) + "\n")
     _script("curve_table").main([str(csv), "--means", "3"])
     assert capsys.readouterr().out.splitlines()[-1].startswith("| 27-29 | 2 |")
+    # spans (A, B]: the passes after A up to B, with the lowest and highest beside the mean
+    _script("curve_table").main([str(csv), "--spans", "2:5", "0:29"])
+    spans = capsys.readouterr().out.splitlines()
+    e3, e4, e5 = (0.08 * k ** -0.3 for k in (3, 4, 5))
+    assert spans[2] == (f"| 2-5 | 3 | {(e3 + e4 + e5) / 3:.2%} | {e5:.2%}-{e3:.2%} | "
+                        f"{(e3 + e4 + e5) / 3 * 0.95:.2%} | {e5 * 0.95:.2%}-{e3 * 0.95:.2%} |")
+    assert spans[3].startswith("| 0-29 | 29 |")
+    for bad in ("5:2", "a:b", "30:31"):  # backwards, not numbers, past the curve's end
+        with pytest.raises(SystemExit):
+            _script("curve_table").main([str(csv), "--spans", bad])
+    assert bad in capsys.readouterr().err
 
 
 def _tiny_run(tmp_path, **model):

@@ -2,11 +2,14 @@
 
     python results/reproduction/curve_table.py CURVE.csv [--every 60000]
     python results/reproduction/curve_table.py CURVE.csv --means 3
+    python results/reproduction/curve_table.py CURVE.csv --spans 32.99:35.67 14.99:36.67
 
 One row per test pass whose number of training images is a multiple of ``--every`` (and
 the last pass), with the error of every read-out on the test set and the run's wall time.
 With ``--means E``: one row per span of E epochs, the mean of its test passes (a single
-pass varies by a few tenths of a point; the means show the trend).
+pass varies by a few tenths of a point; the means show the trend). With ``--spans A:B``:
+one row per span of epochs (passes after A up to B, as in ``--means`` and saturation.py),
+with the lowest and highest pass beside the means, to compare two runs on the same passes.
 """
 
 import argparse
@@ -19,9 +22,33 @@ def main(argv=None):
     p.add_argument("curve")
     p.add_argument("--every", type=int, default=60000, help="training images between rows (0: every pass)")
     p.add_argument("--means", type=float, default=0, metavar="E", help="mean of the passes in each span of E epochs")
+    p.add_argument("--spans", nargs="+", metavar="A:B", help="mean, lowest and highest pass in each span (A, B] of epochs")
     args = p.parse_args(argv)
+    spans = []
+    for text in args.spans or ():
+        try:
+            a, b = (float(x) for x in text.split(":"))
+        except ValueError:
+            p.error(f"--spans: expected A:B in epochs, got {text!r}")
+        if a >= b:
+            p.error(f"--spans: expected A:B with A < B, got {text!r}")
+        spans.append((text, a, b))
     with open(args.curve) as f:
         rows = list(csv.DictReader(f))
+    if spans:
+        table = ["| epochs | test passes | mean test error, last step | lowest-highest | summed over M steps | lowest-highest |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for text, a, b in spans:
+            rs = [r for r in rows if a < float(r["epoch"]) <= b]
+            if not rs:
+                p.error(f"--spans: no test pass in {text} (the curve runs to epoch {rows[-1]['epoch'] if rows else 0})")
+            cells = [f"{text.replace(':', '-')}", str(len(rs))]
+            for name in ("error_last", "error_sum"):
+                v = [float(r[name]) for r in rs]
+                cells += [f"{sum(v) / len(v):.2%}", f"{min(v):.2%}-{max(v):.2%}"]
+            table.append("| " + " | ".join(cells) + " |")
+        print("\n".join(table))
+        return
     if args.means:
         print("| epochs | test passes | mean test error, last step | summed over M steps | sigma(V) |")
         print("| --- | --- | --- | --- | --- |")
