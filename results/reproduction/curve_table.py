@@ -17,6 +17,11 @@ import csv
 import math
 
 
+def _mean(rows, name):
+    """The mean of one column over some test passes (the CSV's rows)."""
+    return sum(float(r[name]) for r in rows) / len(rows)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("curve")
@@ -45,20 +50,20 @@ def main(argv=None):
             cells = [f"{text.replace(':', '-')}", str(len(rs))]
             for name in ("error_last", "error_sum"):
                 v = [float(r[name]) for r in rs]
-                cells += [f"{sum(v) / len(v):.2%}", f"{min(v):.2%}-{max(v):.2%}"]
+                cells += [f"{_mean(rs, name):.2%}", f"{min(v):.2%}-{max(v):.2%}"]
             table.append("| " + " | ".join(cells) + " |")
         print("\n".join(table))
         return
     if args.means:
         print("| epochs | test passes | mean test error, last step | summed over M steps | sigma(V) |")
         print("| --- | --- | --- | --- | --- |")
-        spans = {}
+        groups = {}
         for r in rows:  # a pass at the end of a span belongs to it: (a, a + E]
             k = max(math.ceil(float(r["epoch"]) / args.means - 1e-9) - 1, 0)
-            spans.setdefault(k, []).append(r)
+            groups.setdefault(k, []).append(r)
         end = float(rows[-1]["epoch"]) if rows else 0.0
-        for k, rs in sorted(spans.items()):
-            means = [sum(float(r[name]) for r in rs) / len(rs) for name in ("error_last", "error_sum", "error_prob")]
+        for k, rs in sorted(groups.items()):
+            means = [_mean(rs, name) for name in ("error_last", "error_sum", "error_prob")]
             hi = min((k + 1) * args.means, round(end, 2))  # a run that ends inside a span: up to its last pass
             print(f"| {k * args.means:g}-{hi:g} | {len(rs)} | " + " | ".join(f"{m:.2%}" for m in means) + " |")
         return
