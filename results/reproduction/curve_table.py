@@ -3,6 +3,7 @@
     python results/reproduction/curve_table.py CURVE.csv [--every 60000]
     python results/reproduction/curve_table.py CURVE.csv --means 3
     python results/reproduction/curve_table.py CURVE.csv --spans 32.99:35.67 14.99:36.67
+    python results/reproduction/curve_table.py "I=CURVE.csv" "I, seed 2=OTHER.csv" --means 3
 
 One row per test pass whose number of training images is a multiple of ``--every`` (and
 the last pass), with the error of every read-out on the test set and the run's wall time.
@@ -10,6 +11,9 @@ With ``--means E``: one row per span of E epochs, the mean of its test passes (a
 pass varies by a few tenths of a point; the means show the trend). With ``--spans A:B``:
 one row per span of epochs (passes after A up to B, as in ``--means`` and saturation.py),
 with the lowest and highest pass beside the means, to compare two runs on the same passes.
+With several curves (each ``CURVE.csv`` or ``LABEL=CURVE.csv``) and ``--means E``: one
+column per curve, the mean of each span's passes at the last step (summed over M in
+brackets); a span with fewer passes than another curve's says how many it has.
 """
 
 import argparse
@@ -22,9 +26,51 @@ def _mean(rows, name):
     return sum(float(r[name]) for r in rows) / len(rows)
 
 
+def _read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _groups(rows, epochs):
+    """Test passes in spans of ``epochs``: a pass at the end of a span belongs to it, (a, a + E]."""
+    groups = {}
+    for r in rows:
+        k = max(math.ceil(float(r["epoch"]) / epochs - 1e-9) - 1, 0)
+        groups.setdefault(k, []).append(r)
+    return groups
+
+
+def compare(p, curves, epochs):
+    """Several curves side by side, one column each, means over spans of ``epochs``."""
+    if not epochs:
+        p.error("several curves: give --means E (the spans the columns share)")
+    labels, groups = [], []
+    for text in curves:
+        label, sep, path = text.rpartition("=")
+        if not sep:
+            label, path = path, text
+        rows = _read(path)
+        if not rows:
+            p.error(f"{path}: no test passes")
+        labels.append(label)
+        groups.append(_groups(rows, epochs))
+    print("| epochs | " + " | ".join(labels) + " |")
+    print("| --- |" + " --- |" * len(labels))
+    for k in sorted(set().union(*groups)):
+        most = max(len(g.get(k, ())) for g in groups)
+        cells = []
+        for g in groups:
+            rs = g.get(k, [])
+            cell = f"{_mean(rs, 'error_last'):.2%} ({_mean(rs, 'error_sum'):.2%})" if rs else ""
+            if rs and len(rs) < most:
+                cell += f" ({len(rs)} passes)"
+            cells.append(cell)
+        print(f"| {k * epochs:g}-{(k + 1) * epochs:g} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("curve")
+    p.add_argument("curve", nargs="+", help="CURVE.csv, or several as LABEL=CURVE.csv (with --means)")
     p.add_argument("--every", type=int, default=60000, help="training images between rows (0: every pass)")
     p.add_argument("--means", type=float, default=0, metavar="E", help="mean of the passes in each span of E epochs")
     p.add_argument("--spans", nargs="+", metavar="A:B", help="mean, lowest and highest pass in each span (A, B] of epochs")
@@ -38,8 +84,12 @@ def main(argv=None):
         if a >= b:
             p.error(f"--spans: expected A:B with A < B, got {text!r}")
         spans.append((text, a, b))
-    with open(args.curve) as f:
-        rows = list(csv.DictReader(f))
+    if len(args.curve) > 1:
+        if spans:
+            p.error("--spans reads one curve at a time")
+        compare(p, args.curve, args.means)
+        return
+    rows = _read(args.curve[0])
     if spans:
         table = ["| epochs | test passes | mean test error, last step | lowest-highest | summed over M steps | lowest-highest |",
                  "| --- | --- | --- | --- | --- | --- |"]
@@ -57,10 +107,7 @@ def main(argv=None):
     if args.means:
         print("| epochs | test passes | mean test error, last step | summed over M steps | sigma(V) |")
         print("| --- | --- | --- | --- | --- |")
-        groups = {}
-        for r in rows:  # a pass at the end of a span belongs to it: (a, a + E]
-            k = max(math.ceil(float(r["epoch"]) / args.means - 1e-9) - 1, 0)
-            groups.setdefault(k, []).append(r)
+        groups = _groups(rows, args.means)
         end = float(rows[-1]["epoch"]) if rows else 0.0
         for k, rs in sorted(groups.items()):
             means = [_mean(rs, name) for name in ("error_last", "error_sum", "error_prob")]
