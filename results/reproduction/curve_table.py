@@ -63,7 +63,7 @@ def compare(p, curves, epochs):
             rs = g.get(k, [])
             cell = f"{_mean(rs, 'error_last'):.2%} ({_mean(rs, 'error_sum'):.2%})" if rs else ""
             if rs and len(rs) < most:
-                cell += f" ({len(rs)} passes)"
+                cell += f" ({len(rs)} pass{'es' if len(rs) > 1 else ''})"
             cells.append(cell)
         print(f"| {k * epochs:g}-{(k + 1) * epochs:g} | " + " | ".join(cells) + " |")
 
