@@ -69,9 +69,9 @@ def test_extrapolate_and_curve_table_read_a_curve(tmp_path, capsys):
     # curve that ends earlier says how many passes its last span has
     full = tmp_path / "full.csv"
     full.write_text("\n".join(rows) + "\n")
-    _script("curve_table").main([f"A=={full}", str(csv), "--means", "3"])
+    _script("curve_table").main([f"A={full}", str(csv), "--means", "3"])
     cols = capsys.readouterr().out.splitlines()
-    assert cols[0] == f"| epochs | A= | {csv} |" and len(cols) == 2 + 10
+    assert cols[0] == f"| epochs | A | {csv} |" and len(cols) == 2 + 10
     assert cols[2] == f"| 0-3 | {first:.2%} ({first * 0.95:.2%}) | {first:.2%} ({first * 0.95:.2%}) |"
     e28, e29 = (0.08 * k ** -0.3 for k in (28, 29))
     assert cols[-1].endswith(f"| {(e28 + e29) / 2:.2%} ({(e28 + e29) / 2 * 0.95:.2%}) (2 passes) |")

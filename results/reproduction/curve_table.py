@@ -46,9 +46,9 @@ def compare(p, curves, epochs):
         p.error("several curves: give --means E (the spans the columns share)")
     labels, groups = [], []
     for text in curves:
-        label, sep, path = text.rpartition("=")
+        label, sep, path = text.partition("=")  # as plot_curves.py: the label ends at the first "="
         if not sep:
-            label, path = path, text
+            label, path = text, text
         rows = _read(path)
         if not rows:
             p.error(f"{path}: no test passes")
