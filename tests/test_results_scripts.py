@@ -75,6 +75,8 @@ def test_extrapolate_and_curve_table_read_a_curve(tmp_path, capsys):
     assert cols[2] == f"| 0-3 | {first:.2%} ({first * 0.95:.2%}) | {first:.2%} ({first * 0.95:.2%}) |"
     e28, e29 = (0.08 * k ** -0.3 for k in (28, 29))
     assert cols[-1].endswith(f"| {(e28 + e29) / 2:.2%} ({(e28 + e29) / 2 * 0.95:.2%}) (2 passes) |")
+    _script("curve_table").main([f"A={full}", "--means", "3"])  # one labelled curve: its own table
+    assert capsys.readouterr().out.splitlines()[2] == f"| 0-3 | 3 | {first:.2%} | {first * 0.95:.2%} | {first:.2%} |"
     for extra in ([], ["--means", "3", "--spans", "2:5"]):  # several curves need --means, not --spans
         with pytest.raises(SystemExit):
             _script("curve_table").main([str(full), str(csv)] + extra)

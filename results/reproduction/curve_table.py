@@ -26,9 +26,14 @@ def _mean(rows, name):
     return sum(float(r[name]) for r in rows) / len(rows)
 
 
-def _read(path):
+def _read(text):
+    """A curve argument, ``CURVE.csv`` or ``LABEL=CURVE.csv`` (as plot_curves.py: the label
+    ends at the first "="), as its label and its test passes (the CSV's rows)."""
+    label, sep, path = text.partition("=")
+    if not sep:
+        label, path = text, text
     with open(path) as f:
-        return list(csv.DictReader(f))
+        return label, list(csv.DictReader(f))
 
 
 def _groups(rows, epochs):
@@ -46,12 +51,9 @@ def compare(p, curves, epochs):
         p.error("several curves: give --means E (the spans the columns share)")
     labels, groups = [], []
     for text in curves:
-        label, sep, path = text.partition("=")  # as plot_curves.py: the label ends at the first "="
-        if not sep:
-            label, path = text, text
-        rows = _read(path)
+        label, rows = _read(text)
         if not rows:
-            p.error(f"{path}: no test passes")
+            p.error(f"{text}: no test passes")
         labels.append(label)
         groups.append(_groups(rows, epochs))
     print("| epochs | " + " | ".join(labels) + " |")
@@ -70,7 +72,7 @@ def compare(p, curves, epochs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("curve", nargs="+", help="CURVE.csv, or several as LABEL=CURVE.csv (with --means)")
+    p.add_argument("curve", nargs="+", help="CURVE.csv or LABEL=CURVE.csv; several with --means")
     p.add_argument("--every", type=int, default=60000, help="training images between rows (0: every pass)")
     p.add_argument("--means", type=float, default=0, metavar="E", help="mean of the passes in each span of E epochs")
     p.add_argument("--spans", nargs="+", metavar="A:B", help="mean, lowest and highest pass in each span (A, B] of epochs")
@@ -89,7 +91,7 @@ def main(argv=None):
             p.error("--spans reads one curve at a time")
         compare(p, args.curve, args.means)
         return
-    rows = _read(args.curve[0])
+    rows = _read(args.curve[0])[1]
     if spans:
         table = ["| epochs | test passes | mean test error, last step | lowest-highest | summed over M steps | lowest-highest |",
                  "| --- | --- | --- | --- | --- | --- |"]
