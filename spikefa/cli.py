@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import tomllib
 from pathlib import Path
 
 from .config import FEEDBACK_CHOICES, ConfigError, available_models
@@ -24,10 +25,38 @@ def _train(args):
         model = load_config(model).replace(record=record)
     if args.feedback:
         model = load_config(model).replace(model={"feedback": args.feedback})
+    if args.set:
+        model = _apply_sets(load_config(model), args.set)
     res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=args.out,
                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend,
                 branch_from=args.branch_from)
     print(f"test error {res.test_error:.4f} after {res.epochs:g} epochs ({res.steps} steps, {res.wall_s:.0f} s); run file {res.path}")
+
+
+def _set_arg(text):
+    """``SECTION.KEY=VALUE`` with VALUE in TOML (``3e-2``, ``[784, 300, 10]``, ``"dfa"``); a bare word is a string."""
+    key, eq, value = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not eq or not dot or not section or not name or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE, e.g. model.eta=3e-2, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return section, name.strip(), parsed
+
+
+def _apply_sets(cfg, sets):
+    """Apply ``--set`` changes to a config; the description says which, so ``spikefa info`` shows them."""
+    changes: dict[str, dict] = {}
+    for section, name, value in sets:
+        if section in ("name", "description"):
+            raise ConfigError(f"--set {section}.{name}: name and description are not tables; "
+                              "--set changes keys of [model], [train], [test], [run] or [record]")
+        changes.setdefault(section, {})[name] = value
+    said = ", ".join(f"{s}.{n} = {v!r}" for s, n, v in sets)
+    description = f"{cfg.description} (--set {said})" if cfg.description else f"--set {said}"
+    return cfg.replace(description=description, **changes)
 
 
 def _test(args):
@@ -92,6 +121,8 @@ def _info(args):
         return
     print(f"{info['path']}: {info['model']}, seed {info['seed']}, feedback {info['feedback']}, "
           + "-".join(str(n) for n in info["layers"]))
+    if info["description"]:
+        print(f"  {info['description']}")
     state = {"running": f"running (writer {info['writer']})",
              "unknown": f"not complete; written by {info['writer']}, another host, so whether it still runs is not known here"
              }.get(info["state"], info["state"])
@@ -228,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=float, help="passes over the training set (overrides train.epochs)")
     t.add_argument("--seed", type=int, help="random seed (overrides run.seed)")
     t.add_argument("--feedback", choices=FEEDBACK_CHOICES, help="feedback variant (overrides model.feedback)")
+    t.add_argument("--set", action="append", type=_set_arg, metavar="SECTION.KEY=VALUE",
+                   help="change one key of the model file (repeatable), e.g. --set model.eta=3e-2; "
+                        "the run file records the changed config")
     t.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (else $SPIKEFA_MNIST_DIR, "
                                                  "data/mnist, ~/.cache/spikefa/mnist)")
     t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5)")

@@ -599,6 +599,7 @@ class Run:
                 ckpt_step = None  # being replaced right now, or not a checkpoint
         return {
             "path": str(self.path), "model": self.attrs.get("model_name", cfg.name), "seed": int(cfg.run.seed),
+            "description": cfg.description,
             "feedback": cfg.model.feedback, "layers": list(cfg.model.layers), "state": state,
             "writer": f"{pid}@{host}" if pid > 0 else "",
             "steps_done": prog["steps_done"], "total_steps": prog["total_steps"],

@@ -692,3 +692,66 @@ def test_train_feedback_option(tmp_path):
 
     assert main(["train", "tiny", "--epochs", "0.05", "--feedback", "dfa", "-o", str(tmp_path / "d.h5"), "-q"]) == 0
     assert Run(tmp_path / "d.h5").config.model.feedback == "dfa"
+
+
+def test_train_set_option_equals_a_model_file(tmp_path):
+    """``--set model.eta=X`` trains exactly the run of a model file that differs only in that key."""
+    from spikefa.cli import main
+
+    from spikefa.config import models_dir
+
+    tiny = (models_dir() / "tiny.toml").read_text()
+    assert "eta = 2e-2" in tiny
+    (tmp_path / "eta.toml").write_text(tiny.replace("eta = 2e-2", "eta = 5e-2"))
+    args = ["--epochs", "0.05", "-q"]
+    assert main(["train", str(tmp_path / "eta.toml"), "-o", str(tmp_path / "file.h5"), *args]) == 0
+    assert main(["train", "tiny", "--set", "model.eta=5e-2", "-o", str(tmp_path / "set.h5"), *args]) == 0
+    by_file, by_set = Run(tmp_path / "file.h5"), Run(tmp_path / "set.h5")
+    assert by_set.config.model.eta == 0.05 and "--set model.eta = 0.05" in by_set.config.description
+    assert "--set model.eta = 0.05" in by_set.summary()["description"]
+    assert by_file.config.to_dict() | {"description": ""} == by_set.config.to_dict() | {"description": ""}
+    a, b = by_file.test_curve(), by_set.test_curve()
+    assert len(a["step"]) > 0 and np.array_equal(a["step"], b["step"])
+    for key in a:
+        if key != "wall_s":
+            assert np.array_equal(a[key], b[key]), key
+    for layer in ("h1", "out"):
+        assert np.array_equal(by_file.final(layer, "W"), by_set.final(layer, "W"))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("model.eta", "SECTION.KEY=VALUE"),
+    ("model.bogus=1", "unknown key model.bogus"),
+    ("model.eta=-1", "model.eta = -1"),
+    ("name.x=1", "not tables"),
+])
+def test_train_set_option_bad_values(tmp_path, capsys, bad, message):
+    from spikefa.cli import main
+
+    try:
+        rc = main(["train", "tiny", "--epochs", "0.01", "-q", "--set", bad, "-o", str(tmp_path / "x.h5")])
+    except SystemExit as exc:  # argparse rejects the form before anything runs
+        rc = exc.code
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()
+
+
+# each departure model file of results/reproduction is lillicrap2016-fig4-long with these --set changes
+REPRODUCTION_SETS = {
+    "fig4-eta3e-3.toml": ["model.eta=3e-3"],
+    "fig4-eta1e-2.toml": ["model.eta=1e-2"],
+    "fig4-eta3e-2.toml": ["model.eta=3e-2"],
+    "fig4-decay3e-4.toml": ["model.gamma=3e-4"],
+    "fig4-N50.toml": ["train.steps_per_image=50", "train.epochs=0.6666666666666666"],
+    "fig4-long-eta1e-4.toml": ["model.eta=1e-4", "train.epochs=20", "run.forward_pass=full"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPRODUCTION_SETS))
+def test_reproduction_model_files_are_set_changes(name):
+    from spikefa.cli import _apply_sets, _set_arg
+
+    root = os.path.join(os.path.dirname(__file__), "..", "results", "reproduction")
+    by_file = load_config(os.path.join(root, name)).to_dict()
+    by_set = _apply_sets(load_config("lillicrap2016-fig4-long"), [_set_arg(s) for s in REPRODUCTION_SETS[name]])
+    assert by_file | {"description": ""} == by_set.to_dict() | {"description": ""}
