@@ -697,7 +697,6 @@ def test_train_feedback_option(tmp_path):
 def test_train_set_option_equals_a_model_file(tmp_path):
     """``--set model.eta=X`` trains exactly the run of a model file that differs only in that key."""
     from spikefa.cli import main
-
     from spikefa.config import models_dir
 
     tiny = (models_dir() / "tiny.toml").read_text()
