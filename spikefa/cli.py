@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import signal
 import sys
 import tomllib
@@ -25,9 +27,12 @@ def _train(args):
         model = load_config(model).replace(record=record)
     if args.feedback:
         model = load_config(model).replace(model={"feedback": args.feedback})
+    out = args.out
     if args.set:
         model = _apply_sets(load_config(model), args.set)
-    res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=args.out,
+        if out is None:
+            out = _set_out(model, args.seed, args.set)
+    res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=out,
                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend,
                 branch_from=args.branch_from)
     print(f"test error {res.test_error:.4f} after {res.epochs:g} epochs ({res.steps} steps, {res.wall_s:.0f} s); run file {res.path}")
@@ -44,6 +49,29 @@ def _set_arg(text):
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
     return section, name.strip(), parsed
+
+
+def _set_value_text(value):
+    if isinstance(value, float):
+        return format(value, "g")
+    if isinstance(value, list):
+        return ",".join(_set_value_text(v) for v in value)
+    return str(value)
+
+
+def _set_out(cfg, seed, sets):
+    """Default run file of a ``--set`` run: the model's default name with the changes appended
+    (``runs/small-fa-seed1-model.eta=0.03.h5``), so that runs with different ``--set`` values
+    do not share one file and ``--resume`` with the same ``--set`` finds its own."""
+    from .train import default_out
+
+    if seed is not None:
+        cfg = cfg.replace(run={"seed": seed})
+    base = default_out(cfg)
+    tag = re.sub(r"[^\w.=,+-]+", "_", "-".join(f"{s}.{n}={_set_value_text(v)}" for s, n, v in sets))
+    if len(tag) > 80:
+        tag = "set-" + hashlib.sha256(tag.encode()).hexdigest()[:10]
+    return base.with_name(f"{base.stem}-{tag}{base.suffix}")
 
 
 def _apply_sets(cfg, sets):
@@ -264,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the run file records the changed config")
     t.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (else $SPIKEFA_MNIST_DIR, "
                                                  "data/mnist, ~/.cache/spikefa/mnist)")
-    t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5)")
+    t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5, "
+                                                                   "with -SECTION.KEY=VALUE added for each --set)")
     t.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised, run settings changed)")
     t.add_argument("--branch-from", metavar="RUN.h5", help="start this new run from another run's checkpoint, continued "
                                                           "with this model's learning rates, decay, test settings and epochs")

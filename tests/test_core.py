@@ -718,6 +718,24 @@ def test_train_set_option_equals_a_model_file(tmp_path):
         assert np.array_equal(by_file.final(layer, "W"), by_set.final(layer, "W"))
 
 
+def test_train_set_option_default_run_file(tmp_path, monkeypatch):
+    """Without --out, runs with different --set values get their own files; --resume finds its own."""
+    from spikefa.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["tiny", "--epochs", "0.05", "-q"]
+    assert main(["train", *args, "--set", "model.eta=5e-2"]) == 0
+    assert main(["train", *args, "--set", "model.eta=3e-2", "--set", "model.layers=[784, 20, 10]"]) == 0
+    assert main(["train", *args, "--seed", "3", "--set", "model.eta=5e-2"]) == 0
+    files = sorted(p.name for p in (tmp_path / "runs").glob("*.h5"))
+    assert files == ["tiny-fa-seed1-model.eta=0.03-model.layers=784,20,10.h5", "tiny-fa-seed1-model.eta=0.05.h5",
+                     "tiny-fa-seed3-model.eta=0.05.h5"]
+    assert Run(tmp_path / "runs" / files[0]).config.model.layers == (784, 20, 10)
+    assert Run(tmp_path / "runs" / files[1]).config.model.eta == 0.05
+    assert main(["train", "tiny", "--epochs", "0.1", "-q", "--resume", "--set", "model.eta=5e-2"]) == 0
+    assert Run(tmp_path / "runs" / files[1]).summary()["epochs_done"] > 0.09
+
+
 @pytest.mark.parametrize("bad, message", [
     ("model.eta", "SECTION.KEY=VALUE"),
     ("model.bogus=1", "unknown key model.bogus"),
