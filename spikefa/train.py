@@ -288,7 +288,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         info = runfile.read_checkpoint(ck, net, rng)
         step = info["step"]
         extra = info.get("extra", {})
-        runfile.set_attrs(out, n_train=n_train, branched_from=str(ck), branch_step=int(step))
+        # steps_done starts at the branch, so `spikefa info` reads the run's place before its first checkpoint
+        runfile.set_attrs(out, n_train=n_train, branched_from=str(ck), branch_step=int(step), steps_done=int(step))
     elif resume:
         if not runfile.checkpoint_path(out).exists():
             raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")

@@ -417,7 +417,16 @@ def test_branch_continues_a_run_with_new_learning_rates(tmp_path):
     np.testing.assert_array_equal(cb["step"], cr["step"][after])
     np.testing.assert_array_equal(cb["error"], cr["error"][after])
     np.testing.assert_array_equal(run_b.final("h1", "W"), run_r.final("h1", "W"))
-    slow = train(longer.replace(model=dict(eta=2e-3)), out=tmp_path / "slow.h5", branch_from=copy, progress=False)
+    seen = []  # what `spikefa info` reads while the branch runs, before its first checkpoint
+
+    class Peek:
+        def on_block(self, net, step0, outputs):
+            if not seen:
+                seen.append(Run(tmp_path / "slow.h5").summary()["steps_done"])
+
+    slow = train(longer.replace(model=dict(eta=2e-3)), out=tmp_path / "slow.h5", branch_from=copy, progress=False,
+                 recorder=Peek())
+    assert seen == [a.steps]
     assert Run(slow.path).attrs["branch_step"] == a.steps and json.loads(Run(slow.path).attrs["config"])["model"]["eta"] == 2e-3
     assert not np.array_equal(Run(slow.path).final("h1", "W"), run_r.final("h1", "W"))
     with pytest.raises(ConfigError, match="model.tau"):
