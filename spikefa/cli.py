@@ -62,13 +62,17 @@ def _set_value_text(value):
 def _set_out(cfg, seed, sets):
     """Default run file of a ``--set`` run: the model's default name with the changes appended
     (``runs/small-fa-seed1-model.eta=0.03.h5``), so that runs with different ``--set`` values
-    do not share one file and ``--resume`` with the same ``--set`` finds its own."""
-    from .train import default_out
+    do not share one file and ``--resume`` with the same ``--set`` finds its own. Keys that a
+    resume may change (``train.epochs``, ``[run]`` settings, ``[record]``) are left out of the name."""
+    from .train import RESUMABLE_KEYS, default_out
 
     if seed is not None:
         cfg = cfg.replace(run={"seed": seed})
     base = default_out(cfg)
-    tag = re.sub(r"[^\w.=,+-]+", "_", "-".join(f"{s}.{n}={_set_value_text(v)}" for s, n, v in sets))
+    named = [(s, n, v) for s, n, v in sets if (s, n) not in RESUMABLE_KEYS and s != "record"]
+    if not named:
+        return base
+    tag = re.sub(r"[^\w.=,+-]+", "_", "-".join(f"{s}.{n}={_set_value_text(v)}" for s, n, v in named))
     if len(tag) > 80:
         tag = "set-" + hashlib.sha256(tag.encode()).hexdigest()[:10]
     return base.with_name(f"{base.stem}-{tag}{base.suffix}")

@@ -728,7 +728,8 @@ def test_train_set_option_equals_a_model_file(tmp_path):
 
 
 def test_train_set_option_default_run_file(tmp_path, monkeypatch):
-    """Without --out, runs with different --set values get their own files; --resume finds its own."""
+    """Without --out, runs with different --set values get their own files; --resume finds its own
+    (also when it raises train.epochs with --set)."""
     from spikefa.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -741,8 +742,10 @@ def test_train_set_option_default_run_file(tmp_path, monkeypatch):
                      "tiny-fa-seed3-model.eta=0.05.h5"]
     assert Run(tmp_path / "runs" / files[0]).config.model.layers == (784, 20, 10)
     assert Run(tmp_path / "runs" / files[1]).config.model.eta == 0.05
-    assert main(["train", "tiny", "--epochs", "0.1", "-q", "--resume", "--set", "model.eta=5e-2"]) == 0
+    # train.epochs may change on a resume, so it is not part of the name
+    assert main(["train", "tiny", "-q", "--resume", "--set", "model.eta=5e-2", "--set", "train.epochs=0.1"]) == 0
     assert Run(tmp_path / "runs" / files[1]).summary()["epochs_done"] > 0.09
+    assert len(list((tmp_path / "runs").glob("*.h5"))) == 3
 
 
 @pytest.mark.parametrize("bad, message", [
