@@ -30,9 +30,12 @@ perturbation first lands, at the next layer's PSP, weighted by that layer's erro
 signal: ``R = e . (V^{l+1} - Vbar^{l+1}) / tau`` with ``Vbar`` a running mean of every
 PSP (rate ``model.np_baseline_rate``), and
 ``lambda_i = R xi_i / max(p_i (1 - p_i), v_min)`` (``v_min = model.np_variance_floor``).
-Since ``V^{l+1}`` moves by ``tau W^{l+1} xi^l`` and the noise is independent of
-everything else, ``E[lambda | e] = (W^{l+1})^T e``: the signal backprop would send, so
-``B^l`` drifts toward ``(W^{l+1})^T`` without ever reading it. (A global loss as the
+Since ``V^{l+1}`` moves by ``tau W^{l+1} xi^l``, ``E[lambda | e] = (W^{l+1})^T e``, the
+signal backprop would send, to the extent that ``e`` does not itself depend on ``xi^l``;
+it does a little, since ``e`` comes from spikes of the same step that ``xi^l`` helped
+drive (most for the top hidden layer, through the output spikes), so the estimate is
+biased by that much (not measured). ``B^l`` drifts toward ``(W^{l+1})^T`` without ever
+reading it. (A global loss as the
 reward, as in the paper's rate networks, proved too noisy here: one unit's spike noise
 hardly moves the loss of 1,000 stochastic outputs without a noise-free second pass.)
 Measured on the ``tiny`` preset (10,000 steps, ``eta_fb = 1e-4``): the angle between
