@@ -30,8 +30,9 @@ rules share the same three-factor update::
     b[l-1] <- b[l-1] + eta * (sum_batch delta_l - alpha * b[l-1])
 
 with weight decay ``alpha`` (``weight_decay``; 1e-6 in the paper's Fig. 3a). Gradients
-are *summed* over a minibatch, so ``eta`` keeps its per-example meaning and a small
-minibatch follows online learning (batch size 1) closely. The output modulator is
+are *summed* over a minibatch, and the decay is applied once per sample of the batch
+(``(1 - eta alpha)^batch``), so ``eta`` and ``alpha`` keep their per-example meaning and
+a small minibatch follows online learning (batch size 1) closely. The output modulator is
 ``delta_m = e * f_m'(y)`` for all gradient-like rules; derivatives are written in terms
 of a unit's own output (``h(1-h)`` for logistic, ``1-h^2`` for tanh), as the paper stresses
 they are local (Methods, "Nonlinear networks"). The rules differ only in how the hidden
@@ -312,8 +313,10 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
             continue
         W, b = net.W[l], net.b[l]
         if weight_decay:
-            W *= 1.0 - eta * weight_decay
-            b *= 1.0 - eta * weight_decay
+            # once per example of the batch, as online learning would decay it
+            shrink = (1.0 - eta * weight_decay) ** x.shape[-2]
+            W *= shrink
+            b *= shrink
         dW = delta.mT @ acts[l]
         if net.W_mask is not None:
             dW *= net.W_mask[l]  # a removed synapse never comes back

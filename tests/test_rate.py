@@ -161,6 +161,27 @@ def test_ensemble_equals_separate_networks():
             np.testing.assert_allclose(a[k], b, rtol=1e-12, atol=1e-14)
 
 
+def test_weight_decay_is_per_example_in_a_batch():
+    """The paper's decay alpha is per example: with no error signal (target = output), a
+    batch of 20 shrinks W and b as 20 single-example steps do, by (1 - eta alpha)^20."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(20, 4))
+    batch = _tiny_net()
+    batch.b = [b + 0.1 for b in batch.b]
+    online = batch.copy()
+    start = batch.copy()
+    eta, alpha = 0.05, 0.2
+    shallow = rate.get_rule("shallow")
+    rate.train_step(batch, shallow, x, rate.predict(batch, x), eta, weight_decay=alpha)
+    for row in x:
+        rate.train_step(online, shallow, row, rate.predict(online, row), eta, weight_decay=alpha)
+    shrink = (1 - eta * alpha) ** 20
+    np.testing.assert_allclose(batch.W[-1], shrink * start.W[-1], rtol=1e-12)
+    np.testing.assert_allclose(batch.b[-1], shrink * start.b[-1], rtol=1e-12)
+    for a, b in zip(batch.W + batch.b, online.W + online.b):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
 def test_freezing_leaves_a_layer_untouched():
     net = _tiny_net()
     before = net.copy()
