@@ -409,9 +409,10 @@ LAB2 = [
        $B$ pushes $W$ toward $B^T$ (hint: $W_0$ learns from $Be$, then $W$ learns from the
        hidden activity that $W_0$ produces).
     2. **Reinforcement learning.** Add node perturbation to the comparison:
-       `rate.get_rule("np", sigma=0.01)` with learning rate `4e-4`, and pass
-       `rng=np.random.default_rng(2)` to `rate.train_step`. Every neuron receives the same
-       scalar reward. How many more examples does it need to reach the NSE FA reaches?
+       `rate.get_rule("np", sigma=0.01)` with learning rate `2e-3`, and pass
+       `rng=np.random.default_rng(2)` to `rate.train_step`. Every hidden neuron receives
+       the same scalar reward (the output layer learns from `e` as in the other rules, as
+       in the paper). How many more examples does it need to reach the NSE FA reaches?
     3. **What does $B$ need?** Before training FA, try a 10 times larger $B$
        (`net.B[0] *= 10`), $B$ with only positive entries (`np.abs`), or $B = 0$ (then skip the
        angle: an angle with a zero vector is undefined). Which still learn, and why?

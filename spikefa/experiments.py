@@ -63,6 +63,7 @@ _SCHEMAS = {
                     "feedback_init": float, "bias_init": float},
         "task": {"target_init": float, "n_test": int, "task_seed": int},
         "train": {"rules": list, "steps": int, "record_every": int, "np_sigma": float,
+                  "np_output": str,
                   "eta": {"shallow": float, "np": float, "bp": float, "fa": float}},
         "run": {"runs": int},
     },
@@ -275,7 +276,8 @@ def _run_fig2(cfg, seed, progress):
         net = rate.init_network(net_cfg["sizes"], net_cfg["activation"], init_rng,
                                 net_cfg["w_init"], net_cfg["feedback_init"],
                                 net_cfg["bias_init"], runs=runs)
-        options = {"sigma": train["np_sigma"]} if rule_name == "np" else {}
+        options = ({"sigma": train["np_sigma"], "output": train["np_output"]}
+                   if rule_name == "np" else {})
         rule, eta = rate.get_rule(rule_name, **options), train["eta"][rule_name]
         curve = [_nse_per_run(y_test, rate.predict(net, x_test))]
         angles = []

@@ -49,10 +49,12 @@ modulators are made:
 ``np``        node perturbation, a "fast form of reinforcement learning" (Fig. 2a, dark grey;
               refs 12 and 61: Williams 1992, Fiete & Seung 2006). Each sample is run twice:
               clean, and with Gaussian noise ``xi_l ~ N(0, sigma^2)`` added to the net input of
-              every hidden and output unit. The same scalar reward change ``dL = L_noisy - L_clean``
-              is broadcast to every unit, and ``delta_l = -(dL / sigma^2) xi_l``, with presynaptic
-              activity taken from the noisy pass. For small ``sigma`` its expectation is
-              ``-dL/d(net input)``, the backprop modulator, but its variance is large.
+              every hidden unit. The same scalar reward change ``dL = L_noisy - L_clean`` is
+              broadcast to every hidden unit, and ``delta_l = -(dL / sigma^2) xi_l``, with
+              presynaptic activity taken from the noisy pass. For small ``sigma`` its
+              expectation is ``-dL/d(net input)``, the backprop modulator, but its variance is
+              large. The output layer learns from ``e`` as in the other rules (the paper's
+              Methods for Fig. 2), or, with ``output="perturbation"``, by perturbation too.
 
 Notes
 -----
@@ -247,37 +249,58 @@ class Shallow:
         return acts, [None] * (len(net.W) - 1) + [_output_modulator(net, acts[-1], target)]
 
 
+NP_OUTPUTS = ("gradient", "perturbation")
+
+
 @dataclass(frozen=True)
 class NodePerturbation:
     """Node perturbation: ``delta_l = -((L_noisy - L_clean) / sigma^2) xi_l``.
 
-    ``xi_l ~ N(0, sigma^2)`` is added to the net input of every unit of layers ``1..m``
-    in a second, noisy forward pass. One scalar reward signal per sample reaches every
-    unit (Fig. 2a, "delivers the same reward to each neuron").
+    ``xi_l ~ N(0, sigma^2)`` is added to the net input of every hidden unit in a second,
+    noisy forward pass. One scalar reward signal per sample reaches every unit (Fig. 2a,
+    "delivers the same reward to each neuron").
+
+    ``output`` says how the output layer learns. ``"gradient"`` (default), the paper's
+    Methods for Fig. 2: "Output weights were adjusted via Delta W ~ e h^T for all three
+    algorithms"; only the hidden weights learn by perturbation, and the output modulator
+    is ``e * f'(y)`` of the noisy pass. ``"perturbation"``: the output units are perturbed
+    too and learn from the same reward, a network trained by node perturbation alone.
     """
 
     sigma: float = 1e-3
+    output: str = "gradient"
     name: str = "np"
+
+    def __post_init__(self):
+        if self.output not in NP_OUTPUTS:
+            raise ValueError(f"node perturbation output = {self.output!r}; valid: "
+                             f"{', '.join(NP_OUTPUTS)}")
 
     def modulators(self, net, x, target, rng=None):
         if rng is None:
             raise ValueError("node perturbation needs a random generator (rng=...)")
         clean = forward(net, x)[-1]
         loss_clean = 0.5 * np.sum((target - clean) ** 2, axis=-1, keepdims=True)
+        perturbed = len(net.W) - (self.output == "gradient")  # layers 1..perturbed
         acts, noise = [np.atleast_2d(x)], []
-        for W, b, name in zip(net.W, net.b, net.activations):
+        for l, (W, b, name) in enumerate(zip(net.W, net.b, net.activations)):
             drive = acts[-1] @ W.mT + b[..., np.newaxis, :]
-            xi = rng.normal(0.0, self.sigma, drive.shape).astype(W.dtype)
-            noise.append(xi)
-            acts.append(_activate(name, drive + xi))
+            if l < perturbed:
+                xi = rng.normal(0.0, self.sigma, drive.shape).astype(W.dtype)
+                noise.append(xi)
+                drive = drive + xi
+            acts.append(_activate(name, drive))
         loss_noisy = 0.5 * np.sum((target - acts[-1]) ** 2, axis=-1, keepdims=True)
         reward = -(loss_noisy - loss_clean) / self.sigma**2
-        return acts, [reward * xi for xi in noise]
+        deltas = [reward * xi for xi in noise]
+        if self.output == "gradient":
+            deltas.append(_output_modulator(net, acts[-1], target))
+        return acts, deltas
 
 
 def get_rule(name: str, **options):
     """The learning rule called ``name`` (one of :data:`RULES`); ``options`` go to it
-    (only ``np`` takes one, ``sigma``)."""
+    (only ``np`` takes any: ``sigma`` and ``output``)."""
     if name == "bp":
         return Backprop(**options)
     if name in ("fa", "sparse-fa"):
