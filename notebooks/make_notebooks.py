@@ -400,7 +400,7 @@ LAB2 = [
     could only use the 20 directions of the input that the fixed $W_0$ passes on.
 
     The package runs the same experiment, with node perturbation and 20 runs, as
-    `spikefa experiment fig2` (a few minutes; `--quick` for seconds).
+    `spikefa experiment fig2` (a minute or two; `--quick` for seconds).
 
     ## Questions and exercises
 

@@ -126,8 +126,11 @@ def _window_arg(text):
 def _experiment(args):
     from .experiments import run_experiment
 
-    res = run_experiment(args.name, args.out, quick=args.quick, seed=args.seed, data_dir=args.data)
-    print(json.dumps(res, indent=1, default=str))
+    out = args.out or f"runs/rate-{args.name}{'-quick' if args.quick else ''}"
+    res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data)
+    # the curves are in the JSON file; print what a reader wants at once
+    brief = {k: res[k] for k in ("experiment", "quick", "seed", "seconds", "summary", "files")}
+    print(json.dumps(brief, indent=1, default=float))
 
 
 def _curve(args):
@@ -345,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("experiment", help="run one of the paper's rate-based experiments (fig2, fig3a, fig3d, fig5)")
     e.add_argument("name", help="fig2 | fig3a | fig3d | fig5")
-    e.add_argument("--out", "-o", default="results/rate", help="folder for the figure and numbers")
+    e.add_argument("--out", "-o", help="folder for the figure and numbers (default: "
+                   "runs/rate-NAME, runs/rate-NAME-quick with --quick)")
     e.add_argument("--quick", action="store_true", help="the small version (seconds)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (fig3a)")
@@ -406,8 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export-brian2", help="write a model as a standalone Brian2 script (+ .npz of its arrays)",
                        description="Write a readable, standalone Brian2 script of a model (one NeuronGroup per "
-                                   "population, Synapses per projection, plasticity as Brian2 code, SPEC.md's step "
-                                   "order as schedule slots) and its weights, state and stimulus in an .npz beside "
+                                   "population, Synapses per projection, plasticity as Brian2 code, the step "
+                                   "order of docs/model.md as schedule slots) and its weights, state and "
+                                   "stimulus in an .npz beside "
                                    "it. Stimulus: images of the bundled MNIST subset in the seeded training order.")
     x.add_argument("model", help="bundled model name or path to a .toml model file")
     x.add_argument("--from", dest="run_file", metavar="RUN.h5", help="export the final weights and state of this run "

@@ -345,3 +345,19 @@ def test_model_files_are_complete():
         with open(models_dir() / f"rate-{name}.toml", "rb") as f:
             assert "quick" in tomllib.load(f)
         assert load_experiment_config(name, quick=True)
+
+
+def test_cli_experiment_writes_under_runs_by_default(tmp_path, monkeypatch, capsys):
+    """Without --out, `spikefa experiment NAME --quick` writes runs/rate-NAME-quick/ in the
+    working folder, never the committed results/rate/, and prints the summary and the
+    files, not the curves (they are in the JSON file)."""
+    from spikefa.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "fig5", "--quick"]) in (0, None)
+    printed = json.loads(capsys.readouterr().out)
+    folder = tmp_path / "runs" / "rate-fig5-quick"
+    assert sorted(p.name for p in folder.iterdir()) == ["fig5.json", "fig5.pdf", "fig5.png"]
+    assert printed["files"] == [f"runs/rate-fig5-quick/fig5.{e}" for e in ("png", "pdf", "json")]
+    assert "curves" not in printed and printed["summary"]["phase_angle_end"][1] < 80
+    assert not (tmp_path / "results").exists()
