@@ -1,7 +1,7 @@
 """Model files (TOML) -> frozen, validated configuration.
 
 A model file has four tables, ``[model]``, ``[train]``, ``[test]`` and ``[run]``; every
-choice that SPEC.md leaves open is a named key here, and the resolved configuration
+choice that docs/model.md leaves open is a named key here, and the resolved configuration
 (every key, defaults filled in) is written into each run's output file.
 
 Unknown tables or keys and bad values raise :class:`ConfigError`, whose message names
@@ -39,7 +39,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelParams:
-    """Network and neuron parameters (SPEC.md, "Populations" and "One time step")."""
+    """Network and neuron parameters (docs/model.md, "Populations" and "One time step")."""
 
     layers: tuple = (784, 1500, 1500, 1500, 1000)
     n_classes: int = 10
@@ -62,7 +62,7 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Training protocol: continuous presentation, no resets (SPEC.md, "Protocol")."""
+    """Training protocol: continuous presentation, no resets (docs/model.md, "Protocol")."""
 
     dataset: str = "mnist"
     epochs: float = 1.0

@@ -12,7 +12,7 @@ plotted into ``out_dir``, and returns the same numbers as a dict::
 tests). Plots read only the saved numbers, so a figure can be redrawn from its JSON with
 :func:`plot_experiment`.
 
-Readings of the paper (its equations were lost in our copy; SPEC.md restates them):
+Readings of the paper's Methods for these figures, where it leaves a choice:
 
 - Inputs of Figs 2 and 3d are ``x ~ N(0, I)``; the error is ``e = y* - y``; NSE is
   measured on a fixed held-out batch of inputs (:func:`spikefa.measures.normalized_squared_error`).

@@ -1,6 +1,6 @@
 """Export a spikefa network to Brian2, step for step.
 
-:func:`to_brian2` builds a :class:`brian2.Network` that *is* the spikefa model of SPEC.md
+:func:`to_brian2` builds a :class:`brian2.Network` that *is* the spikefa model of docs/model.md
 with the network's current weights, biases, feedback weights and state: one
 ``NeuronGroup`` per forward population (``in``, ``h1`` ... ``out``) and per feedback
 population (``h1_fb`` ... ``out_fb``, the last being the error neurons), ``Synapses``
@@ -8,10 +8,10 @@ for every projection (``W_h1`` ... ``W_out`` forward, ``B_h1`` ... feedback), an
 plasticity written as Brian2 code. :func:`write_script` writes the same model as a
 standalone, readable Python script with its arrays in an ``.npz`` beside it.
 
-How the step order of SPEC.md is reproduced
+How the step order of docs/model.md is reproduced
 -------------------------------------------
 Brian2 runs the objects of a network slot by slot (``when``) and, inside a slot, by
-``order``. The exported network adds one slot per phase of SPEC.md to Brian2's default
+``order``. The exported network adds one slot per phase of docs/model.md to Brian2's default
 schedule::
 
     start, input, forward, error, feedback, plasticity, groups, thresholds, synapses, resets, end
@@ -47,7 +47,7 @@ exported model also runs on the Cython target and in C++ standalone mode.
 
 Differences from spikefa's arithmetic (none changes the model):
 
-- Brian2 computes in float64. Weight decay is applied as written in SPEC.md,
+- Brian2 computes in float64. Weight decay is applied as written in docs/model.md,
   ``W <- W - eta (m s^T + gamma W)`` on every synapse every step; spikefa reaches the same
   values through a float64 decay scale (``W_eff = scale * W_raw``), so the two agree to a
   few ulp per step, not bit for bit.
@@ -66,7 +66,7 @@ last row, where a ``TimedArray`` would silently repeat it. Without ``uniforms`` 
 uses Brian2's ``rand()`` (seed it with ``brian2.seed``).
 
 One Brian2 time step (``dt = 1 ms``, a bookkeeping unit only: ``tau`` is the per-step mix
-of SPEC.md) is one spikefa step; the image shown at step ``t`` is row ``t // k`` of the
+of docs/model.md) is one spikefa step; the image shown at step ``t`` is row ``t // k`` of the
 ``pixels`` ``TimedArray`` (``dt = k`` steps, ``k`` steps per image).
 """
 
@@ -90,7 +90,7 @@ from .network import SEED_NOISE, SEED_ORDER, Network, init_network, input_probab
 # Everything between this line and END BRIAN2 MODEL uses only numpy and brian2:
 # spikefa.export runs it, and copies it verbatim into the scripts it exports.
 
-# One slot per phase of SPEC.md, inserted after Brian2's 'start' slot.
+# One slot per phase of docs/model.md, inserted after Brian2's 'start' slot.
 SCHEDULE = ["start", "input", "forward", "error", "feedback", "plasticity",
             "groups", "thresholds", "synapses", "resets", "end"]
 

@@ -1,7 +1,7 @@
 """Numba kernels: one block of time steps of the spiking network.
 
 The equations are those of Lillicrap, Cownden, Tweed & Akerman (2016), Methods, "A deep
-network that integrates its activity and spikes", as restated in SPEC.md. For every step
+network that integrates its activity and spikes", as restated in docs/model.md. For every step
 ``t`` of the block, in this order:
 
 1. input spikes      ``s0_i = u_i < min(x_i, p_max)``

@@ -1,5 +1,5 @@
 """Measures the paper uses (Lillicrap et al. 2016, Methods, "Angle measures" and
-"Normalized squared error"; SPEC.md, "Measures the paper uses").
+"Normalized squared error"; docs/model.md, "Measures the paper uses").
 
 Both are shared by the rate-based experiments (:mod:`spikefa.rate`) and the spiking
 simulator, so that an angle or an NSE means the same thing everywhere.

@@ -728,7 +728,7 @@ def saturation(net) -> list[tuple[float, float, float]]:
 def alignment_angles(net) -> list[tuple[float, float]]:
     """Per hidden layer ``l``: the angle (degrees) between ``(W^{l+1})^T`` and ``B^l``, and
     between the modulators ``B^l e`` and ``(W^{l+1})^T e`` for the current top-down signal
-    ``e = phi_d(U^{l+1})`` (SPEC.md, "Measures"). NaN where undefined: no feedback into
+    ``e = phi_d(U^{l+1})`` (docs/model.md, "Measures"). NaN where undefined: no feedback into
     ``l`` (``shallow``), feedback from a layer other than ``l+1`` (``dfa`` below the top
     hidden layer), or a zero vector (``e = 0`` before the first step)."""
     from .measures import angle_deg

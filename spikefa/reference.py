@@ -2,7 +2,7 @@
 
 Same arguments, same order of phases, same precision rules (float64 sums and
 nonlinearities, one rounding to the working dtype), written with whole-array NumPy
-operations so that each line reads like the equation in SPEC.md:
+operations so that each line reads like the equation in docs/model.md:
 
     s0   = u < min(x, p_max)
     V^l  = (1 - tau) V^l + tau (W^l s^{l-1} + b^l)           s^l = u < sigma(V^l)

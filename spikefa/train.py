@@ -1,4 +1,4 @@
-"""Training and testing protocols (SPEC.md, "Protocol").
+"""Training and testing protocols (docs/model.md, "Protocol").
 
 Training: each image is shown for ``N = train.steps_per_image`` consecutive steps, then
 the next, with no reset of any state between images; the order is a seeded shuffle per

@@ -155,7 +155,7 @@ def test_test_mode_matches_twin():
 
 # ---------------------------------------------------------------------------- by hand
 def test_one_step_by_hand():
-    """A 2-2-2-2 network, one step, every quantity computed from the equations of SPEC.md."""
+    """A 2-2-2-2 network, one step, every quantity computed from the equations of docs/model.md."""
     cfg = config_from_dict({"model": {"layers": [2, 2, 2, 2], "n_classes": 2, "tau": 0.9, "eta": 0.1,
                                       "gamma": 0.5, "dtype": "float64", "phi_d": "tanh"}})
     net = init_network(cfg)
