@@ -211,20 +211,27 @@ def angles(run, *, ax=None, modulator: bool = True, ceiling: bool = True):
 
         fresh = init_network(run.config)        # fixed B: rebuilt from the run's seed
         lows = flat_ceilings([fresh.feedback_matrix(l) for l in range(1, fresh.m)], run.config.model.n_classes)
-    for i, (layer, w) in enumerate(a["weight"].items()):
+    layers = list(a["weight"])
+    for i, layer in enumerate(layers):
         color = f"C{i}"
-        ax.plot(a["step"], w, color=color, label=f"{layer}: W vs B")
+        ax.plot(a["step"], a["weight"][layer], color=color, label=f"{layer}: W vs B")
         if modulator:
             ax.plot(a["step"], a["modulator"][layer], color=color, linestyle="--", linewidth=0.7,
                     label=f"{layer}: modulators")
         if lows is not None:
-            ax.axhline(lows[i], color=color, linestyle=":", linewidth=0.8,
-                       label=f"{layer}: lowest W vs B for class-subspace alignment")
+            # layers of one size often share a floor: draw it once, naming them all
+            same = [j for j in range(len(layers)) if abs(lows[j] - lows[i]) < 0.05]
+            if same[0] == i:
+                ax.axhline(lows[i], color=color, linestyle=":", linewidth=0.8,
+                           label=f"{', '.join(layers[j] for j in same)}: floor of W vs B")
     ax.axhline(90, color="0.6", linewidth=0.6)
-    ax.set_ylim(0, 120)
+    ax.set_ylim(0, 135)
     ax.set_xlabel("training steps")
     ax.set_ylabel("angle (degrees)")
-    ax.legend(fontsize="x-small", frameon=False, ncol=2)
+    if lows is not None:
+        ax.set_title("dotted: the lowest W vs B angle of a W aligned with B in the "
+                     "class-error subspace", fontsize="small")
+    ax.legend(fontsize="x-small", frameon=False, ncol=3, loc="upper center")
     return ax
 
 
