@@ -607,7 +607,9 @@ class Run:
             "checkpoint_step": ckpt_step, "test_passes": n_pass,
             "last": row(n_pass - 1) if n_pass else None,
             "best": row(int(np.nanargmin(curve["error"]))) if n_pass else None,
-            "wall_s": float(curve["wall_s"][-1]) if n_pass and "wall_s" in curve else float(self.attrs.get("wall_s", 0.0)),
+            # run time at the newest of the last test pass and the last checkpoint
+            "wall_s": max(float(curve["wall_s"][-1]) if n_pass and "wall_s" in curve else 0.0,
+                          float(self.attrs.get("wall_s", 0.0))),
             "created": str(self.attrs.get("created", "")),
             # the command it last ran with: the newest resume's, else the one that started it
             "command": str(([self.attrs.get("command", "")] + [r["command"] for r in resumes if r.get("command")])[-1]),

@@ -391,7 +391,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
                 do_test()
             if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:
                 checkpoint()
-                runfile.set_attrs(out, steps_done=step)
+                runfile.set_attrs(out, steps_done=step, wall_s=wall())
                 last_ckpt = time.perf_counter()
         curve = runfile.Run(out).test_curve()
         if not (curve["step"].size and curve["step"][-1] == step):
@@ -403,7 +403,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             bar.close()
         if step > 0:
             checkpoint()
-            runfile.set_attrs(out, steps_done=step)
+            runfile.set_attrs(out, steps_done=step, wall_s=wall())
         raise
     finally:
         stop.uninstall()

@@ -659,6 +659,13 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     assert info["test_passes"] == curve["step"].size >= 1
     assert info["last"]["error_sum"] == pytest.approx(curve["error_sum"][-1])
     assert info["best"]["error"] == pytest.approx(curve["error"].min())
+    # run time counts up to the checkpoint at the cut, past the last test pass, and is
+    # there for a run cut off before its first test pass
+    assert info["wall_s"] >= curve["wall_s"][-1] > 0
+    early = tmp_path / "early.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg.replace(train={"test_every": 0}), out=early, progress=False, recorder=CutAfter(3))
+    assert Run(early).summary()["test_passes"] == 0 and Run(early).summary()["wall_s"] > 0
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "state: stopped" in out and "--resume" in out and f"steps done: {info['steps_done']:,} of" in out
