@@ -35,7 +35,13 @@ def _train(args):
     res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=out,
                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend,
                 branch_from=args.branch_from)
-    print(f"test error {res.test_error:.4f} after {res.epochs:g} epochs ({res.steps} steps, {res.wall_s:.0f} s); run file {res.path}")
+    print(f"test error {res.test_error:.4f} after {_count(res.epochs, 'epoch')} ({res.steps} steps, {res.wall_s:.0f} s); "
+          f"run file {res.path}")
+
+
+def _count(n, noun: str) -> str:
+    """``1 epoch``, ``2.5 epochs``, ``0 resumes``."""
+    return f"{n:g} {noun}" + ("" if n == 1 else "es" if noun.endswith("s") else "s")
 
 
 def _set_arg(text):
@@ -100,7 +106,7 @@ def _test(args):
     else:
         what = "test error" if args.split == "test" else "error on training images"
         print(f"{what} {res['test_error']:.4f} ({res['readout']} read-out; last {res['test_error_last']:.4f}, "
-              f"sum {res['test_error_sum']:.4f}, prob {res['test_error_prob']:.4f}) on {res['n_test']} images after {res['epochs']:g} epochs")
+              f"sum {res['test_error_sum']:.4f}, prob {res['test_error_prob']:.4f}) on {res['n_test']} images after {_count(res['epochs'], 'epoch')}")
 
 
 def _plot(args):
@@ -175,7 +181,8 @@ def _info(args):
             print(f"{name} test pass: {100 * r['error']:.2f}% at {r['epoch']:.4g} epochs ({reads}; {r['n_test']:,} images)")
     if not info["test_passes"]:
         print("no test pass yet")
-    print(f"{info['test_passes']} test passes, {info['wall_s'] / 3600:.2f} h of run time, {info['resumes']} resumes; "
+    print(f"{_count(info['test_passes'], 'test pass')}, {info['wall_s'] / 3600:.2f} h of run time, "
+          f"{_count(info['resumes'], 'resume')}; "
           f"created {info['created']} at {info['git_commit'] or 'an unknown revision'}")
     if info["state"] == "stopped" and ckpt is None:
         # --resume would only say "nothing to resume"; the test passes above are all that is left

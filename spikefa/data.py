@@ -118,8 +118,8 @@ _HOW_TO_GET = (
     "To get the full MNIST set, run `spikefa download-mnist` (it fetches and verifies "
     "the files), or put the four standard files of the canonical MNIST distribution "
     "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-    "t10k-labels-idx1-ubyte; .gz or unpacked) in one folder and pass it as data_dir "
-    f"or set {ENV_VAR} to it. To run without it, use the bundled subset with "
+    "t10k-labels-idx1-ubyte; .gz or unpacked) in one folder and give it with --data DIR "
+    f"(data_dir in Python) or set {ENV_VAR} to it. To run without it, use the bundled subset with "
     "dataset 'mnist-subset'."
 )
 
@@ -647,7 +647,8 @@ def download_mnist(dest=None, mirrors=None, timeout=60):
         else:
             raise DataError(
                 f"could not download {name}.gz into {dest}:\n" + "\n".join(failures) + "\n"
-                "Check the network or pass other mirrors; or fetch the four files of the "
+                "Check the network (or, in Python, pass mirrors= to download_mnist); or fetch the "
+                "four files of the "
                 "canonical MNIST distribution by hand and verify their md5 (see "
                 f"spikefa.data.MNIST_MD5), then point {ENV_VAR} at their folder."
             )
