@@ -408,7 +408,8 @@ def render(kind: str, run, out, *, layer: str | None = None, window=None, phase:
     """Draw one of :data:`PLOTS` from a saved run and save it (``spikefa plot``).
 
     ``layer``, ``window`` and ``phase`` apply to ``raster`` and ``traces`` (``layer`` also
-    to ``rates``); ``steps`` limits each column of ``fig4``.
+    to ``rates``); ``steps`` limits each column of ``fig4``. A training recording of several
+    windows is drawn one window at a time: the first unless ``window`` says otherwise.
     """
     if kind not in PLOTS:
         raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOTS)}")
@@ -417,6 +418,13 @@ def render(kind: str, run, out, *, layer: str | None = None, window=None, phase:
         fig = fig4(run, steps=steps, **({"figsize": figsize} if figsize else {}))
     else:
         ax = _axes(None, figsize or (6.0, 3.5))
+        if kind in ("raster", "traces") and window is None and phase == "train" and len(run.windows) > 1:
+            # steps of several windows side by side on one axis would be slivers: show the
+            # first and say how to pick another
+            window = 0
+            ax.set_title(f"recording window 0 of {len(run.windows)} (steps "
+                         f"{int(run.windows[0][0]):,}-{int(run.windows[0][1]) - 1:,}); "
+                         f"--window N shows another", fontsize="small")
         if kind == "raster":
             raster(run, layer or run.layers[-1], window, phase=phase, ax=ax)
         elif kind == "traces":

@@ -634,8 +634,10 @@ class Run:
     def _group(self, f, phase, layer, kind):
         path = f"record/{phase}/{layer}/{kind}"
         if path not in f:
-            have = ", ".join(f"{k} of {lay}" for lay, ks in self.recorded(phase).items() for k in ks) or "nothing"
-            raise RunFileError(f"{self.path}: {kind} of {layer} ({phase}) were not recorded; recorded: {have}")
+            have = ", ".join(f"{k} of {lay}" for lay, ks in self.recorded(phase).items() for k in ks)
+            raise RunFileError(f"{self.path}: {kind} of {layer} ({phase}) were not recorded; recorded: "
+                               + (have or "nothing (record with spikefa train ... --record PROBE, "
+                                  "e.g. --record fig4; see spikefa train --help)"))
         return f[path]
 
     def spikes(self, layer: str, window=None, *, phase: str = "train") -> Spikes:
@@ -686,7 +688,8 @@ class Run:
         with _readable(self.path) as f:
             g = f.get(f"record/{phase}/stimulus")
             if g is None:
-                raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r}")
+                raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r} (record with "
+                                   "spikefa train ... --record PROBE, e.g. --record fig4)")
             i0, i1 = _row_range(g["step"], self._window(window))
             return Stimulus(g["step"][i0:i1], g["label"][i0:i1], g["image"][i0:i1])
 

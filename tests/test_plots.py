@@ -115,3 +115,26 @@ def test_angles_mark_the_flattened_ceiling_of_fixed_feedback(tmp_path):
     assert sorted(named) == ["h1", "h2"]                 # every hidden layer named once
     assert all(60 < low < 80 for low in lows)            # 10 of 100 directions in tiny: about 72 degrees
     assert not [line for line in plots.angles(res.path, ceiling=False).get_lines() if line.get_linestyle() == ":"]
+
+
+@pytest.mark.parametrize("kind", ["raster", "traces"])
+def test_render_shows_one_window_of_several(run, kind, tmp_path, monkeypatch):
+    """`spikefa plot raster|traces` of a run recorded in three windows draws the first one
+    (not three slivers on one long axis) and says so in the title; --window picks another."""
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, out, dpi=150: drawn.append(fig) or out)
+    plots.render(kind, run, tmp_path / "a.png")
+    ax = drawn[-1].axes[0]
+    first = run.windows[0]
+    assert first[0] - 1 <= ax.get_xlim()[0] and ax.get_xlim()[1] <= first[1] + 1
+    assert "window 0 of 3" in ax.get_title() and "--window" in ax.get_title()
+    plots.render(kind, run, tmp_path / "b.png", window=2)
+    ax = drawn[-1].axes[0]
+    assert ax.get_xlim()[0] >= run.windows[2][0] - 1 and ax.get_title() == ""
+
+
+def test_plot_of_nothing_recorded_says_how_to_record(tmp_path):
+    res = train(load_config("tiny").replace(train={"epochs": 0.01, "test_every": 0}),
+                out=tmp_path / "bare.h5", progress=False)
+    with pytest.raises(RunFileError, match="--record fig4"):
+        plots.raster(res.path, "out")
