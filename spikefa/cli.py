@@ -39,6 +39,13 @@ def _train(args):
           f"run file {res.path}")
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min``, ``5.76 h``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
 def _count(n, noun: str) -> str:
     """``1 epoch``, ``2.5 epochs``, ``0 resumes``."""
     return f"{n:g} {noun}" + ("" if n == 1 else "es" if noun.endswith("s") else "s")
@@ -181,7 +188,7 @@ def _info(args):
             print(f"{name} test pass: {100 * r['error']:.2f}% at {r['epoch']:.4g} epochs ({reads}; {r['n_test']:,} images)")
     if not info["test_passes"]:
         print("no test pass yet")
-    print(f"{_count(info['test_passes'], 'test pass')}, {info['wall_s'] / 3600:.2f} h of run time, "
+    print(f"{_count(info['test_passes'], 'test pass')}, {_duration(info['wall_s'])} of run time, "
           f"{_count(info['resumes'], 'resume')}; "
           f"created {info['created']} at {info['git_commit'] or 'an unknown revision'}")
     if info["state"] == "stopped" and ckpt is None:
@@ -292,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate learning with random feedback in networks of stochastic binary integrating "
                     "neurons (Lillicrap et al. 2016).",
     )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"spikefa {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model and write a run file",

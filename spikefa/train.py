@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -180,6 +181,11 @@ class _StopRequest:
     def _handler(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if not self.requested:
+            # a block of the full network takes seconds: say at once that the stop was heard
+            print(f"\nspikefa: {signal.Signals(signum).name} received: stopping at the end of this block "
+                  "to write a checkpoint (--resume continues from it); Ctrl-C again stops at once",
+                  file=sys.stderr, flush=True)
         self.requested = True
 
     def install(self):

@@ -791,3 +791,33 @@ def test_reproduction_model_files_are_set_changes(name):
     by_file = load_config(os.path.join(root, name)).to_dict()
     by_set = _apply_sets(load_config("lillicrap2016-fig4-long"), [_set_arg(s) for s in REPRODUCTION_SETS[name]])
     assert by_file | {"description": ""} == by_set.to_dict() | {"description": ""}
+
+
+def test_cli_version_and_wording(capsys):
+    """`spikefa --version` prints the package version; counts and run times read as
+    English ('1 epoch', '12 s', '5.76 h')."""
+    from spikefa import __version__
+    from spikefa.cli import _count, _duration, main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"spikefa {__version__}"
+    assert [_count(1, "epoch"), _count(2.5, "epoch"), _count(0, "resume"), _count(1, "test pass"),
+            _count(3, "test pass")] == ["1 epoch", "2.5 epochs", "0 resumes", "1 test pass", "3 test passes"]
+    assert [_duration(12.4), _duration(750), _duration(20736)] == ["12 s", "12.5 min", "5.76 h"]
+
+
+def test_stop_request_says_at_once_that_it_heard(capsys):
+    """The first Ctrl-C (or SIGTERM) is acknowledged on stderr at once, since the loop only
+    stops at the end of a block (seconds on the full network); a second Ctrl-C raises."""
+    import signal
+
+    from spikefa.train import _StopRequest
+
+    stop = _StopRequest()
+    stop._handler(signal.SIGINT, None)
+    assert stop.requested and "SIGINT received: stopping at the end of this block" in capsys.readouterr().err
+    stop._handler(signal.SIGTERM, None)  # a later SIGTERM is the same request, said once
+    assert capsys.readouterr().err == ""
+    with pytest.raises(KeyboardInterrupt):
+        stop._handler(signal.SIGINT, None)
