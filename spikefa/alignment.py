@@ -198,6 +198,17 @@ def markdown_rows(rows: list[dict], step: int, epochs: float) -> list[str]:
             f"{f(r['growth'], '.2f')} | {f(r['share'], '.2f')} |" for r in rows]
 
 
+LEGEND = """Columns (angles in degrees, per hidden layer l; spikefa.alignment explains them):
+  flat         angle between (W^{l+1})^T and B^l, flattened (as the run file records it)
+  flat dW      the same for the change W - W(0) since the start
+  ceiling      the smallest flat angle possible for a W aligned with B in the class-error
+               subspace Q and zero elsewhere (84-85 in the paper's 1500-unit layers)
+  subspace     angle between W^T e and B e over the class errors e (inside Q)
+  subspace dW  the same for W - W(0)
+  abs dW / abs W(0)  |W - W(0)| / |W(0)|: how far the weights have moved
+  error in Q   share of the squared norm of the top-down signal phi_d(U^{l+1}) that lies in Q"""
+
+
 def header(share_steps: int = 0) -> str:
     """The ``spikefa align`` table's header; ``share_steps``: the ``error in Q`` column is a
     mean over that many steps (:func:`error_share`), 0: one snapshot."""

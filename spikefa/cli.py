@@ -229,6 +229,8 @@ def _align(args):
         if i == 0:
             print(alignment.header(args.share_steps))
         print("\n".join(alignment.markdown_rows(rows, steps, epochs_at(cfg, steps))))
+    # the key goes to stderr, so that `spikefa align ... > table.md` keeps a plain table
+    print("\n" + alignment.LEGEND, file=sys.stderr)
 
 
 def _download(args):

@@ -70,8 +70,12 @@ def test_cli_on_a_run_file_and_a_model(tmp_path, capsys):
     out = tmp_path / "tiny.h5"
     train("tiny", epochs=0.25, out=out, progress=False)
     assert main(["align", "tiny", str(out)]) in (0, None)
-    lines = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
     assert lines[0].startswith("| step | epochs | layer l | flat |") and len(lines) == 2 + 2 * 2   # tiny: h1, h2
+    # every column is explained, on stderr so that the table can be redirected alone
+    header = [c.strip() for c in lines[0].strip("|").split("|")][3:]
+    assert all(f"\n  {c.split(' (')[0]} " in captured.err for c in header if c != "layer l")
     fresh, trained = lines[2:4], lines[4:6]
     assert all(line.startswith("| 0 | 0.00 |") for line in fresh)
     assert all(line.startswith("| 2,500 | 0.25 |") for line in trained)       # 500 images x 5 steps
