@@ -320,10 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "data/mnist, ~/.cache/spikefa/mnist)")
     t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5, "
                                                                    "with -SECTION.KEY=VALUE added for each --set)")
-    t.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised, run settings changed)")
+    again = t.add_mutually_exclusive_group()  # keep the run file, or replace it: not both
+    again.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised, "
+                                                             "run settings changed)")
     t.add_argument("--branch-from", metavar="RUN.h5", help="start this new run from another run's checkpoint, continued "
                                                           "with this model's learning rates, decay, test settings and epochs")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    again.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     t.add_argument("--backend", choices=["numba", "numpy"], help="numba kernels (fast) or the NumPy reference")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     t.add_argument("--record", action="append", metavar="PROBE",

@@ -821,3 +821,13 @@ def test_stop_request_says_at_once_that_it_heard(capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(KeyboardInterrupt):
         stop._handler(signal.SIGINT, None)
+
+
+def test_train_resume_and_overwrite_exclude_each_other(capsys):
+    """--resume keeps the run file and --overwrite replaces it: both at once is refused
+    before anything runs (it used to resume silently)."""
+    from spikefa.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "tiny", "--resume", "--overwrite"])
+    assert exit_.value.code == 2 and "not allowed with argument --resume" in capsys.readouterr().err
