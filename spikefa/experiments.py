@@ -60,7 +60,7 @@ RULE_LABELS = {
 _SCHEMAS = {
     "fig2": {
         "network": {"sizes": list, "activation": str, "w_init": float,
-                    "feedback_init": float, "bias_init": float},
+                    "feedback_init": float, "bias_init": float, "learn_biases": bool},
         "task": {"target_init": float, "n_test": int, "task_seed": int},
         "train": {"rules": list, "steps": int, "record_every": int, "np_sigma": float,
                   "np_output": str,
@@ -127,7 +127,7 @@ def _validate(table: dict, schema: dict, where: str, source, partial: bool = Fal
                 _validate(item, kind[0], f"{name}[{i}].", source, partial=False)
         else:
             accepted = (int, float) if kind is float else kind  # TOML writes 1.0 as 1 too
-            if isinstance(value, bool) or not isinstance(value, accepted):
+            if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
                 raise ValueError(f"{source}: {name!r} must be of type {kind.__name__}, "
                                  f"got {value!r}")
     return table
@@ -287,7 +287,8 @@ def _run_fig2(cfg, seed, progress):
             if rule_name == "fa":
                 # the e this step learns from, sent down through B (FA) and W^T (BP)
                 angles.append(rate.modulator_angle(net, y_star - rate.predict(net, x)))
-            rate.train_step(net, rule, x, y_star, eta, rng=noise_rng)
+            rate.train_step(net, rule, x, y_star, eta, rng=noise_rng,
+                            learn_biases=net_cfg["learn_biases"])
             if (step + 1) % record == 0:
                 curve.append(_nse_per_run(y_test, rate.predict(net, x_test)))
         nse[rule_name] = np.array(curve).T  # (runs, records)

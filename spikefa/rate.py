@@ -313,7 +313,8 @@ def get_rule(name: str, **options):
 
 
 def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: float = 0.0,
-               rng: np.random.Generator | None = None, learn=None) -> np.ndarray:
+               rng: np.random.Generator | None = None, learn=None,
+               learn_biases: bool = True) -> np.ndarray:
     """One SGD step of ``rule`` on a batch ``(x, target)``; updates ``net`` in place.
 
     Parameters
@@ -321,6 +322,9 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
     learn : sequence of bool, optional
         Which weight layers (``W[0]``, ``W[1]``, ...) and their biases may change; the
         others are frozen (Fig. 5c's phases). Default: all.
+    learn_biases : bool
+        False: the biases never change (a network without biases when they start at 0,
+        as the paper's linear network of Fig. 2).
 
     Returns
     -------
@@ -339,12 +343,14 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
             # once per example of the batch, as online learning would decay it
             shrink = (1.0 - eta * weight_decay) ** x.shape[-2]
             W *= shrink
-            b *= shrink
+            if learn_biases:
+                b *= shrink
         dW = delta.mT @ acts[l]
         if net.W_mask is not None:
             dW *= net.W_mask[l]  # a removed synapse never comes back
         W += eta * dW
-        b += eta * delta.sum(axis=-2)
+        if learn_biases:
+            b += eta * delta.sum(axis=-2)
     return acts[-1]
 
 

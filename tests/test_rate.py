@@ -190,6 +190,19 @@ def test_weight_decay_is_per_example_in_a_batch():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
+def test_biases_can_stay_fixed():
+    """learn_biases=False (Fig. 2's network has no biases): W learns, b never moves, not
+    even by weight decay."""
+    net = _tiny_net()
+    before = net.copy()
+    rng = np.random.default_rng(9)
+    rate.train_step(net, rate.get_rule("fa"), rng.normal(size=(2, 4)), rng.normal(size=(2, 2)), 0.1,
+                    weight_decay=0.5, learn_biases=False)
+    for b_now, b_then in zip(net.b, before.b):
+        np.testing.assert_array_equal(b_now, b_then)
+    assert all(not np.array_equal(w, w0) for w, w0 in zip(net.W, before.W))
+
+
 def test_freezing_leaves_a_layer_untouched():
     net = _tiny_net()
     before = net.copy()
@@ -336,6 +349,12 @@ def test_unknown_experiment_and_config_key(tmp_path):
     with pytest.raises(ValueError, match="valid: bp, fa"):
         load_experiment_config("fig2", path=bad)
     bad.write_text(text.replace("steps = 5000", 'steps = "many"'))
+    with pytest.raises(ValueError, match="train.steps"):
+        load_experiment_config("fig2", path=bad)
+    bad.write_text(text.replace("learn_biases = false", "learn_biases = 0"))   # a bool, not a number
+    with pytest.raises(ValueError, match="learn_biases.*bool"):
+        load_experiment_config("fig2", path=bad)
+    bad.write_text(text.replace("steps = 5000", "steps = true"))             # a number, not a bool
     with pytest.raises(ValueError, match="train.steps"):
         load_experiment_config("fig2", path=bad)
 
