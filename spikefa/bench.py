@@ -35,7 +35,7 @@ import numba
 import numpy as np
 
 from . import runfile
-from .config import MOVING_FEEDBACK, Config, load_config
+from .config import MOVING_FEEDBACK, Config, int_at_least, load_config
 from .data import load_subset
 from .network import init_network, input_probabilities
 
@@ -297,12 +297,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="spikefa bench", description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", default=None,
                    help="model name or file (default lillicrap2016-fig4, or the checkpoint's own with --checkpoint)")
-    p.add_argument("--steps", type=int, default=500, help="steps timed for spikefa")
-    p.add_argument("--warmup", type=int, default=100, help="untimed steps first (JIT compilation, the network's first steps)")
-    p.add_argument("--numpy-steps", type=int, default=20, help="steps timed for the NumPy twin (0: skip)")
-    p.add_argument("--brian2-steps", type=int, default=20, help="steps timed for Brian2 (0: skip)")
-    p.add_argument("--brian2-target", default="numpy", help="Brian2 code generation target (numpy, cython, cpp_standalone)")
-    p.add_argument("--brian2-threads", type=int, default=0, help="cpp_standalone: OpenMP threads (0: Brian2's "
+    p.add_argument("--steps", type=int_at_least(1), default=500, help="steps timed for spikefa")
+    p.add_argument("--warmup", type=int_at_least(0), default=100, help="untimed steps first (JIT compilation, the network's first steps)")
+    p.add_argument("--numpy-steps", type=int_at_least(0), default=20, help="steps timed for the NumPy twin (0: skip)")
+    p.add_argument("--brian2-steps", type=int_at_least(0), default=20, help="steps timed for Brian2 (0: skip)")
+    p.add_argument("--brian2-target", default="numpy", choices=["numpy", "cython", "cpp_standalone"], help="Brian2 code generation target (numpy, cython, cpp_standalone)")
+    p.add_argument("--brian2-threads", type=int_at_least(0), default=0, help="cpp_standalone: OpenMP threads (0: Brian2's "
                    "default, one thread without OpenMP)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child run")
     p.add_argument("--no-int8", action="store_true", help="skip the int8-feedback row (model.feedback_storage)")

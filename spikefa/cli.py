@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import signal
 import sys
 import tomllib
 from pathlib import Path
 
-from .config import FEEDBACK_CHOICES, ConfigError, available_models
+from .config import FEEDBACK_CHOICES, ConfigError, available_models, int_at_least
 
 
 def _train(args):
@@ -224,7 +225,8 @@ def _align(args):
                 for r, share in zip(rows, alignment.error_share(net, *data[key], steps=args.share_steps)):
                     r["share"] = share
         except (ValueError, RunFileError, DataError) as exc:
-            raise SystemExit(f"spikefa: error: {path}: {exc}") from None
+            where = "" if str(exc).startswith(str(path)) else f"{path}: "
+            raise SystemExit(f"spikefa: error: {where}{exc}") from None
         cfg = net.config
         if i == 0:
             print(alignment.header(args.share_steps))
@@ -311,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    f"Bundled models: {', '.join(available_models())}.")
     t.add_argument("model", help="bundled model name (e.g. small) or path to a .toml model file")
     t.add_argument("--epochs", type=float, help="passes over the training set (overrides train.epochs)")
-    t.add_argument("--seed", type=int, help="random seed (overrides run.seed)")
+    t.add_argument("--seed", type=int_at_least(0), help="random seed (overrides run.seed)")
     t.add_argument("--feedback", choices=FEEDBACK_CHOICES, help="feedback variant (overrides model.feedback)")
     t.add_argument("--set", action="append", type=_set_arg, metavar="SECTION.KEY=VALUE",
                    help="change one key of the model file (repeatable), e.g. --set model.eta=3e-2; "
@@ -334,10 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--record-windows", type=lambda s: [w for w in s.split(",") if w], metavar="W,W,...",
                    help="parts of training the probes record, START:LENGTH with START a step, P%% or end, "
                         "e.g. 0:200,50%%:200,end:200 (default: the whole run)")
-    t.add_argument("--record-every", type=int, metavar="K",
+    t.add_argument("--record-every", type=int_at_least(1), metavar="K",
                    help="firing rates and alignment angles every K steps (0: off; default 1000)")
     t.add_argument("--record-test", action="store_true", help="record the probes during test passes too")
-    t.add_argument("--record-test-steps", type=int, metavar="N", help="record the first N steps of each test pass")
+    t.add_argument("--record-test-steps", type=int_at_least(1), metavar="N", help="record the first N steps of each test pass")
     t.add_argument("--record-format", choices=["packed", "events"], help="spikes as bit-packed rows or (step, index) events")
     t.set_defaults(func=_train)
 
@@ -345,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Test the final weights of a run file on its test set, plasticity off.")
     s.add_argument("run", metavar="RUN.h5")
     s.add_argument("--data", metavar="DIR", help="folder with the four MNIST files")
-    s.add_argument("--n-test", type=int, help="test on the first N test images only")
+    s.add_argument("--n-test", type=int_at_least(1), help="test on the first N test images only")
     s.add_argument("--split", choices=["test", "train"], default="test",
                    help="train: the same test on the training images (training error; with --n-test, the first N)")
     s.add_argument("--json", action="store_true", help="print one JSON object (test_error, n_test, epochs, steps, ...)")
@@ -363,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--window", type=_window_arg, metavar="A:B", help="steps A..B-1, or the run's recording window "
                                                                      "number (raster, traces)")
     g.add_argument("--phase", choices=["train", "test"], default="train", help="training or test-pass recordings")
-    g.add_argument("--steps", type=int, help="fig4: at most this many steps per column")
-    g.add_argument("--dpi", type=int, default=150)
+    g.add_argument("--steps", type=int_at_least(1), help="fig4: at most this many steps per column")
+    g.add_argument("--dpi", type=int_at_least(1), default=150)
     g.set_defaults(func=_plot)
 
     e = sub.add_parser("experiment", help="run one of the paper's rate-based experiments (fig2, fig3a, fig3d, fig5)")
@@ -372,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", "-o", help="folder for the figure and numbers (default: "
                    "runs/rate-NAME, runs/rate-NAME-quick with --quick)")
     e.add_argument("--quick", action="store_true", help="the small version (seconds)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int_at_least(0), default=0)
     e.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (fig3a)")
     e.set_defaults(func=_experiment)
 
@@ -412,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "See spikefa/sweep.py for the file format.")
     w.add_argument("sweep", metavar="SWEEP.toml", help="sweep file")
     w.add_argument("--out", "-o", metavar="DIR", help="sweep folder (default: the file's out, else runs/sweep-NAME)")
-    w.add_argument("--workers", "-j", type=int, help="worker processes of the local cluster (default: the file's "
+    w.add_argument("--workers", "-j", type=int_at_least(1), help="worker processes of the local cluster (default: the file's "
                                                      "workers, else the cores this process may use)")
     w.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786); its "
                                                           "workers must see the sweep folder")
@@ -439,12 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--from", dest="run_file", metavar="RUN.h5", help="export the final weights and state of this run "
                                                                     "(default: a fresh network)")
     x.add_argument("--out", "-o", metavar="SCRIPT.py", required=True, help="the script; the arrays go to SCRIPT.npz")
-    x.add_argument("--images", type=int, default=100, help="images in the stimulus (default 100)")
-    x.add_argument("--noise-steps", type=int, default=0, metavar="N",
+    x.add_argument("--images", type=int_at_least(1), default=100, help="images in the stimulus (default 100)")
+    x.add_argument("--noise-steps", type=int_at_least(0), default=0, metavar="N",
                    help="include spikefa's uniforms for N steps, so that Brian2 takes the same random decisions "
                         "(default 0: the script draws its own noise)")
     x.add_argument("--test", action="store_true", help="plasticity off, test images (default: training)")
-    x.add_argument("--seed", type=int, help="random seed (overrides run.seed)")
+    x.add_argument("--seed", type=int_at_least(0), help="random seed (overrides run.seed)")
     x.set_defaults(func=_export_brian2)
 
     v = sub.add_parser("validate", help="check spikefa against its Brian2 export, step for step",
@@ -454,19 +456,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "failure). With --statistical: independent noise, several seeds, firing rates "
                                    "and test errors compared by paired t-tests.")
     v.add_argument("model", help="bundled model name or path to a .toml model file")
-    v.add_argument("--steps", type=int, help="steps with plasticity (default 500; --statistical: training steps, "
+    v.add_argument("--steps", type=int_at_least(1), help="steps with plasticity (default 500; --statistical: training steps, "
                                              "default 500)")
     v.add_argument("--dtype", choices=["float64", "float32"],
                    help="spikefa's dtype (default float64; --statistical: the model's); Brian2 computes in float64")
-    v.add_argument("--seed", type=int, help="random seed (overrides run.seed; --statistical: the first seed)")
+    v.add_argument("--seed", type=int_at_least(0), help="random seed (overrides run.seed; --statistical: the first seed)")
     v.add_argument("--target", choices=["numpy", "cython"], help="Brian2 code generation target (default numpy)")
-    v.add_argument("--check-every", type=int, default=100, metavar="N", help="steps between weight comparisons")
+    v.add_argument("--check-every", type=int_at_least(1), default=100, metavar="N", help="steps between weight comparisons")
     v.add_argument("--from", dest="run_file", metavar="RUN.h5", help="start from the final weights and state of this "
                                                                     "run (default: a fresh network)")
     v.add_argument("--statistical", action="store_true", help="independent noise: compare rates and test errors "
                                                               "over seeds")
-    v.add_argument("--seeds", type=int, default=5, help="--statistical: number of seeds (default 5)")
-    v.add_argument("--n-test", type=int, default=100, help="--statistical: test images (default 100)")
+    v.add_argument("--seeds", type=int_at_least(1), default=5, help="--statistical: number of seeds (default 5)")
+    v.add_argument("--n-test", type=int_at_least(1), default=100, help="--statistical: test images (default 100)")
     v.set_defaults(func=_validate)
     return p
 
@@ -477,16 +479,16 @@ def _sigterm(signum, frame):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # the benchmark parses its own options (and its own --help)
-        from .bench import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
     from .data import DataError
     from .runfile import RunFileError
 
     try:
+        if argv[:1] == ["bench"]:  # the benchmark parses its own options (and its own --help)
+            from .bench import main as bench_main
+
+            return bench_main(argv[1:])
+        args = build_parser().parse_args(argv)
+        signal.signal(signal.SIGTERM, _sigterm)
         args.func(args)
     except (ConfigError, DataError, RunFileError) as exc:
         print(f"spikefa: error: {exc}", file=sys.stderr)
@@ -494,6 +496,19 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\nspikefa: interrupted; the run's checkpoint is saved (continue with --resume)", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a command's own one-line error
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
+    except (ValueError, OSError, MemoryError) as exc:
+        # bad input that reached a library (an unwritable output, a file that is not
+        # text, an array too large): one line, the traceback only on request
+        if os.environ.get("SPIKEFA_TRACEBACK"):
+            raise
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"spikefa: error: {why}\n(set SPIKEFA_TRACEBACK=1 to see where it came from)", file=sys.stderr)
+        return 2
     return 0
 
 

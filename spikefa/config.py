@@ -169,15 +169,31 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 def _number(key, value, *, lo=None, hi=None, lo_open=False, integer=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(key, value, "expected a number")
-    if integer and (float(value) != int(value)):
-        _fail(key, value, "expected an integer")
     if not math.isfinite(value):
         _fail(key, value, "expected a finite number")
+    if integer and not isinstance(value, int) and not float(value).is_integer():
+        _fail(key, value, "expected an integer")
     if lo is not None and (value <= lo if lo_open else value < lo):
         _fail(key, value, f"must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and value > hi:
         _fail(key, value, f"must be <= {hi}")
     return int(value) if integer else float(value)
+
+
+def int_at_least(lo: int):
+    """An argparse ``type``: a whole number ``>= lo``, else an error naming the value."""
+    import argparse
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be {lo} or more, got {value}")
+        return value
+
+    return parse
 
 
 def _choice(key, value, choices):

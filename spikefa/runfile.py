@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -203,6 +204,9 @@ def _readable(path):
     if f is not None:
         yield f
         return
+    if Path(path).is_dir():
+        raise RunFileError(f"{path} is a folder, not a run file")
+    _refuse_truncated(path)
     for attempt in range(20):
         try:
             f = h5py.File(path, "r", swmr=True, locking=False)
@@ -212,7 +216,30 @@ def _readable(path):
                 raise
             time.sleep(0.1)
     with f:
-        yield f
+        try:
+            yield f
+        except KeyError as exc:
+            # h5py's "object 'test' doesn't exist": the file lacks a part every run file has
+            raise RunFileError(f"{path} is damaged or not a complete spikefa file: "
+                               f"{exc.args[0] if exc.args else exc}") from None
+
+
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
+
+
+def _refuse_truncated(path) -> None:
+    """A truncated HDF5 file is an error here. (Opened in SWMR mode, HDF5 does not check
+    the end of file, and its reads of the missing bytes retry for many minutes, deaf to
+    Ctrl-C.) A plain read-only open checks it; it is refused while a SWMR writer has the
+    file open, and then the file is not truncated but growing."""
+    try:
+        h5py.File(path, "r", locking=False).close()
+    except OSError as exc:
+        found = _TRUNCATED.search(str(exc))
+        if found:
+            have, want = (int(x) for x in found.groups())
+            raise RunFileError(f"{path} is truncated: {have:,} of its {want:,} bytes are there "
+                               "(a copy cut short, or a full disk?)") from None
 
 
 class RunWriter:
@@ -524,8 +551,13 @@ class Run:
                     raise RunFileError(f"{self.path} is not a spikefa run file (no schema_version)")
                 self.attrs = {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in f.attrs.items()}
                 self.windows = f["record"].attrs["windows"][...].reshape(-1, 2) if "record" in f else np.zeros((0, 2), np.int64)
+        except RunFileError:
+            raise
         except OSError as exc:
-            raise RunFileError(f"cannot read the run file {self.path}: {exc}") from None
+            why = " ".join(str(exc).split())  # h5py's messages span lines
+            raise RunFileError(f"cannot read the run file {self.path}: {why}") from None
+        if "config" not in self.attrs:
+            raise RunFileError(f"{self.path} is damaged: it has no config attribute")
         self.config = config_from_dict(json.loads(self.attrs["config"]))
         self.complete = bool(self.attrs.get("complete", False))
         self.layers = ["in"] + [f"h{l}" for l in range(1, self.config.n_layers)] + ["out"]

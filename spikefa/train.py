@@ -16,6 +16,7 @@ run resumed from a checkpoint equals the uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -29,6 +30,8 @@ from . import record, runfile
 from .config import READOUT_CHOICES, Config, ConfigError, load_config
 from .data import DataError, load_dataset
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
+
+log = logging.getLogger(__name__)
 
 RESUMABLE_KEYS = {("train", "epochs"), ("train", "test_every"), ("run", "backend"), ("run", "block_steps"),
                   ("run", "checkpoint_minutes"), ("run", "forward_pass"), ("run", "deferred_steps")}
@@ -71,7 +74,13 @@ class TrainResult:
 def load_data(cfg: Config, split: str, data_dir=None, limit: int = 0):
     """Images (uint8 or float in [0, 1]) and labels of ``split``, checked against the model."""
     name = cfg.train.dataset
+    if data_dir is not None and name != "mnist":
+        log.warning("spikefa: note: the data folder %s is not used: this model reads the bundled "
+                    "subset (train.dataset = %r)", data_dir, name)
     images, labels = load_dataset(name, split, data_dir if name == "mnist" else None)
+    if limit > len(images):
+        log.warning("spikefa: note: %s of %s holds %d images, fewer than the %d asked for: using all of them",
+                    split, name, len(images), limit)
     if limit:
         images, labels = images[:limit], labels[:limit]
     check_images(images, labels, cfg)

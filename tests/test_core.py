@@ -699,8 +699,8 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["state"] == "complete" and info["steps_done"] == info["total_steps"] and info["resumes"] == 1
     (tmp_path / "not.h5").write_text("not hdf5")
-    with pytest.raises(SystemExit, match="not.h5"):
-        main(["info", str(tmp_path / "not.h5")])
+    assert main(["info", str(tmp_path / "not.h5")]) == 2
+    assert "not.h5" in capsys.readouterr().err
 
 
 def test_train_feedback_option(tmp_path):
@@ -831,3 +831,38 @@ def test_train_resume_and_overwrite_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "tiny", "--resume", "--overwrite"])
     assert exit_.value.code == 2 and "not allowed with argument --resume" in capsys.readouterr().err
+
+
+def test_damaged_run_files_give_one_line_errors(tmp_path, capsys):
+    """A run file cut short, or missing a part, is a one-line error from every reading
+    command, never a traceback or a hang (HDF5's SWMR reads of a truncated file retried
+    for many minutes, deaf to Ctrl-C)."""
+    from spikefa.cli import main
+
+    good = train(load_config("tiny").replace(train={"epochs": 0.02, "test_every": 100}),
+                 out=tmp_path / "good.h5", progress=False).path
+    data = good.read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 5])
+    cut = str(tmp_path / "cut.h5")
+    for argv in (["info", cut], ["curve", cut], ["test", cut], ["align", cut],
+                 ["plot", "error", cut, "-o", str(tmp_path / "e.png")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "is truncated" in err and "Traceback" not in err, argv
+    for name, damage in (("notest.h5", lambda f: f.__delitem__("test")),
+                         ("noconfig.h5", lambda f: f.attrs.__delitem__("config"))):
+        (tmp_path / name).write_bytes(data)
+        with h5py.File(tmp_path / name, "a") as f:
+            damage(f)
+        assert main(["info", str(tmp_path / name)]) == 2
+        assert "damaged" in capsys.readouterr().err
+
+
+def test_integer_settings_refuse_nan_and_inf():
+    for key, value in (("model.layers", [784, float("nan"), 10]), ("run.seed", float("inf")),
+                       ("train.steps_per_image", float("nan"))):
+        section, name = key.split(".")
+        with pytest.raises(ConfigError, match="finite"):
+            load_config("tiny").replace(**{section: {name: value}})
+    with pytest.raises(ConfigError, match="<= 9223372036854775807"):
+        load_config("tiny").replace(run={"seed": 10**23})

@@ -77,15 +77,22 @@ def test_fig4_has_its_panels(run, tmp_path):
     assert matplotlib.image.imread(tmp_path / "fig4.png").shape[:2] == (11 * 40, 12 * 40)
 
 
-def test_plot_from_the_command_line(run, tmp_path):
+def test_plot_from_the_command_line(run, tmp_path, capsys):
     from spikefa.cli import main
 
     for kind in ("fig4", "raster", "traces", "error", "angles", "rates"):
         assert main(["plot", kind, str(run.path), "-o", str(tmp_path / f"{kind}.png"), "--dpi", "30"]) == 0
         assert (tmp_path / f"{kind}.png").stat().st_size > 500
     assert main(["plot", "raster", str(run.path), "-o", str(tmp_path / "r.pdf"), "--layer", "h2", "--window", "1"]) == 0
-    with pytest.raises(SystemExit, match="suffix"):
-        main(["plot", "error", str(run.path), "-o", str(tmp_path / "e.jpg")])
+    assert main(["plot", "error", str(run.path), "-o", str(tmp_path / "e.jpg")]) == 2
+    assert "suffix" in capsys.readouterr().err
+    # a bad layer is named as such (it read as a damaged file), an unwritable output in one line
+    assert main(["plot", "rates", str(run.path), "--layer", "h9", "-o", str(tmp_path / "r.png")]) == 2
+    assert "layer 'h9'" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["plot", "error", str(run.path), "-o", str(tmp_path / "a-file" / "e.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spikefa: error: ") and "Traceback" not in err
 
 
 def test_missing_recordings_are_clear_errors(tmp_path):
