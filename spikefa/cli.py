@@ -213,6 +213,8 @@ def _align(args):
     data = {}
     for i, path in enumerate(args.files):
         try:
+            if Path(path).suffix in (".h5", ".ckpt") and not Path(path).exists():
+                raise RunFileError(f"{path}: no such run file or checkpoint")
             if str(path).endswith(".toml") or not Path(path).exists():
                 net, steps = init_network(load_config(path)), 0        # a model: its fresh network
             else:

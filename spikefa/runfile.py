@@ -305,6 +305,8 @@ class RunWriter:
 def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = False) -> Path:
     """Create ``path`` with the run's metadata and empty test curve; ``complete`` = False."""
     path = Path(path)
+    if path.is_dir():
+        raise RunFileError(f"{path} is a folder: give a run file's name, such as {path / 'run.h5'}")
     if path.exists() and not overwrite:
         raise RunFileError(f"{path} exists; pass --resume to continue it or --overwrite to start again")
     try:

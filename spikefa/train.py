@@ -315,6 +315,12 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
                               + ", ".join(sorted(f"{a}.{b}" for a, b in RESUMABLE_KEYS)) + " may change: " + "; ".join(diffs))
         info = runfile.load_checkpoint(out, net, rng)
         step, n_tests, wall0 = info["step"], info["n_tests"], info["wall_s"]
+        if step > total_steps:
+            raise ConfigError(f"{out} is at step {step:,}, past the {total_steps:,} steps of train.epochs = "
+                              f"{cfg.train.epochs:g}: a resume can raise the epochs, not lower them")
+        if step == total_steps:
+            log.warning("spikefa: note: %s is already at its %g epochs: nothing to train (raise --epochs to "
+                        "continue it)", out, cfg.train.epochs)
         extra = info.get("extra", {})
         runfile.truncate_tests(out, n_tests)
         runfile.set_attrs(out, complete=False, total_steps=total_steps, config=cfg.to_json())

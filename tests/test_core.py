@@ -866,3 +866,26 @@ def test_integer_settings_refuse_nan_and_inf():
             load_config("tiny").replace(**{section: {name: value}})
     with pytest.raises(ConfigError, match="<= 9223372036854775807"):
         load_config("tiny").replace(run={"seed": 10**23})
+
+
+def test_resume_past_its_end_and_a_folder_as_run_file(tmp_path, capsys, caplog):
+    """A resume may raise the epochs, not lower them below the checkpoint; resuming a run
+    already at its epochs says there is nothing to train; a folder is not a run file."""
+    from spikefa.cli import main
+
+    out = tmp_path / "r.h5"
+    cfg = load_config("tiny").replace(train={"epochs": 0.02, "test_every": 0})
+    train(cfg, out=out, progress=False)
+    with pytest.raises(ConfigError, match="raise the epochs, not lower them"):
+        train(cfg.replace(train={"epochs": 0.01}), out=out, resume=True, progress=False)
+    again = train(cfg, out=out, resume=True, progress=False)
+    assert again.steps == 200 and "nothing to train" in caplog.text
+    (tmp_path / "folder").mkdir()
+    assert main(["train", "tiny", "--out", str(tmp_path / "folder"), "--overwrite", "-q"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["align", str(tmp_path / "no.h5")]) == 2
+    assert "no such run file" in capsys.readouterr().err
+    # a data folder that a subset model does not read, and more images than there are, are said
+    caplog.clear()
+    res = test_run(out, data_dir=tmp_path / "nowhere", n_test=100000)
+    assert res["n_test"] == 500 and "is not used" in caplog.text and "fewer than the 100000" in caplog.text
