@@ -338,10 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--record-windows", type=lambda s: [w for w in s.split(",") if w], metavar="W,W,...",
                    help="parts of training the probes record, START:LENGTH with START a step, P%% or end, "
                         "e.g. 0:200,50%%:200,end:200 (default: the whole run)")
-    t.add_argument("--record-every", type=int_at_least(1), metavar="K",
+    t.add_argument("--record-every", type=int_at_least(0), metavar="K",
                    help="firing rates and alignment angles every K steps (0: off; default 1000)")
     t.add_argument("--record-test", action="store_true", help="record the probes during test passes too")
-    t.add_argument("--record-test-steps", type=int_at_least(1), metavar="N", help="record the first N steps of each test pass")
+    t.add_argument("--record-test-steps", type=int_at_least(0), metavar="N",
+                   help="record the first N steps of each test pass (0: all of them)")
     t.add_argument("--record-format", choices=["packed", "events"], help="spikes as bit-packed rows or (step, index) events")
     t.set_defaults(func=_train)
 
