@@ -231,15 +231,21 @@ def _refuse_truncated(path) -> None:
     """A truncated HDF5 file is an error here. (Opened in SWMR mode, HDF5 does not check
     the end of file, and its reads of the missing bytes retry for many minutes, deaf to
     Ctrl-C.) A plain read-only open checks it; it is refused while a SWMR writer has the
-    file open, and then the file is not truncated but growing."""
-    try:
-        h5py.File(path, "r", locking=False).close()
-    except OSError as exc:
-        found = _TRUNCATED.search(str(exc))
-        if found:
-            have, want = (int(x) for x in found.groups())
-            raise RunFileError(f"{path} is truncated: {have:,} of its {want:,} bytes are there "
-                               "(a copy cut short, or a full disk?)") from None
+    file open, and then the file is not truncated but growing. A file that a plain writer
+    is in the middle of writing can look truncated for an instant: asked again for a
+    second before it is called truncated."""
+    for attempt in range(10):
+        try:
+            h5py.File(path, "r", locking=False).close()
+            return
+        except OSError as exc:
+            found = _TRUNCATED.search(str(exc))
+            if not found:
+                return  # not for this check to judge: the SWMR open below says what is wrong
+        time.sleep(0.1)
+    have, want = (int(x) for x in found.groups())
+    raise RunFileError(f"{path} is truncated: {have:,} of its {want:,} bytes are there "
+                       "(a copy cut short, or a full disk?)")
 
 
 class RunWriter:
