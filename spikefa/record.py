@@ -25,7 +25,8 @@ or ``spikefa train --record ...``:
     Every K training steps, the firing rate of every unit over the last K steps and the
     alignment angles of every hidden layer (see :meth:`Recorder.measure`).
 ``test``, ``test_steps``
-    Also record the probes during test passes (the first ``test_steps`` of each; 0: all).
+    Also record the probes during test passes (the first ``test_steps`` of each; 0: all):
+    spikes and PSPs ``V``; not the modulator or ``U``, which a test pass does not compute.
 
 Time stamps. A recorded spike or trace value carries the index ``s`` (0-based) of the time
 step in which the kernel computed it; ``s`` lies in ``[0, total_steps)``, and window
@@ -51,6 +52,9 @@ import numpy as np
 KINDS = ("spikes", "psp", "feedback_psp", "modulator")
 TRACE_KINDS = KINDS[1:]
 ALIASES = {"V": "psp", "U": "feedback_psp", "m": "modulator", "delta": "modulator"}
+# Not recorded in test passes: with plasticity off the feedback sweep is skipped too (it
+# never changes forward activity), so U would only repeat its value at the pass's start.
+TRAIN_ONLY = ("modulator", "feedback_psp")
 SPIKE_FORMATS = ("packed", "events")
 PRESETS = {
     # Lillicrap et al. 2016, Fig. 4: rasters of 50 random units of each hidden layer and of
@@ -497,8 +501,8 @@ class Recorder:
         if self.channels:
             for phase in self._phases():
                 for ch in self.channels:
-                    if phase == "test" and ch.kind == "modulator":
-                        continue  # plasticity is off in a test pass: no modulator is computed
+                    if phase == "test" and ch.kind in TRAIN_ONLY:
+                        continue  # a test pass runs neither plasticity nor the feedback sweep
                     attrs = dict(layer=ch.layer, kind=ch.kind, neurons=ch.neurons.astype(np.int32), every=ch.every,
                                  layer_size=int(self.sizes[ch.index]), sampled_after=SAMPLED_AFTER[ch.kind])
                     if ch.kind == "spikes":
@@ -588,7 +592,7 @@ class Recorder:
                     label=np.full(r.size, -1) if label is None else np.asarray(label)[r],
                     image=np.full(r.size, -1) if image is None else np.asarray(image)[r])
         for ch in self.channels:
-            if phase == "test" and ch.kind == "modulator":
+            if phase == "test" and ch.kind in TRAIN_ONLY:
                 continue
             rr = r[steps[r] % ch.every == 0] if ch.every > 1 else r
             if not rr.size:

@@ -547,8 +547,10 @@ class Run:
     can be read at any time and the view sees what has been flushed so far.
 
     ``window`` arguments are ``(start, stop)`` steps (``start <= step < stop``), an integer
-    ``i`` for the run's ``i``-th recording window, or None for everything. ``phase`` is
-    ``"train"`` or ``"test"`` (steps counted across test passes; see :meth:`test_passes`).
+    ``i`` for the run's ``i``-th recording window (with ``phase="test"``: its ``i``-th
+    recorded test pass), or None for everything. ``phase`` is ``"train"`` or ``"test"``
+    (steps counted across test passes; see :meth:`test_passes`). A layer is ``"in"``,
+    ``"h1"``, ... ``"out"`` (:attr:`layers`); a name the run does not have is an error.
     """
 
     def __init__(self, path):
@@ -590,10 +592,24 @@ class Run:
 
     def final(self, layer: str, name: str) -> np.ndarray:
         """One final array, e.g. ``run.final('h1', 'W')``."""
+        self._check_layer(layer, allow_input=False)
         with _readable(self.path) as f:
             if "final" not in f:
                 raise RunFileError(f"{self.path} has no final weights (complete={self.complete})")
-            return f["final"][layer][name][...]
+            g = f["final"][layer]
+            if name not in g:
+                raise ValueError(f"{layer} has no final {name!r}; it has: {', '.join(g)}")
+            return g[name][...]
+
+    def _check_layer(self, layer, *, allow_input: bool = True) -> None:
+        names = self.layers if allow_input else self.layers[1:]
+        if layer not in names:
+            raise ValueError(f"unknown layer {layer!r}; this run's layers: {', '.join(names)}")
+
+    @staticmethod
+    def _check_phase(phase) -> None:
+        if phase not in ("train", "test"):
+            raise ValueError(f"phase = {phase!r}; valid: 'train', 'test'")
 
     def progress(self) -> dict:
         """How far the run got: ``steps_done`` (latest checkpoint), ``steps_recorded``
@@ -666,12 +682,33 @@ class Run:
             return {layer: tuple(k for k in ("spikes", "psp", "feedback_psp", "modulator") if k in g[layer])
                     for layer in self.layers if layer in g}
 
-    def _window(self, window):
-        if window is None or isinstance(window, (tuple, list, np.ndarray)):
+    def _window(self, window, phase: str = "train"):
+        self._check_phase(phase)
+        if window is None:
+            return None
+        if isinstance(window, (tuple, list, np.ndarray)):
+            if len(window) != 2:
+                raise ValueError(f"window = {window!r}: expected (start, stop) steps")
+            if int(window[1]) <= int(window[0]):
+                raise ValueError(f"window = {tuple(window)!r}: stop must be after start")
             return window
+        if isinstance(window, (bool, float)) or not isinstance(window, (int, np.integer)):
+            raise ValueError(f"window = {window!r}: expected (start, stop) steps, a window number or None")
+        if phase == "test":
+            passes = self.test_passes()
+            if not 0 <= window < passes["start"].size:
+                n = passes["start"].size
+                raise ValueError(f"window = {window}: the run recorded {n} test pass{'' if n == 1 else 'es'}"
+                                 + (f" (0 to {n - 1})" if n > 1 else ""))
+            return int(passes["start"][window]), int(passes["stop"][window])
+        if not 0 <= window < len(self.windows):
+            raise ValueError(f"window = {window}: the run has {len(self.windows)} recording windows "
+                             f"(0 to {len(self.windows) - 1})")
         return tuple(self.windows[int(window)])
 
     def _group(self, f, phase, layer, kind):
+        self._check_phase(phase)
+        self._check_layer(layer)
         path = f"record/{phase}/{layer}/{kind}"
         if path not in f:
             have = ", ".join(f"{k} of {lay}" for lay, ks in self.recorded(phase).items() for k in ks)
@@ -684,7 +721,7 @@ class Run:
         """Spike events of the recorded units of ``layer`` (indices within the layer)."""
         with _readable(self.path) as f:
             g = self._group(f, phase, layer, "spikes")
-            i0, i1 = _row_range(g["step"], self._window(window))
+            i0, i1 = _row_range(g["step"], self._window(window, phase))
             steps = g["step"][i0:i1]
             if g.attrs["format"] == "events":
                 return Spikes(steps, g["index"][i0:i1])
@@ -698,7 +735,7 @@ class Run:
         with _readable(self.path) as f:
             g = self._group(f, phase, layer, "spikes")
             neurons = g.attrs["neurons"][...].astype(np.int64)
-            window = self._window(window)
+            window = self._window(window, phase)
             if g.attrs["format"] == "packed":
                 i0, i1 = _row_range(g["step"], window)
                 bits = np.unpackbits(g["bits"][i0:i1], axis=1, count=neurons.size).astype(bool)
@@ -718,9 +755,11 @@ class Run:
         from .record import ALIASES
 
         kind = ALIASES.get(kind, kind)
+        if kind not in ("psp", "feedback_psp", "modulator"):
+            raise ValueError(f"kind = {kind!r}; a trace is one of psp (V), feedback_psp (U), modulator (m)")
         with _readable(self.path) as f:
             g = self._group(f, phase, layer, kind)
-            i0, i1 = _row_range(g["step"], self._window(window))
+            i0, i1 = _row_range(g["step"], self._window(window, phase))
             return Trace(g["step"][i0:i1], g.attrs["neurons"][...].astype(np.int64), g["values"][i0:i1])
 
     def stimulus(self, window=None, *, phase: str = "train") -> Stimulus:
@@ -730,7 +769,7 @@ class Run:
             if g is None:
                 raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r} (record with "
                                    "spikefa train ... --record PROBE, e.g. --record fig4)")
-            i0, i1 = _row_range(g["step"], self._window(window))
+            i0, i1 = _row_range(g["step"], self._window(window, phase))
             return Stimulus(g["step"][i0:i1], g["label"][i0:i1], g["image"][i0:i1])
 
     def test_passes(self) -> dict:
@@ -781,6 +820,7 @@ class Run:
             g = f["rates"]
             out = dict(step=g["step"][...], span=g["span"][...])
             if layer is not None:
+                self._check_layer(layer)
                 out["rates"] = g[layer][...]
             else:
                 # a few thousand rows at a time: the per-unit table can be large

@@ -454,3 +454,29 @@ def test_cli_record_flags(tmp_path):
     np.testing.assert_array_equal(run.windows, [[0, 50], [150, 200]])
     np.testing.assert_array_equal(run.rates()["step"], [100, 200])
     assert main(["train", "tiny", "--epochs", "0.02", "-o", str(tmp_path / "d.h5"), "-q", "--record", "nope"]) == 2
+
+
+def test_test_passes_record_no_feedback_and_windows_name_them(tmp_path):
+    """A test pass computes neither the modulator nor U (no plasticity, no feedback sweep),
+    so neither is recorded there; in phase "test" an integer window is the i-th recorded
+    test pass; a bad layer, kind, phase or window is an error that names it."""
+    cfg = load_config("tiny").replace(
+        train={"epochs": 0.1, "test_every": 100}, test={"n_test": 40},
+        record={"probes": ["spikes layers=out", "psp,U,m layers=h2 neurons=0,1"], "test": True, "test_steps": 20})
+    run = Run(train(cfg, out=tmp_path / "t.h5", progress=False).path)
+    assert run.recorded("test") == {"h2": ("psp",), "out": ("spikes",)}
+    assert set(run.recorded("train")["h2"]) == {"psp", "feedback_psp", "modulator"}
+    passes = run.test_passes()
+    assert passes["start"].size >= 2
+    second = run.raster("out", 1, phase="test")
+    assert second.step[0] == passes["start"][1] and second.step[-1] == passes["stop"][1] - 1
+    for call, message in ((lambda: run.raster("h9"), "unknown layer 'h9'"),
+                          (lambda: run.raster("out", 99, phase="test"), "test passes"),
+                          (lambda: run.raster("out", (50, 10)), "stop must be after start"),
+                          (lambda: run.raster("out", 1.5), "expected"),
+                          (lambda: run.trace("h2", "spikes"), "a trace is one of"),
+                          (lambda: run.raster("out", phase="tset"), "phase"),
+                          (lambda: run.final("out", "B"), "no final 'B'"),
+                          (lambda: run.rates("h9"), "unknown layer")):
+        with pytest.raises(ValueError, match=message):
+            call()
