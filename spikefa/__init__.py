@@ -11,3 +11,16 @@ from .config import Config, ConfigError, load_config  # noqa: E402
 from .runfile import Run, load  # noqa: E402
 
 __all__ = ["Config", "ConfigError", "Run", "load", "load_config", "__version__"]
+
+_SUBMODULES = ("alignment", "bench", "cli", "data", "experiments", "export", "feedback", "kernels", "measures",
+               "network", "plots", "rate", "record", "reference", "runfile", "sweep", "train", "validate")
+
+
+def __getattr__(name):
+    # `import spikefa; spikefa.plots.raster(...)` works without importing every submodule
+    # (matplotlib, Brian2, Dask) at `import spikefa`
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'spikefa' has no attribute {name!r}")

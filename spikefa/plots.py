@@ -13,6 +13,7 @@ works without a display. Save with :func:`save` (PNG, PDF or SVG by suffix).
 :func:`test_error` test error over training
 :func:`angles`     alignment angles over training
 :func:`rates`      histogram of the units' firing rates
+:func:`saturation` mean ``sigma'(V)`` and ``|V|`` of every layer over training
 =================  ==========================================================
 """
 
@@ -34,6 +35,17 @@ CLASS_COLOR = "tab:blue"
 
 def _run(run) -> Run:
     return run if isinstance(run, Run) else Run(run)
+
+
+def _one_window(run, window, phase, ax):
+    """``window``, or 0 when it is None and the training recording has several windows:
+    steps of several windows on one axis would be slivers. The title says so."""
+    if window is None and phase == "train" and len(run.windows) > 1:
+        ax.set_title(f"recording window 0 of {len(run.windows)} (steps "
+                     f"{int(run.windows[0][0]):,}-{int(run.windows[0][1]) - 1:,}); "
+                     f"window=N (--window N) shows another", fontsize="small")
+        return 0
+    return window
 
 
 def _axes(ax, figsize=(6.0, 3.5)):
@@ -69,13 +81,15 @@ def raster(run, layer: str, window=None, *, phase: str = "train", ax=None, class
     layer : str
         ``in``, ``h1`` ... ``out``.
     window : (start, stop), int or None
-        Steps to show (an int picks the run's recording window of that number).
+        Steps to show (an int picks the run's recording window of that number; None: all
+        of a recording made in one window, the first of several).
     classes : bool, optional
         Group the rows by class and shade the class of the image shown (default: for the
         output layer when all of its units were recorded).
     """
     run = _run(run)
     ax = _axes(ax)
+    window = _one_window(run, window, phase, ax)
     r = run.raster(layer, window, phase=phase)
     rows, cols = np.nonzero(r.spikes)
     n = r.neurons.size
@@ -142,10 +156,11 @@ def traces(run, layer: str | None = None, neuron: int | None = None, window=None
     """One forward neuron's PSP ``V`` (left axis) and its modulatory signal, the delta
     ``m = phi_d(U) sigma'(V)`` (right axis, a.u.), over the same steps.
 
-    Returns the left axes; the right one is ``ax.right_ax``.
+    Returns the left axes; the right one is ``ax.right_ax``. ``window`` as in :func:`raster`.
     """
     run = _run(run)
     ax = _axes(ax)
+    window = _one_window(run, window, phase, ax)
     layer = layer or _default_traced(run, phase)
     v = run.trace(layer, "psp", window, phase=phase)
     j = 0 if neuron is None else int(np.flatnonzero(v.neurons == neuron)[0]) if np.any(v.neurons == neuron) else None
@@ -174,10 +189,12 @@ def traces(run, layer: str | None = None, neuron: int | None = None, window=None
 # ----------------------------------------------------------------------------- curves
 def test_error(run, *, ax=None, x: str = "epoch"):
     """Test error over training (with the run's read-out; the other read-out dotted)."""
+    if x not in ("epoch", "step", "images"):
+        raise ValueError(f"x = {x!r}; valid: 'epoch', 'step', 'images'")
     run = _run(run)
     ax = _axes(ax)
     c = run.test_curve()
-    xs = c[x] if x in c else c["epoch"]
+    xs = c[x]
     readout = run.config.test.readout
     other = "sum" if readout == "last" else "last"
     ax.plot(xs, 100 * c["error"], marker="o", markersize=3, color="k", label=f"read-out: {readout}")
@@ -420,13 +437,6 @@ def render(kind: str, run, out, *, layer: str | None = None, window=None, phase:
         fig = fig4(run, steps=steps, **({"figsize": figsize} if figsize else {}))
     else:
         ax = _axes(None, figsize or (6.0, 3.5))
-        if kind in ("raster", "traces") and window is None and phase == "train" and len(run.windows) > 1:
-            # steps of several windows side by side on one axis would be slivers: show the
-            # first and say how to pick another
-            window = 0
-            ax.set_title(f"recording window 0 of {len(run.windows)} (steps "
-                         f"{int(run.windows[0][0]):,}-{int(run.windows[0][1]) - 1:,}); "
-                         f"--window N shows another", fontsize="small")
         if kind == "raster":
             raster(run, layer or run.layers[-1], window, phase=phase, ax=ax)
         elif kind == "traces":

@@ -625,7 +625,8 @@ class Run:
 
     def summary(self) -> dict:
         """Where the run stands, from the file alone (also while it is being written):
-        model, seed, feedback, steps and epochs done of the total, ``state`` (``"complete"``,
+        model, seed, feedback, steps and epochs done of the total (the furthest of the last
+        checkpoint, test pass and flushed recording), ``state`` (``"complete"``,
         ``"running"`` while its writer process is alive on this host, ``"unknown"`` when it
         was written on another host, else ``"stopped"``),
         the checkpoint's step, the number of test passes, the last and the best pass (every
@@ -653,6 +654,11 @@ class Run:
                     ckpt_step = int(f.attrs["step"])
             except (OSError, KeyError):
                 ckpt_step = None  # being replaced right now, or not a checkpoint
+        # how far it got: the checkpoint, or further where test passes or flushed recordings
+        # show it (a running run checkpoints only every run.checkpoint_minutes)
+        done = max([prog["steps_done"], prog["steps_recorded"] or 0]
+                   + ([int(curve["step"][-1])] if n_pass else []))
+        prog["steps_done"] = min(done, prog["total_steps"]) if prog["total_steps"] else done
         return {
             "path": str(self.path), "model": self.attrs.get("model_name", cfg.name), "seed": int(cfg.run.seed),
             "description": cfg.description,

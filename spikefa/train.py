@@ -445,7 +445,13 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
 
 def network_from_run(run: runfile.Run) -> Network:
-    """Rebuild the network at the end of a saved run (effective weights, scale 1)."""
+    """Rebuild the network at the end of a saved run (effective weights, scale 1).
+
+    The run file keeps the weights, biases, feedback matrices and the PSPs ``V`` and ``U``
+    of its last step; the rest of that step's state (spikes, spike probabilities,
+    ``phi_d(U)``, the modulator) is zero here until the network takes a step, which
+    computes all of it from ``V``, ``U`` and the weights. A checkpoint
+    (:func:`network_from_checkpoint`) restores the whole state."""
     cfg = run.config
     net = init_network(cfg)
     for l in range(1, net.m + 1):

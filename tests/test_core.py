@@ -889,3 +889,16 @@ def test_resume_past_its_end_and_a_folder_as_run_file(tmp_path, capsys, caplog):
     caplog.clear()
     res = test_run(out, data_dir=tmp_path / "nowhere", n_test=100000)
     assert res["n_test"] == 500 and "is not used" in caplog.text and "fewer than the 100000" in caplog.text
+
+
+def test_info_counts_steps_past_the_checkpoint(tmp_path):
+    """A running run checkpoints every run.checkpoint_minutes (10 by default); until then
+    its test passes and flushed recordings show how far it got, and info reads them."""
+    out = train(load_config("tiny").replace(train={"epochs": 0.05, "test_every": 100}),
+                out=tmp_path / "r.h5", progress=False).path
+    last_pass = int(Run(out).test_curve()["step"][-1])
+    with h5py.File(out, "a") as f:  # as the file reads before its first checkpoint
+        f.attrs["steps_done"], f.attrs["complete"] = 0, False
+        f["progress/steps_done"][()] = 0
+        f["progress/steps_recorded"][()] = 0
+    assert Run(out).summary()["steps_done"] == last_pass == 500

@@ -134,7 +134,7 @@ def test_render_shows_one_window_of_several(run, kind, tmp_path, monkeypatch):
     ax = drawn[-1].axes[0]
     first = run.windows[0]
     assert first[0] - 1 <= ax.get_xlim()[0] and ax.get_xlim()[1] <= first[1] + 1
-    assert "window 0 of 3" in ax.get_title() and "--window" in ax.get_title()
+    assert "window 0 of 3" in ax.get_title() and "window=N (--window N)" in ax.get_title()
     plots.render(kind, run, tmp_path / "b.png", window=2)
     ax = drawn[-1].axes[0]
     assert ax.get_xlim()[0] >= run.windows[2][0] - 1 and ax.get_title() == ""
