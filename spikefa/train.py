@@ -387,6 +387,12 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     stop = _StopRequest()
     try:
         stop.install()
+        if resume and test_every and 0 < step < total_steps and step % test_every == 0:
+            done = runfile.Run(out).test_curve()["step"]
+            if not (done.size and done[-1] == step):
+                # a stop that came at a test point checkpointed before the test ran: run it
+                # now, where the uninterrupted run does (a test never changes the trajectory)
+                do_test()
         while step < total_steps:
             end = min(step + cfg.run.block_steps, total_steps)
             if test_every:

@@ -902,3 +902,20 @@ def test_info_counts_steps_past_the_checkpoint(tmp_path):
         f["progress/steps_done"][()] = 0
         f["progress/steps_recorded"][()] = 0
     assert Run(out).summary()["steps_done"] == last_pass == 500
+
+
+def test_resume_runs_the_test_a_stop_at_a_test_point_skipped(tmp_path):
+    """A stop in the block that ends at a test point checkpoints before the test runs; the
+    resume runs that test first, so the curve equals the uninterrupted run's (review
+    finding: the pass was lost for good)."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.1, "test_every": 60}, test={"n_test": 50},  # 300 steps
+                                      run={"block_steps": 100})
+    full = train(cfg, out=tmp_path / "full.h5", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "cut.h5", progress=False, recorder=CutAfter(3))   # blocks end at 100, 200, 300
+    assert Run(tmp_path / "cut.h5").test_curve()["step"].size == 0
+    resumed = train(cfg, out=tmp_path / "cut.h5", resume=True, progress=False)
+    a, b = Run(full.path).test_curve(), Run(resumed.path).test_curve()
+    np.testing.assert_array_equal(a["step"], [300, 600, 900, 1000])
+    for k in ("step", "error", "error_sum", "error_prob"):
+        np.testing.assert_array_equal(a[k], b[k])
