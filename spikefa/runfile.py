@@ -361,6 +361,8 @@ def set_attrs(path, **attrs) -> None:
         return
     with _writable(path) as f:
         f.attrs.update(attrs)
+        if "steps_done" in attrs and "progress/steps_done" in f:  # the two say the same
+            f["progress/steps_done"][()] = int(attrs["steps_done"])
 
 
 def append_resume(path, *, step: int, epoch: float, changed: list[str]) -> None:

@@ -897,6 +897,8 @@ def test_info_counts_steps_past_the_checkpoint(tmp_path):
     out = train(load_config("tiny").replace(train={"epochs": 0.05, "test_every": 100}),
                 out=tmp_path / "r.h5", progress=False).path
     last_pass = int(Run(out).test_curve()["step"][-1])
+    with h5py.File(out, "a") as f:  # a complete file: /progress says what the attribute says
+        assert f["progress/steps_done"][()] == f.attrs["steps_done"] == 500
     with h5py.File(out, "a") as f:  # as the file reads before its first checkpoint
         f.attrs["steps_done"], f.attrs["complete"] = 0, False
         f["progress/steps_done"][()] = 0
