@@ -301,8 +301,9 @@ class SweepRun:
     ran_in: str | None = None  # session that finished it (None: re-used from an earlier one)
 
     def label(self) -> str:
-        keys = [k for k in self.overrides if k not in ("run.seed",)]
-        return ", ".join(f"{k}={self.overrides[k]}" for k in keys) or "base"
+        """The point's keys, its seed last (a failed point has no file name to carry it)."""
+        keys = [k for k in self.overrides if k != "run.seed"] + (["run.seed"] if "run.seed" in self.overrides else [])
+        return ", ".join(f"{'seed' if k == 'run.seed' else k}={self.overrides[k]}" for k in keys) or "base"
 
 
 def is_done(path, expected_hash: str) -> bool:

@@ -271,3 +271,11 @@ def test_a_killed_sweep_runs_only_the_missing_runs_when_started_again(scheduler,
     assert {r.file for r in res.reused} == set(second)
     assert {r.file for r in res.ran} == {r.file for r in res.runs} - set(second)
     assert {k: v for k, v in done_files().items() if k in second} == second
+
+
+def test_a_run_label_names_its_seed():
+    """Failed points have no file name, so their label carries the seed: two seeds of one
+    bad point are two different lines in the failure list."""
+    run = sw.SweepRun(id="x", overrides={"run.seed": 2, "model.eta": -1.0})
+    assert run.label() == "model.eta=-1.0, seed=2"
+    assert sw.SweepRun(id="y", overrides={}).label() == "base"
