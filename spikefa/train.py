@@ -385,6 +385,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     attach = getattr(recorder, "attach", None)
     writer = runfile.RunWriter(out, setup=(lambda f: attach(f, net, step)) if attach is not None else None)
     stop = _StopRequest()
+    settled = True
     try:
         stop.install()
         if resume and test_every and 0 < step < total_steps and step % test_every == 0:
@@ -403,10 +404,12 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             first = ks[0]
             idx = image_at(np.arange(first, ks[-1] + 1))
             step_label = train_y[idx][ks - first]
+            settled = False  # from here the generator and network move past `step`
             outputs = net.run(rng.random((end - step, net.n_units)),
                               input_probabilities(train_x[idx], cfg.model.p_max), ks - first, step_label,
                               plastic=True, rec_idx=rec_idx)
             step0, step = step, end  # network, generator and step agree again
+            settled = True
             if recorder is not None:
                 outputs.update(label=step_label, image=idx[ks - first])
                 recorder.on_block(net, step0, outputs)
@@ -424,13 +427,19 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         if not (curve["step"].size and curve["step"][-1] == step):
             do_test()
     except BaseException:
-        # Ctrl-C, SIGTERM or an error: keep what was done; the file stays incomplete. Every
-        # place that can raise leaves the network, generator and step consistent.
+        # Ctrl-C, SIGTERM or an error: keep what was done; the file stays incomplete. Outside
+        # a block's kernel call the network, generator and step agree, and a checkpoint
+        # saves them; inside it (a second Ctrl-C lands as the kernel returns, an error in
+        # the kernel) they do not, and the last checkpoint is kept instead, so that a
+        # resume still equals the uninterrupted run.
         if bar is not None:
             bar.close()
-        if step > 0:
+        if step > 0 and settled:
             checkpoint()
             runfile.set_attrs(out, steps_done=step, wall_s=wall())
+        elif not settled:
+            print(f"spikefa: stopped inside a block: the last checkpoint is kept, not the state at step {step:,}",
+                  file=sys.stderr)
         raise
     finally:
         stop.uninstall()

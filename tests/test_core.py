@@ -921,3 +921,34 @@ def test_resume_runs_the_test_a_stop_at_a_test_point_skipped(tmp_path):
     np.testing.assert_array_equal(a["step"], [300, 600, 900, 1000])
     for k in ("step", "error", "error_sum", "error_prob"):
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_a_stop_inside_the_kernel_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    """A second Ctrl-C lands as the kernel returns, before the step count moves on: the
+    network and generator are past `step` then, so the last checkpoint is kept rather than
+    a mismatched one, and the resume still equals the uninterrupted run."""
+    from spikefa.network import Network
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.1, "test_every": 60}, test={"n_test": 50},
+                                      run={"block_steps": 100, "checkpoint_minutes": 1e-9})  # one every block
+    full = train(cfg, out=tmp_path / "full.h5", progress=False)
+    original, calls = Network.run, []
+
+    def run_then_interrupt(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls.append(kwargs.get("plastic"))
+        if calls.count(True) == 5:                 # the 5th training block (tests run too)
+            raise KeyboardInterrupt  # after the kernel, before `step` moves on
+        return out
+
+    monkeypatch.setattr(Network, "run", run_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "cut.h5", progress=False)
+    monkeypatch.setattr(Network, "run", original)
+    from spikefa.runfile import checkpoint_config
+
+    assert checkpoint_config(tmp_path / "cut.h5", with_step=True)[1] == 400   # blocks 1-4, not 5
+    resumed = train(cfg, out=tmp_path / "cut.h5", resume=True, progress=False)
+    for layer in ("h1", "out"):
+        np.testing.assert_array_equal(Run(full.path).final(layer, "W"), Run(resumed.path).final(layer, "W"))
+    np.testing.assert_array_equal(Run(full.path).test_curve()["error"], Run(resumed.path).test_curve()["error"])
