@@ -324,3 +324,16 @@ def test_statistical_mode_passes_for_the_same_model():
     rep = statistical_validate(small(MINI), seeds=4, train_steps=300, n_test=50)
     assert rep.passed, str(rep)
     assert set(rep.values) == {"rate in", "rate h1", "rate h2", "rate out", "test error"}
+
+
+def test_statistical_mode_compares_spike_counts_for_the_prob_readout():
+    """The Brian2 export records spikes, not sigma(V): a model read out by "prob" is
+    compared on the summed spike count on both sides (it was spikefa's prob against
+    Brian2's sum), and the report names the read-out compared."""
+    from spikefa.validate import _readout_error
+
+    with pytest.raises(ValueError, match="'prob'"):
+        _readout_error(np.zeros((10, 20)), np.zeros(2, int), 5, 10, "prob")
+    cfg = small(MINI).replace(test={"readout": "prob"})
+    rep = statistical_validate(cfg, seeds=2, train_steps=20, n_test=10)
+    assert rep.readout == "sum" and "read-out 'sum'" in str(rep)
