@@ -439,7 +439,7 @@ def checkpoint_config(path, *, with_step: bool = False):
         with h5py.File(ck, "r") as f:
             cfg = config_from_dict(json.loads(f.attrs["config"]))
             return (cfg, int(f.attrs["step"])) if with_step else cfg
-    except OSError as exc:
+    except (OSError, KeyError) as exc:
         raise RunFileError(f"cannot read the checkpoint {ck}: {exc}") from None
 
 

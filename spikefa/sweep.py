@@ -423,7 +423,7 @@ def read_manifest(sweep_dir) -> dict:
 def _run_task(cfg_json: str, path: str, data_dir, topic: str) -> dict:
     """One run, on a Dask worker: train into ``path`` (or continue its checkpoint)."""
     from .config import config_from_dict
-    from .runfile import Run, checkpoint_path
+    from .runfile import Run, checkpoint_config, checkpoint_path
     from .train import train
 
     import numba
@@ -452,13 +452,13 @@ def _run_task(cfg_json: str, path: str, data_dir, topic: str) -> dict:
             return dict(test_error=run.test_error, wall_s=float(run.attrs.get("wall_s", 0.0)), worker=worker,
                         resumed=False, task_s=time.perf_counter() - t0, cpu_s=time.thread_time() - cpu0)
         resume = path.exists() and checkpoint_path(path).exists()
-        try:
-            res = train(cfg, out=path, data_dir=data_dir, resume=resume, overwrite=not resume, progress=False)
-        except RunFileError:
-            if not resume:
-                raise
-            resume = False  # an unreadable checkpoint: start again
-            res = train(cfg, out=path, data_dir=data_dir, overwrite=True, progress=False)
+        if resume:
+            try:
+                checkpoint_config(path)
+            except RunFileError:
+                resume = False  # an unreadable checkpoint (cut short by a kill): start again
+        # an error inside train() propagates: a resumed run's progress is never thrown away
+        res = train(cfg, out=path, data_dir=data_dir, resume=resume, overwrite=not resume, progress=False)
     # cpu_s against task_s shows how much of a core the run had (a loaded or oversubscribed machine)
     return dict(test_error=res.test_error, wall_s=res.wall_s, worker=worker, resumed=resume,
                 task_s=time.perf_counter() - t0, cpu_s=time.thread_time() - cpu0)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -27,7 +28,7 @@ psutil = pytest.importorskip("psutil")
 import spikefa  # noqa: E402
 from spikefa import sweep as sw  # noqa: E402
 from spikefa.cli import main  # noqa: E402
-from spikefa.config import ConfigError  # noqa: E402
+from spikefa.config import ConfigError, load_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +280,33 @@ def test_a_run_label_names_its_seed():
     run = sw.SweepRun(id="x", overrides={"run.seed": 2, "model.eta": -1.0})
     assert run.label() == "model.eta=-1.0, seed=2"
     assert sw.SweepRun(id="y", overrides={}).label() == "base"
+
+
+def test_a_task_restarts_only_on_an_unreadable_checkpoint(tmp_path, monkeypatch):
+    """A sweep task resumes a run's checkpoint; only a checkpoint it cannot read (cut short
+    by a kill) makes it start the run again. An error inside the resumed training is not
+    taken for one, so a run's progress is never thrown away (it was retrained from scratch)."""
+    from spikefa.runfile import Run, checkpoint_path
+    from spikefa.train import train as real_train
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.02, "test_every": 0})
+    path = tmp_path / "r.h5"
+    real_train(cfg, out=path, progress=False)
+    checkpoint_path(path).write_bytes(b"not a checkpoint")
+    with h5py.File(path, "a") as f:
+        f.attrs["complete"] = False
+    res = sw._run_task(cfg.to_json(), str(path), None, "t")
+    assert res["resumed"] is False and Run(path).complete
+
+    calls = []
+
+    def failing_train(*args, **kwargs):
+        calls.append(kwargs)
+        raise sw.RunFileError("disk full")
+
+    with h5py.File(path, "a") as f:
+        f.attrs["complete"] = False
+    monkeypatch.setattr("spikefa.train.train", failing_train)
+    with pytest.raises(sw.RunFileError, match="disk full"):
+        sw._run_task(cfg.to_json(), str(path), None, "t")
+    assert len(calls) == 1 and calls[0]["resume"] is True
