@@ -31,15 +31,12 @@ import time
 import tomllib
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from spikefa import rate  # noqa: E402
-from spikefa.measures import angle_deg, normalized_squared_error  # noqa: E402
+from spikefa import rate
+from spikefa.measures import angle_deg, normalized_squared_error
 
 EXPERIMENTS = ("fig2", "fig3a", "fig3d", "fig5")
 
@@ -211,7 +208,6 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
         path = out_dir / f"{name}.{ext}"
         fig.savefig(path, dpi=150)
         files.append(str(path))
-    plt.close(fig)
     path = out_dir / f"{name}.json"
     path.write_text(_to_json(result))
     files.append(str(path))
@@ -535,7 +531,8 @@ _RUNNERS = {"fig2": _run_fig2, "fig3d": _run_fig3d, "fig5": _run_fig5}
 
 
 def _axes(ax):
-    return plt.subplots()[1] if ax is None else ax
+    # a Figure of its own, outside pyplot: no display needed, the user's backend untouched
+    return Figure().add_subplot() if ax is None else ax
 
 
 def plot_learning_curves(x, curves: dict, ax=None, ylabel="NSE", colors=None, labels=None,
@@ -607,7 +604,8 @@ def plot_experiment(result: dict):
     """The figure of one experiment from its results dict (or loaded JSON)."""
     name, curves, summary = result["experiment"], result["curves"], result["summary"]
     if name == "fig2":
-        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+        fig = Figure(figsize=(9, 3.6))
+        a, b = fig.subplots(1, 2)
         plot_learning_curves(curves["steps"], curves["nse"], ax=a)
         a.set_title("a  linear 30-20-10 network", loc="left")
         if "angle" in curves:
@@ -616,7 +614,8 @@ def plot_experiment(result: dict):
                        ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)")
         b.set_title("b  angle of B e to W$^T$ e", loc="left")
     elif name == "fig3d":
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        fig = Figure(figsize=(5.5, 3.8))
+        ax = fig.subplots()
         colors = {"3-layer shallow": COLORS["shallow"], "3-layer BP": COLORS["bp"],
                   "3-layer FA": COLORS["fa"], "4-layer BP": COLORS["4-layer BP"],
                   "4-layer FA": COLORS["4-layer FA"]}
@@ -626,7 +625,8 @@ def plot_experiment(result: dict):
         ax.set_title(f"d  tanh target network (mean, 10-90% of {summary['runs']} runs)",
                      loc="left")
     elif name == "fig3a":
-        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+        fig = Figure(figsize=(9, 3.6))
+        a, b = fig.subplots(1, 2)
         n_train = summary["n_train"]
         for rule, err in curves["test_error"].items():
             a.plot(np.asarray(curves["examples"][rule]) / n_train, 100 * np.asarray(err),
@@ -644,7 +644,8 @@ def plot_experiment(result: dict):
         b.legend(frameon=False, fontsize="small")
         b.set_title("b  angle of B e to W$^T$ e (hidden layer)", loc="left")
     elif name == "fig5":
-        fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6))
+        fig = Figure(figsize=(13, 3.6))
+        a, b, c = fig.subplots(1, 3)
         for ua in np.atleast_2d(curves["unit_angles"]):
             a.plot(curves["steps"], ua, color="black", linewidth=0.6, alpha=0.6)
         plot_angle(curves["steps"], curves["angle"], ax=a, color="tab:blue",

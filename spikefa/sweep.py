@@ -861,9 +861,9 @@ def plot_error_curves(conditions, ax=None, *, x="epoch"):
     matplotlib Axes
     """
     if ax is None:
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
-        ax = plt.gca()
+        ax = Figure(figsize=(6.0, 3.5)).add_subplot()  # outside pyplot, as spikefa.plots does
     for c in conditions:
         cur = c.curves()
         if not cur or cur["step"].shape[1] == 0:
