@@ -224,9 +224,8 @@ def run_benchmark(model=None, steps=500, numpy_steps=20, brian2_steps=20, brian2
     notes = []
     if brian2_steps:
         try:
-            from . import export
-            timer = getattr(export, "brian2_ms_per_step")
-        except Exception as exc:  # brian2 not installed, or no timing hook
+            from .export import brian2_ms_per_step as timer
+        except ImportError as exc:  # brian2 not installed
             notes.append(f"brian2 skipped: {exc}")
         else:
             start = cfg if checkpoint is None else _network(cfg, checkpoint)  # Brian2 starts where spikefa does

@@ -746,6 +746,8 @@ def brian2_ms_per_step(model="lillicrap2016-fig4", steps: int = 20, *, target: s
         the time is the simulation loop that Brian2 reports, ``device._last_run_time``).
     warmup : int
         Untimed steps first (runtime targets: code generation and Cython compilation).
+    dtype : str, optional
+        The exported network's dtype (default the model's); Brian2 itself computes in float64.
     threads : int
         C++ standalone only: OpenMP threads (``prefs.devices.cpp_standalone.openmp_threads``;
         0, Brian2's default, runs one thread without OpenMP). The runtime targets run one.

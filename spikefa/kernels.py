@@ -222,6 +222,18 @@ def _run_block(
     in_prob, step_image, step_label : (n_img, n_0) float64, (T,), (T,)
         Spike probability of each input pixel of the images shown in this block
         (already ``min(x, p_max)``), which of them is shown at each step, and its class.
+    n_per_class : int
+        Output units per class: the target ``y*`` is 1 on units ``n_per_class * c ...``
+        of class ``c``.
+    one_minus_tau, tau : float64
+        The PSP update ``V <- (1 - tau) V + tau drive`` (the same for ``U``).
+    eta, decay : float64
+        Learning rate and ``eta * gamma``, the per-step weight decay folded into ``scale``.
+    eta_fb, baseline_rate, var_floor : float64
+        ``learned`` feedback only: the learning rate of ``F``, the rate of the running mean
+        ``psp_baseline``, and the floor on ``p (1 - p)`` in the node-perturbation estimate.
+    phi_kind : int
+        ``phi_d``, coded as in :data:`PHI_CODES` (tanh, 2 sigma - 1, sigma - 0.5).
     plastic, feedback : bool
         Training (plasticity on) or testing; whether to run the feedback sweep at all.
     rec_idx : int64 (R,)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .data import DataError
 from .runfile import Run, RunFileError
 
 FORMATS = (".png", ".pdf", ".svg")
@@ -83,9 +84,15 @@ def raster(run, layer: str, window=None, *, phase: str = "train", ax=None, class
     window : (start, stop), int or None
         Steps to show (an int picks the run's recording window of that number; None: all
         of a recording made in one window, the first of several).
+    phase : {"train", "test"}
+        Training or test-pass recordings (in "test" an int window is a test pass).
+    ax : matplotlib Axes, optional
+        Draw into it (default: a new figure).
     classes : bool, optional
         Group the rows by class and shade the class of the image shown (default: for the
         output layer when all of its units were recorded).
+    markersize : float, optional
+        Size of a spike's tick (default: from the number of rows).
     """
     run = _run(run)
     ax = _axes(ax)
@@ -387,7 +394,7 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
                 try:
                     if image_ok:
                         _image_strip(run, ax, w)
-                except Exception:  # the dataset is not available here: leave the strip empty
+                except (DataError, RunFileError):  # dataset or stimulus not here: leave the strip empty
                     image_ok = False
                 if not image_ok:
                     ax.set_axis_off()

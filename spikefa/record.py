@@ -375,9 +375,6 @@ class H5Sink:
     def append(self, path: str, **cols) -> None:
         self.series[path].append(cols)
 
-    def truncate(self, path: str, n: int) -> None:
-        self.series[path].truncate(n)
-
     def flush(self) -> None:
         for s in self.series.values():
             s.flush()

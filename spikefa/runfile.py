@@ -444,7 +444,8 @@ def checkpoint_config(path, *, with_step: bool = False):
 
 
 def load_checkpoint(path, net, rng) -> dict:
-    """Restore ``net`` and ``rng`` in place from ``path.ckpt``; returns step, n_tests, wall_s."""
+    """Restore ``net`` and ``rng`` in place from ``path.ckpt``; returns a dict of ``step``,
+    ``n_tests``, ``wall_s``, the checkpoint's ``config`` and the recorder's state ``extra``."""
     return read_checkpoint(checkpoint_path(path), net, rng)
 
 
@@ -683,11 +684,13 @@ class Run:
     # --------------------------------------------------------------------- recordings
     def recorded(self, phase: str = "train") -> dict:
         """``{layer: (kinds...)}`` of what the probes recorded in ``phase``."""
+        from .record import KINDS
+
         with _readable(self.path) as f:
             g = f.get(f"record/{phase}")
             if g is None:
                 return {}
-            return {layer: tuple(k for k in ("spikes", "psp", "feedback_psp", "modulator") if k in g[layer])
+            return {layer: tuple(k for k in KINDS if k in g[layer])
                     for layer in self.layers if layer in g}
 
     def _window(self, window, phase: str = "train"):
@@ -760,10 +763,10 @@ class Run:
 
     def trace(self, layer: str, kind: str = "psp", window=None, *, phase: str = "train") -> Trace:
         """A traced population (``psp``, ``feedback_psp`` or ``modulator``) of ``layer``."""
-        from .record import ALIASES
+        from .record import ALIASES, TRACE_KINDS
 
         kind = ALIASES.get(kind, kind)
-        if kind not in ("psp", "feedback_psp", "modulator"):
+        if kind not in TRACE_KINDS:
             raise ValueError(f"kind = {kind!r}; a trace is one of psp (V), feedback_psp (U), modulator (m)")
         with _readable(self.path) as f:
             g = self._group(f, phase, layer, kind)

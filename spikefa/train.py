@@ -129,6 +129,8 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
         Test images (n, n_in) and classes.
     seed_key : int
         Selects the test noise stream (``rng_for(seed, SEED_TEST, seed_key)``).
+    backend : str, optional
+        ``"numba"`` or ``"numpy"`` (default: the model's ``run.backend``).
     n_test : int
         Use only the first ``n_test`` images (0: all).
     on_block : callable, optional
