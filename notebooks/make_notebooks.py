@@ -60,6 +60,9 @@ LAB1 = [
        where $s_i(t) \in \{0, 1\}$ is the spike of input $i$, $W_i$ its synaptic weight
        and $b$ the neuron's bias. $\tau$ is the share of the *new* input in the PSP; a share
        $1-\tau$ of the old PSP is kept. The paper uses $\tau = 0.9$.
+       **Careful:** this $\tau$ is not the membrane time constant of textbooks. There a
+       *large* $\tau_m$ means a slow PSP; here a large $\tau$ means a *short* memory (at
+       $\tau = 0.9$ the PSP forgets 90% of itself every step).
     3. **Spike.** The neuron spikes with probability $\sigma(V(t)) = 1/(1+e^{-V(t)})$.
 
     In the code a spike is `u < p` for a uniform random number `u` in $[0, 1)$: given the
@@ -94,6 +97,10 @@ LAB1 = [
 
     `net.W[0]` holds the weights from the inputs to `h1`, one row per input neuron;
     `net.b[0]` the bias of `h1`.
+
+    You need not read the code of `simulate` (and the `net.run(...)` call inside it): it
+    draws the random numbers, shows the input rates one after the other and returns the
+    input spikes, the neuron's spikes and its PSP $V$.
     """),
     code("""
     N_IN = 100  # input neurons
@@ -143,6 +150,7 @@ LAB1 = [
     b.plot(steps, sim["V"], color="k", label="PSP V")
     b.plot(steps, 1 / (1 + np.exp(-sim["V"])), color="tab:blue", label="spike probability σ(V)")
     b.axhline(0, color="0.8", linewidth=0.5)
+    b.set_ylabel("V, and σ(V)")  # two quantities on one axis: the PSP and a probability in [0, 1]
     b.legend(fontsize="small", loc="upper left")
     c.vlines(np.flatnonzero(sim["spikes"]), 0, 1, color="tab:red")
     c.set_yticks([])
@@ -251,16 +259,18 @@ LAB1 = [
        (`train.steps_per_image`). What would go wrong with $\tau = 0.1$? What would a PSP
        that averages over many steps be good for?
     3. **Noise and the sigmoid.** With the same mean PSP, the neuron with 10 strong
-       synapses fires more than $\sigma(\bar V)$ at low input rates and less at high ones.
-       Explain with the fluctuations of $V$: how does the variance of $\sum_i W_i s_i$ depend
-       on the weight and the number of synapses? (Hint: $\sigma$ curves upward below $V=0$
-       and downward above it.) Would $\tau = 0.1$ bring the red points back to the dashed
-       line? Predict, then try (`make_neuron(w=1.0, n_syn=10, tau=0.1)`). Where does the cap
-       $p_{max} = 0.95$ show?
+       synapses (red) fires clearly less than $\sigma(\bar V)$ at input rates from about 0.25 to
+       0.6, where $\bar V > 0$. Explain with the fluctuations of $V$: how does the variance of
+       $\sum_i W_i s_i$ depend on the weight and the number of synapses? (Hint: $\sigma$ curves
+       downward above $V=0$ and upward below it.) By the same argument the red neuron should
+       fire a little *more* than $\sigma(\bar V)$ at the lowest rates: can you see that in the
+       plot, given the error bars? Would $\tau = 0.1$ bring the red points back to the dashed
+       line? Predict, then try (`make_neuron(w=1.0, n_syn=10, tau=0.1)`).
     4. **Exercise.** Make half of the synapses inhibitory: `net = make_neuron(w=1.0, n_syn=10)`,
        then `net.W[0][:5, 0] = -1.0`. The mean PSP is now $-2$ at every input rate. Measure the
-       firing rate against the input rate: does it stay at $\sigma(-2) \approx 0.12$? Why is it
-       highest near $x = 0.5$, and back near 0.12 at $x = 0.95$?
+       firing rate against the input rate (e.g. copy the loop above): does it stay at
+       $\sigma(-2) \approx 0.12$? Why is it lowest at $x = 0$, highest in the middle of the
+       range, and why is it the same at $x = 0.95$ and $x = 1$ (think of $p_{max}$)?
     """),
 ]
 
@@ -301,6 +311,7 @@ LAB2 = [
     | shallow | $\Delta W = \eta\, e\, h^T$ | none |
 
     $W_0, W$ start small (uniform in $[-0.01, 0.01]$); $B$ is uniform in $[-0.5, 0.5]$.
+    There are no biases (the calls below pass `learn_biases=False`, so they stay at 0).
 
     Learning is measured by the **normalized squared error** on 500 held-out inputs,
     $\mathrm{NSE} = \sum (y^* - y)^2 / \sum (y^* - \overline{y^*})^2$ (1: no better than
@@ -359,7 +370,7 @@ LAB2 = [
             if name == "fa":
                 e = y_star - rate.predict(net, x)      # the error this step learns from
                 angles.append(rate.modulator_angle(net, e))
-            rate.train_step(net, rule, x, y_star, ETA)
+            rate.train_step(net, rule, x, y_star, ETA, learn_biases=False)  # no biases, as in the equations
         nse[name] = np.array(curve)                    # (records, runs)
         if name == "fa":
             fa_angle, weight_angle = np.array(angles), np.array(w_angles)
@@ -372,8 +383,9 @@ LAB2 = [
     for name, curve in nse.items():
         a.plot(x, curve.mean(axis=1), color=colors[name], label=name)
         a.fill_between(x, curve.min(axis=1), curve.max(axis=1), color=colors[name], alpha=0.2, linewidth=0)
+    a.set_yscale("log")  # BP and FA go on down to rounding level
     a.set_xlabel("examples")
-    a.set_ylabel("NSE (test)")
+    a.set_ylabel("NSE (test, log scale)")
     a.set_title("a  learning a linear map (band: all runs)", loc="left")
     a.legend()
 
@@ -389,12 +401,24 @@ LAB2 = [
     b.legend(fontsize="small")
     plt.show()
     print(f"angle between FA and BP hidden updates: {fa_angle[:10].mean():.0f} degrees over the first 10 steps, "
+          f"lowest {smooth.min():.0f} (around example {smooth.argmin() * window:,}), "
           f"{fa_angle[-max(1, STEPS // 20):].mean():.0f} over the last 5%")
     """),
     md(r"""
-    The band in (a) spans the `RUNS` networks. FA learns as fast as BP (here even a little
-    faster), even though its hidden error signal $Be$ starts out nearly at right angles (90°)
-    to the one backprop would send.
+    The band in (a) spans the `RUNS` networks (note the log scale). FA learns about as fast
+    as BP (here it even reaches an NSE of 0.01 a little sooner), even though its hidden error signal $Be$ starts out nearly
+    at right angles (90°) to the one backprop would send. Both keep falling steadily, to an
+    NSE between about $10^{-27}$ and $10^{-31}$ after 5,000 examples: the task is linear and
+    noise-free, so the network can learn $T$ *exactly*, and only floating-point rounding
+    (float64 keeps about 16 digits) stops the error from falling further.
+
+    In (b) the angle between FA's and BP's hidden updates falls to about 25° within the
+    first 1,500 or so examples and stays there; near the end it rises again. By then the
+    error $e$ is so small that rounding errors make up a noticeable part of it, so its
+    direction, and those of $Be$ and $W^Te$, are partly rounding noise: ignore that last
+    rise. (In float32, which keeps about 7 digits, the same rise comes after about 1,500
+    examples, as soon as the NSE reaches its float32 floor near $10^{-14}$.)
+
     Shallow learning stays near NSE 1: the hidden activity stays tiny (its weights start at
     ±0.01 and never learn), so the output layer learns very slowly, and even at best it
     could only use the 20 directions of the input that the fixed $W_0$ passes on.
@@ -410,12 +434,18 @@ LAB2 = [
        hidden activity that $W_0$ produces).
     2. **Reinforcement learning.** Add node perturbation to the comparison:
        `rate.get_rule("np", sigma=0.01)` with learning rate `2e-3`, and pass
-       `rng=np.random.default_rng(2)` to `rate.train_step`. Every hidden neuron receives
-       the same scalar reward (the output layer learns from `e` as in the other rules, as
-       in the paper). How many more examples does it need to reach the NSE FA reaches?
+       `rng=np.random.default_rng(2)` (create it once, before the loop) and
+       `learn_biases=False` to `rate.train_step`. Every hidden neuron receives the same
+       scalar reward; the output layer learns from its error $e$, as in the other rules (on
+       the noisy pass), as in the paper. How many examples do FA and node perturbation need
+       to bring the mean NSE below 0.01? (Node perturbation does not reach FA's rounding
+       level in 5,000 examples: compare where the two curves level off, too.)
     3. **What does $B$ need?** Before training FA, try a 10 times larger $B$
        (`net.B[0] *= 10`), $B$ with only positive entries (`np.abs`), or $B = 0$ (then skip the
        angle: an angle with a zero vector is undefined). Which still learn, and why?
+       Warning: with the 10 times larger $B$ the run blows up within a few dozen examples
+       (overflow warnings, then NaN): $W_0$ learns from $Be$, so a 10 times larger $B$ is a
+       10 times larger learning rate for $W_0$. What would you change to make it learn?
     """),
 ]
 
@@ -500,12 +530,15 @@ LAB3 = [
     - `windows`: record them only in three 200-step windows — at the start, the middle and
       the end of training;
     - `measure_every`: firing rates and alignment angles every 1,000 steps.
+
+    `test_every` (in `train`) is set to the same number, 1,000, but it counts training
+    *images*, not steps: a test every 1,000 images is one every 5,000 steps.
     """),
     code("""
     cfg = spikefa.load_config(MODEL).replace(
-        train={"epochs": EPOCHS, "test_every": 250 if QUICK else 1000},  # test every this many images
+        train={"epochs": EPOCHS, "test_every": 250 if QUICK else 1000},  # test every this many IMAGES
         record={"probes": ["fig4", "feedback_psp layers=hidden random=1"],
-                "windows": ["0:200", "50%:200", "end:200"], "measure_every": 500 if QUICK else 1000})
+                "windows": ["0:200", "50%:200", "end:200"], "measure_every": 500 if QUICK else 1000})  # STEPS
     print(cfg.description)
     print("layers", cfg.model.layers, "| tau", cfg.model.tau, "| eta", cfg.model.eta,
           "| steps per image", cfg.train.steps_per_image, "| feedback", cfg.model.feedback)
@@ -573,7 +606,8 @@ LAB3 = [
 
     Every 1,000 steps the run measured, for each hidden layer $l$, the angle between the
     forward weights $(W^{l+1})^T$ and the feedback weights $B^l$ (solid), and between the
-    deltas that $B^l$ and $(W^{l+1})^T$ would send for the current error (dashed). At 90° the
+    deltas that $B^l$ and $(W^{l+1})^T$ would send for the current error (dashed; the legend
+    calls them "modulators", spikefa's name for the deltas). At 90° the
     feedback would be useless; below it, it points the right way. The dotted lines mark how
     low the solid ones can go at all: the error that decides the guess comes from 10
     classes, so it spans only 10 of a layer's directions, and a $W$ that had learned $B$
@@ -599,9 +633,14 @@ LAB3 = [
     md(r"""
     ## Questions and exercises
 
-    1. **Rasters.** In the late column, how many steps after a new digit appears do its
-       output neurons start to fire together? Relate this to $\tau$ (Lab 1) and to the number
-       of layers the signal has to cross.
+    1. **Rasters.** A 5-step image is only a few pixels wide in the figure above; zoom in
+       with `display(plots.fig4(run, steps=40))` (the first 40 steps of each window). In the
+       late column, at which step of a new digit do its output neurons start to fire? The
+       forward sweep carries the input through all layers within one step, bottom-up
+       (equation 2): no layer adds a delay. What does such a one-step sweep imply for how
+       fast the output can follow the image, and what limits it instead (think of $\tau$,
+       Lab 1)? Would a real brain, with a few milliseconds of delay per synapse, work the
+       same way?
     2. **Delta.** Why is the delta smaller late in training? Find two reasons in the
        equation $\delta = \tanh(U)\,\sigma'(V)$ and check each on the plots above (hint:
        what happens to $\sigma'(V)$ when $|V|$ grows?).
@@ -610,8 +649,9 @@ LAB3 = [
        the delta FA sends and the one backprop would send mean for the direction of each
        weight change?)
     4. **Exercise.** The paper's Fig. 4 shows each image for 50 steps. Train again with
-       `train={"steps_per_image": 50, "epochs": 1}` added to `replace` and compare the
-       rasters. Or test with the summed read-out: `test={"readout": "sum"}`.
+       `train={"epochs": 1, "test_every": 1000, "steps_per_image": 50}` in `replace` and
+       compare the rasters. This changes only training: the test still shows each test
+       image for `test.steps_per_image` = 5 steps.
     """),
 ]
 
@@ -639,8 +679,10 @@ LAB4 = [
     | `learned` | as `fa`, and $B$ learns by node perturbation (Lansdell et al. 2020) | $W$, $b$, $B$ |
 
     Every variant starts from the same forward weights (same seed; `sparse-fa` then removes
-    half of them) and sees the images in the same order, so the differences come from the feedback alone. One seed per variant:
-    differences of a few percent can be chance (see exercise 3).
+    half of them) and sees the images in the same order, so the differences come from the
+    feedback alone. But there is one seed per variant, and after 3 epochs another seed can
+    move a variant's test error by 10 points or more: only large differences mean something
+    (see exercise 3).
 
     **Running time:** about 1 to 2 minutes with the defaults (`small`, `EPOCHS = 3` per
     variant).
@@ -718,13 +760,30 @@ LAB4 = [
     plt.show()
     """),
     md(r"""
+    **Reading the results.** The bars are a snapshot after 3 epochs, not a final ranking:
+    the curves of `fa`, `transport` and `sparse-fa` are still falling steeply at the end.
+    At the default size we measured test errors of 26.0% for `dfa`, 27.4% for `fa`, 44.8%
+    for `transport`, 54.6% for `learned`, 76.6% for `sparse-fa` and 92.4% for `shallow`
+    (chance: 90%). Three things to keep in mind before drawing conclusions:
+
+    - `shallow` does not learn at all: that is a real effect (exercise 1).
+    - `transport` (weight transport, backprop's feedback) doing worse than `fa` is *not* a
+      general result: it depends on the learning rate. With `model={"eta": 0.01}` instead
+      of the preset's 0.005 we measured 19.0% for `fa` and 20.2% for `transport` (exercise 2).
+    - The spread from seed to seed is large this early: over three seeds we measured
+      `transport` between 29% and 45%, and `fa` between 23% and 27% (exercise 3).
+    """),
+    md(r"""
     ## Alignment angles
 
     Left: the angle between $(W^{l+1})^T$ and the feedback matrix of the **top** hidden layer
     (the only one every variant with feedback defines). Right: the same for the **first**
     hidden layer. The table below gives these angles at the end of training for every
     hidden layer (`W-B`), and the angle between the delta the feedback sends and the one
-    $(W^{l+1})^T$ would send for the current error (`d-d`).
+    $(W^{l+1})^T$ would send for the current error (`d-d`). The `W-B` angles change smoothly;
+    each `d-d` value is a single sample, taken at the last measurement for whatever error
+    the network made at that step, and it often jumps by 10° to 30° from one measurement
+    to the next: read the `d-d` columns as rough values only.
     """),
     code("""
     any_run = next(iter(runs.values()))
@@ -756,19 +815,42 @@ LAB4 = [
     ## Questions and exercises
 
     1. **Shallow learning fails.** With only the output layer learning, the error stays
-       near chance, although the output layer sees 300 (or 100) hidden neurons. Why? Measure
-       how much the spike probability $\sigma(V)$ of a top hidden neuron depends on the image
-       in a fresh network (Lab 1: what does a weight of $\pm 0.05$ do to $V$?), and remember
-       that each hidden spike is a coin flip.
+       near chance, although the output layer sees 300 hidden neurons. Why? Measure how much
+       the spike probability $\sigma(V)$ of a top hidden neuron depends on the image in a
+       fresh network (Lab 1: what does a weight of $\pm 0.05$ do to $V$?), and remember
+       that each hidden spike is a coin flip. Hint, a fresh network shown 50 test images for
+       20 steps each:
+
+       ```python
+       from spikefa.data import load_subset
+       from spikefa.network import init_network, input_probabilities
+
+       net = init_network(spikefa.load_config(MODEL))      # fresh, untrained weights
+       images, labels = load_subset("test")                  # uint8 pixels; input_probabilities scales them
+       images, labels = images[:50], labels[:50]
+       k = 20                                                # steps per image
+       step_image = np.repeat(np.arange(len(images)), k)
+       uniforms = np.random.default_rng(0).random((step_image.size, net.n_units))  # float64, one per unit and step
+       top = net.layer_slice(net.m - 1)                      # units are numbered layer after layer; this is h3
+       out = net.run(uniforms, input_probabilities(images, net.config.model.p_max), step_image,
+                     labels[step_image], plastic=False, rec_idx=np.arange(top.start, top.stop))
+       p = 1 / (1 + np.exp(-out["psp"]))                     # sigma(V), shape (steps, neurons of h3)
+       p = p.reshape(len(images), k, -1)[:, 5:].mean(axis=1) # per image, once V has settled
+       print("sigma(V) across neurons: from", p.mean(axis=0).min(), "to", p.mean(axis=0).max())
+       print("across images, for one neuron: std", p.std(axis=0).mean())
+       ```
     2. **Is weight transport best?** Compare `transport` with `fa`. The spiking network's
        feedback neurons integrate with $\tau$ and pass on $\tanh(U)$ without a derivative
        factor, so `transport` is not exact backprop. Does it beat FA here? Would you
        expect the answer to depend on $\eta$ (`model={"eta": ...}`)? Try it.
     3. **Chance or not?** Run two more seeds of two variants
-       (`train(cfg, seed=2, out=...)`) and decide which differences in the table are larger
-       than the seed-to-seed spread.
-    4. **Learning the feedback.** For `learned`, plot the angle of `h1` against that of
-       `fa`. Does node perturbation make $B$ align faster than feedback alignment alone does?
+       (`train(cfg, seed=2, out=...)`, about 10 s each) and decide which differences in the
+       bar chart are larger than the seed-to-seed spread.
+    4. **Learning the feedback.** In the right panel of the alignment figure (`h1`),
+       compare `learned` with `fa`. Does node perturbation make $B$ align faster than
+       feedback alignment alone does? Is the answer the same early in training (up to about
+       10,000 steps) and at the end? And in `h3` (left panel)? What could make a $B$ that
+       learns drift away from $W^T$ again?
     """),
 ]
 
@@ -814,7 +896,9 @@ LAB5 = [
         MODEL, STEPS = "tiny", 30
     """),
     code("""
+    import tempfile
     import time
+    from pathlib import Path
 
     import brian2
     import matplotlib.pyplot as plt
@@ -825,6 +909,8 @@ LAB5 = [
     from spikefa.network import init_network, input_probabilities
 
     print("spikefa", spikefa.__version__, "| Brian2", brian2.__version__)
+    OUT_DIR = Path(tempfile.mkdtemp(prefix="spikefa-lab5-"))  # for the files of the exercises
+    print("files of the exercises go to", OUT_DIR)
     """),
     md(r"""
     ## One network, two simulators, the same random numbers
@@ -929,16 +1015,23 @@ LAB5 = [
     md(r"""
     ## Questions and exercises
 
-    1. **float32.** Run spikefa in float32 (drop the `dtype` change) against Brian2's
-       float64 with the same uniforms. At which step do the rasters first differ, and why
-       there? (Hint: compare the uniform `u` of that neuron with both spike probabilities;
-       `cross_validate(MODEL, dtype="float32")` prints them.)
+    1. **float32.** Run spikefa in float32 against Brian2's float64 with the same uniforms:
+       `print(cross_validate(MODEL, steps=STEPS, dtype="float32"))`. The PSPs now differ by
+       about $10^{-6}$ (column `max|dV|`), yet the rasters most likely still agree spike for
+       spike. Why? A spike is `u < p`: it flips only when the uniform `u` falls between the
+       float32 and the float64 spike probability, a gap of about $10^{-6}$ or less. Estimate
+       how many steps you would expect to run before the first flip (how many spike
+       decisions does the network take per step?), and try a longer run if you have time
+       (Brian2 needs 10 ms or more per step of this network).
     2. **A deliberate bug.** Build `bnet` again, set `bnet["h1"].bias = 0.01` before
-       running, and find the step at which the first spike differs. Why does a tiny change
-       of one layer's bias change spikes in the layers above it, but not in the input?
-    3. **Read the model.** `spikefa export-brian2 small --out OUT.py --noise-steps 100`
-       writes a standalone Brian2 script. Open it and find the five phases of a step. How
-       would you change $\phi_d$ from $\tanh$ to $2\sigma - 1$ there?
+       running (this sets the bias of *every* neuron of `h1` to 0.01), and find the step at
+       which the first spike differs. Why does a tiny change of one layer's biases change
+       spikes in the layers above it, but not in the input?
+    3. **Read the model.** In a cell, run
+       `!spikefa export-brian2 small -o {OUT_DIR}/small_brian2.py --noise-steps 100`:
+       it writes a standalone Brian2 script (and its arrays, `small_brian2.npz`) into this
+       lab's temporary folder. Open it and find the five phases of a step. How would you
+       change $\phi_d$ from $\tanh$ to $2\sigma - 1$ there?
     4. **Speed.** Why might Brian2 be slower here than spikefa? (Hint: look for "summed
        variables" in the export documentation, `spikefa.export.__doc__`.)
     """),
