@@ -440,8 +440,9 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             checkpoint()
             runfile.set_attrs(out, steps_done=step, wall_s=wall())
         elif not settled:
-            print(f"spikefa: stopped inside a block: the last checkpoint is kept, not the state at step {step:,}",
-                  file=sys.stderr)
+            kept = ("the last checkpoint is kept" if runfile.checkpoint_path(out).exists()
+                    else "no checkpoint was written yet, so the run must start again")
+            print(f"spikefa: stopped inside a block of steps from {step:,}: {kept}", file=sys.stderr)
         raise
     finally:
         stop.uninstall()
