@@ -497,7 +497,8 @@ def main(argv=None) -> int:
         print(f"spikefa: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nspikefa: interrupted; the run's checkpoint is saved (continue with --resume)", file=sys.stderr)
+        training = argv[:1] == ["train"]  # only training keeps a checkpoint to continue from
+        print("\nspikefa: interrupted" + ("; continue the run with --resume" if training else ""), file=sys.stderr)
         return 130
     except SystemExit as exc:
         if isinstance(exc.code, str):  # a command's own one-line error
