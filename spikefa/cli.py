@@ -29,6 +29,8 @@ def _train(args):
     if args.feedback:
         model = load_config(model).replace(model={"feedback": args.feedback})
     out = args.out
+    if args.feedback and any((section, name) == ("model", "feedback") for section, name, _ in (args.set or [])):
+        raise ConfigError("the feedback variant is given twice, by --feedback and by --set model.feedback: give it once")
     if args.set:
         model = _apply_sets(load_config(model), args.set)
         if out is None:
@@ -38,6 +40,25 @@ def _train(args):
                 branch_from=args.branch_from)
     print(f"test error {res.test_error:.4f} after {_count(res.epochs, 'epoch')} ({res.steps} steps, {res.wall_s:.0f} s); "
           f"run file {res.path}")
+
+
+def _resume_command(command: str) -> str:
+    """The command a run last ran with, made to continue it: ``--overwrite`` (which would
+    start it again) dropped, ``--resume`` added, the executable's path shortened."""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return f"{command} --resume"
+    if not words:
+        return "spikefa train MODEL --out RUN.h5 --resume (the file does not record its command)"
+    if Path(words[0]).name == "spikefa":
+        words[0] = "spikefa"
+    words = [w for w in words if w != "--overwrite"]
+    if "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(words)
 
 
 def _duration(seconds: float) -> str:
@@ -180,7 +201,7 @@ def _info(args):
     ep = info["epochs_done"], info["epochs_total"]
     ckpt = info["checkpoint_step"]
     print(f"steps done: {info['steps_done']:,} of {info['total_steps']:,}"
-          + (f" ({ep[0]:.4g} of {ep[1]:.4g} epochs)" if ep[0] is not None else "")
+          + (f" ({ep[0]:.4g} of {_count(float(f'{ep[1]:.4g}'), 'epoch')})" if ep[0] is not None else "")
           + ("; no checkpoint" if ckpt is None else f"; checkpoint at step {ckpt:,}" if ckpt != info["steps_done"] else ""))
     for name in ("last", "best"):
         r = info[name]
@@ -197,7 +218,7 @@ def _info(args):
         print(f"its checkpoint {checkpoint_path(info['path'])} is gone, so it cannot be resumed: run it again "
               f"with --overwrite (or --branch-from a copy of an older checkpoint); it last ran as: {info['command']}")
     elif info["state"] == "stopped":
-        print(f"continue it with --resume and the same --out; it last ran as: {info['command']}")
+        print(f"continue it with: {_resume_command(info['command'])}")
 
 
 def _align(args):
@@ -497,9 +518,14 @@ def main(argv=None) -> int:
         print(f"spikefa: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        training = argv[:1] == ["train"]  # only training keeps a checkpoint to continue from
-        print("\nspikefa: interrupted" + ("; continue the run with --resume" if training else ""), file=sys.stderr)
+        # training has said what it kept (spikefa.train.train)
+        print("spikefa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output stopped (spikefa curve RUN.h5 | head): not an error; keep
+        # Python from complaining again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as exc:
         if isinstance(exc.code, str):  # a command's own one-line error
             print(exc.code, file=sys.stderr)

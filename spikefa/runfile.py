@@ -42,6 +42,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -322,7 +323,7 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
                 schema_version=SCHEMA_VERSION, spikefa_version=__version__,
                 numpy_version=np.__version__, numba_version=numba.__version__,
                 config=cfg.to_json(), seed=cfg.run.seed, model_name=cfg.name,
-                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=" ".join(sys.argv),
+                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=shlex.join(sys.argv),
                 git_commit=source_revision(), total_steps=int(total_steps), steps_done=0, complete=False,
             )
             g = f.create_group("test")
@@ -373,7 +374,7 @@ def append_resume(path, *, step: int, epoch: float, changed: list[str]) -> None:
         entries = json.loads(f.attrs.get("resumes", "[]"))
         entries.append(dict(step=int(step), epoch=round(float(epoch), 4), changed=list(changed),
                             spikefa=__version__, git_commit=source_revision(),
-                            command=" ".join(sys.argv), time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+                            command=shlex.join(sys.argv), time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
         f.attrs["resumes"] = json.dumps(entries)
 
 
@@ -568,6 +569,8 @@ class Run:
             raise
         except OSError as exc:
             why = " ".join(str(exc).split())  # h5py's messages span lines
+            if "file signature not found" in why:
+                raise RunFileError(f"{self.path} is not an HDF5 file, so not a spikefa run file") from None
             raise RunFileError(f"cannot read the run file {self.path}: {why}") from None
         if "config" not in self.attrs:
             raise RunFileError(f"{self.path} is damaged: it has no config attribute")
@@ -598,7 +601,8 @@ class Run:
         self._check_layer(layer, allow_input=False)
         with _readable(self.path) as f:
             if "final" not in f:
-                raise RunFileError(f"{self.path} has no final weights (complete={self.complete})")
+                raise RunFileError(f"{self.path} has no final weights yet (the run is not complete) and no "
+                                   "checkpoint: a run checkpoints every run.checkpoint_minutes and when stopped")
             g = f["final"][layer]
             if name not in g:
                 raise ValueError(f"{layer} has no final {name!r}; it has: {', '.join(g)}")

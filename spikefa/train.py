@@ -191,11 +191,14 @@ class _StopRequest:
 
     def _handler(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
+            # Python may swallow an exception raised here (when the signal lands in a
+            # weakref callback): a third Ctrl-C then meets Python's own handler
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         if not self.requested:
             # a block of the full network takes seconds: say at once that the stop was heard
             print(f"\nspikefa: {signal.Signals(signum).name} received: stopping at the end of this block "
-                  "to write a checkpoint (--resume continues from it); Ctrl-C again stops at once",
+                  "to write a checkpoint (--resume continues from it); Ctrl-C again stops without waiting",
                   file=sys.stderr, flush=True)
         self.requested = True
 
@@ -428,7 +431,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         curve = runfile.Run(out).test_curve()
         if not (curve["step"].size and curve["step"][-1] == step):
             do_test()
-    except BaseException:
+    except BaseException as exc:
         # Ctrl-C, SIGTERM or an error: keep what was done; the file stays incomplete. Outside
         # a block's kernel call the network, generator and step agree, and a checkpoint
         # saves them; inside it (a second Ctrl-C lands as the kernel returns, an error in
@@ -436,13 +439,20 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         # resume still equals the uninterrupted run.
         if bar is not None:
             bar.close()
+        stopped = isinstance(exc, KeyboardInterrupt)
         if step > 0 and settled:
             checkpoint()
             runfile.set_attrs(out, steps_done=step, wall_s=wall())
+            if stopped:
+                print(f"spikefa: checkpoint at step {step:,} written to {runfile.checkpoint_path(out)}; "
+                      "continue with --resume", file=sys.stderr)
         elif not settled:
-            kept = ("the last checkpoint is kept" if runfile.checkpoint_path(out).exists()
-                    else "no checkpoint was written yet, so the run must start again")
+            kept = ("the last checkpoint is kept (continue with --resume)" if runfile.checkpoint_path(out).exists()
+                    else "no checkpoint was written yet, so the run must start again (--overwrite)")
             print(f"spikefa: stopped inside a block of steps from {step:,}: {kept}", file=sys.stderr)
+        elif stopped:
+            print("spikefa: stopped before its first block ended: no checkpoint, so the run must start "
+                  "again (--overwrite)", file=sys.stderr)
         raise
     finally:
         stop.uninstall()
@@ -548,11 +558,15 @@ def h5_kind(path) -> str:
     """'checkpoint' for a checkpoint file, 'run' for a run file (by content, not by name)."""
     import h5py
 
+    if Path(path).is_dir():
+        raise runfile.RunFileError(f"{path} is a folder, not a run file or checkpoint")
     try:
         with h5py.File(path, "r", swmr=True) as f:
             return "checkpoint" if "rng_state" in f.attrs else "run"
     except OSError as exc:
-        raise runfile.RunFileError(f"cannot read {path}: {exc}") from None
+        if "file signature not found" in str(exc):
+            raise runfile.RunFileError(f"{path} is not an HDF5 file, so not a run file or checkpoint") from None
+        raise runfile.RunFileError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
 
 
 test_run.__test__ = False  # not a pytest test

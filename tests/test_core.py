@@ -686,7 +686,7 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     assert Run(path).summary()["checkpoint_step"] is None
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "no checkpoint" in out and "cannot be resumed" in out and "continue it with --resume" not in out
+    assert "no checkpoint" in out and "cannot be resumed" in out and "continue it with:" not in out
     saved.rename(ckpt)
     with h5py.File(path, "a") as f:
         f.attrs["writer_host"] = "some-other-host"
@@ -805,6 +805,12 @@ def test_cli_version_and_wording(capsys):
     assert [_count(1, "epoch"), _count(2.5, "epoch"), _count(0, "resume"), _count(1, "test pass"),
             _count(3, "test pass")] == ["1 epoch", "2.5 epochs", "0 resumes", "1 test pass", "3 test passes"]
     assert [_duration(12.4), _duration(750), _duration(20736)] == ["12 s", "12.5 min", "5.76 h"]
+    from spikefa.cli import _resume_command
+
+    # info's hint continues a stopped run: --overwrite would start it again
+    assert _resume_command("/venv/bin/spikefa train small --overwrite") == "spikefa train small --resume"
+    assert (_resume_command("spikefa train m.toml --set 'model.phi_d=\"tanh\"' --out r.h5 --resume")
+            == "spikefa train m.toml --set 'model.phi_d=\"tanh\"' --out r.h5 --resume")
 
 
 def test_stop_request_says_at_once_that_it_heard(capsys):
@@ -821,6 +827,13 @@ def test_stop_request_says_at_once_that_it_heard(capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(KeyboardInterrupt):
         stop._handler(signal.SIGINT, None)
+
+
+def test_train_feedback_given_twice_is_refused(capsys):
+    from spikefa.cli import main
+
+    assert main(["train", "tiny", "--feedback", "fa", "--set", "model.feedback=dfa"]) == 2
+    assert "given twice" in capsys.readouterr().err
 
 
 def test_train_resume_and_overwrite_exclude_each_other(capsys):
