@@ -162,6 +162,12 @@ _SECTIONS = {"model": ModelParams, "train": TrainParams, "test": TestParams, "ru
              "record": RecordParams}
 
 
+def layer_names(m: int) -> list[str]:
+    """``['in', 'h1', ..., 'h{m-1}', 'out']`` for a network of ``m`` non-input layers: the
+    names of the run file's groups, the plots' labels and every API's ``layer`` argument."""
+    return ["in"] + [f"h{l}" for l in range(1, m)] + ["out"]
+
+
 def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
 

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from . import kernels, reference
-from .config import Config
+from .config import Config, layer_names  # noqa: F401 - layer_names is also spikefa.network's
 from .feedback import FeedbackWiring, build_feedback
 
 BACKENDS = {"numba-parallel": kernels.run_block, "numba-serial": kernels.run_block_serial, "numpy": reference.run_block}
@@ -34,11 +34,6 @@ SEED_INIT_W, SEED_NOISE, SEED_ORDER, SEED_TEST, SEED_FEEDBACK, SEED_RECORD = ran
 def rng_for(seed: int, purpose: int, *more: int) -> np.random.Generator:
     """The run's generator for one purpose (weights, noise, image order, test noise ...)."""
     return np.random.default_rng([int(seed), purpose, *map(int, more)])
-
-
-def layer_names(m: int) -> list[str]:
-    """``['in', 'h1', ..., 'h{m-1}', 'out']`` for a network of ``m`` non-input layers."""
-    return ["in"] + [f"h{l}" for l in range(1, m)] + ["out"]
 
 
 @dataclass

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import layer_names
+
 KINDS = ("spikes", "psp", "feedback_psp", "modulator")
 TRACE_KINDS = KINDS[1:]
 ALIASES = {"V": "psp", "U": "feedback_psp", "m": "modulator", "delta": "modulator"}
@@ -71,10 +73,6 @@ SAMPLED_AFTER = {
 }
 TARGET_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_ROWS = 1 << 16
-
-
-def _layer_names(m: int) -> list[str]:
-    return ["in"] + [f"h{l}" for l in range(1, m)] + ["out"]
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -118,7 +116,7 @@ def parse_probe(text: str, layers) -> Probe:
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("a probe must be a non-empty string such as 'spikes layers=h1 random=50'")
-    names = _layer_names(len(layers) - 1)
+    names = layer_names(len(layers) - 1)
     tokens = text.split()
     kinds = []
     for k in tokens[0].split(","):
@@ -455,7 +453,7 @@ class Recorder:
         self.params = rp
         self.sizes = np.asarray(cfg.model.layers, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-        self.names = _layer_names(len(self.sizes) - 1)
+        self.names = layer_names(len(self.sizes) - 1)
         self.total_steps = total_steps
         self.dtype = np.dtype(cfg.model.dtype)
         self.windows = np.array([Window.parse(w).resolve(total_steps) for w in rp.windows], dtype=np.int64)

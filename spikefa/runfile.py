@@ -56,7 +56,7 @@ import numba
 import numpy as np
 
 from . import __version__
-from .config import Config, config_from_dict
+from .config import Config, config_from_dict, layer_names
 
 SCHEMA_VERSION = 2
 LOCK_RETRY_S = 60.0  # how long a writer waits for a reader that holds a file lock
@@ -576,7 +576,7 @@ class Run:
             raise RunFileError(f"{self.path} is damaged: it has no config attribute")
         self.config = config_from_dict(json.loads(self.attrs["config"]))
         self.complete = bool(self.attrs.get("complete", False))
-        self.layers = ["in"] + [f"h{l}" for l in range(1, self.config.n_layers)] + ["out"]
+        self.layers = layer_names(self.config.n_layers)
 
     def test_curve(self) -> dict:
         """The test passes as a dict of 1-D arrays (see TEST_FIELDS)."""
