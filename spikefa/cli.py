@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -501,8 +502,26 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+class _EarlyStop:
+    """SIGINT while `spikefa train` starts up (imports, data, compiling): noted, not raised,
+    since an exception raised then can be swallowed (in a weakref callback) and the run
+    would go on to its end. Training takes the request over and stops after its first
+    block, with a checkpoint (spikefa.train._StopRequest); a second Ctrl-C stops at once."""
+
+    requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nspikefa: Ctrl-C while starting: the run stops after its first block, with a checkpoint; "
+              "Ctrl-C again stops at once", file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"] and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _EarlyStop())
     from .data import DataError
     from .runfile import RunFileError
 
@@ -536,10 +555,29 @@ def main(argv=None) -> int:
         # text, an array too large): one line, the traceback only on request
         if os.environ.get("SPIKEFA_TRACEBACK"):
             raise
-        why = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"spikefa: error: {why}\n(set SPIKEFA_TRACEBACK=1 to see where it came from)", file=sys.stderr)
+        print(f"spikefa: error: {_one_line(exc)}", file=sys.stderr)
+        if not isinstance(exc, (ValueError, MemoryError)):
+            print("(set SPIKEFA_TRACEBACK=1 to see where it came from)", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """A library's error as the user's problem, in one line."""
+    import errno
+
+    if isinstance(exc, MemoryError):
+        return f"not enough memory ({' '.join(str(exc).split())}): is a size such as model.layers too large?"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        name = exc.filename
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            return f"cannot write {name}: a part of that path is a file, not a folder"
+        if exc.errno == errno.ENOENT:
+            return f"cannot write or find {name}: no such folder or file"
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"cannot write {name}: permission denied (a read-only place?)"
+        return f"{name}: {exc.strerror or exc}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -207,6 +207,8 @@ def _readable(path):
         return
     if Path(path).is_dir():
         raise RunFileError(f"{path} is a folder, not a run file")
+    if not Path(path).exists():
+        raise RunFileError(f"{path}: no such run file")
     _refuse_truncated(path)
     for attempt in range(20):
         try:
@@ -605,7 +607,7 @@ class Run:
                                    "checkpoint: a run checkpoints every run.checkpoint_minutes and when stopped")
             g = f["final"][layer]
             if name not in g:
-                raise ValueError(f"{layer} has no final {name!r}; it has: {', '.join(g)}")
+                raise ValueError(f"{self.path}: {layer} has no final {name!r}; it has: {', '.join(g)}")
             return g[name][...]
 
     def _check_layer(self, layer, *, allow_input: bool = True) -> None:

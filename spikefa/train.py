@@ -206,6 +206,8 @@ class _StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handler)
+            # a Ctrl-C while the command line was starting up (spikefa.cli._EarlyStop)
+            self.requested = self.requested or bool(getattr(self._old[signal.SIGINT], "requested", False))
 
     def uninstall(self):
         for sig, old in self._old.items():
@@ -370,6 +372,10 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
     def do_test():
         nonlocal n_tests
+        for l in range(1, net.m + 1):  # a pass over the weights per test pass: cheap beside the test
+            if not (np.isfinite(net.W[l - 1]).all() and np.isfinite(net.b[l - 1]).all()):
+                raise ConfigError(f"training diverged: the weights into {net.names[l]} are not finite at step "
+                                  f"{step:,} (model.eta = {cfg.model.eta:g} too large?)")
         hook = test_hook(step) if test_hook is not None else None
         res = evaluate(net, test_x, test_y, seed_key=step, on_block=hook, rec_idx=getattr(hook, "rec_idx", None))
         runfile.append_test(out, dict(step=step, images=step // N, epoch=step / N / n_train, error=res.error,

@@ -965,3 +965,48 @@ def test_a_stop_inside_the_kernel_keeps_the_last_checkpoint(tmp_path, monkeypatc
     for layer in ("h1", "out"):
         np.testing.assert_array_equal(Run(full.path).final(layer, "W"), Run(resumed.path).final(layer, "W"))
     np.testing.assert_array_equal(Run(full.path).test_curve()["error"], Run(resumed.path).test_curve()["error"])
+
+
+def test_diverged_training_and_library_errors_are_named(tmp_path, capsys):
+    """A learning rate that blows the weights up stops the run with an error naming it (it
+    finished 'complete' with NaN weights); a missing run file, an output path through a
+    file and a size too large for memory each get a plain sentence."""
+    from spikefa.cli import main
+
+    with pytest.raises(ConfigError, match="training diverged.*model.eta = 1e\\+300"):
+        train(load_config("tiny").replace(model={"eta": 1e300}, train={"epochs": 0.02, "test_every": 0}),
+              out=tmp_path / "d.h5", progress=False)
+    assert main(["info", str(tmp_path / "nosuch.h5")]) == 2
+    assert "no such run file" in capsys.readouterr().err
+    good = train(load_config("tiny").replace(train={"epochs": 0.02, "test_every": 0}),
+                 out=tmp_path / "g.h5", progress=False).path
+    (tmp_path / "afile").write_text("")
+    assert main(["plot", "error", str(good), "-o", str(tmp_path / "afile" / "e.png")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["train", "tiny", "--set", "model.layers=[784, 100000000000, 10]", "-o", str(tmp_path / "m.h5")]) == 2
+    assert "not enough memory" in capsys.readouterr().err
+
+
+def test_a_ctrl_c_while_starting_is_kept_for_the_training_loop(capsys):
+    """Ctrl-C while `spikefa train` imports and compiles is noted, not raised (an exception
+    then could be swallowed and the run go on to its end); training takes it over and stops
+    after its first block."""
+    import signal
+
+    from spikefa.cli import _EarlyStop
+    from spikefa.train import _StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    early = _EarlyStop()
+    signal.signal(signal.SIGINT, early)
+    try:
+        early(signal.SIGINT, None)
+        assert early.requested and "while starting" in capsys.readouterr().err
+        stop = _StopRequest()
+        stop.install()
+        assert stop.requested
+        stop.uninstall()
+        with pytest.raises(KeyboardInterrupt):
+            early(signal.SIGINT, None)  # a second one stops at once
+    finally:
+        signal.signal(signal.SIGINT, before)
