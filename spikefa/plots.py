@@ -49,6 +49,13 @@ def _one_window(run, window, phase, ax):
     return window
 
 
+def _recorded_spans(run, phase) -> str:
+    if phase == "test":
+        tp = run.test_passes()
+        return ", ".join(f"{a}:{b}" for a, b in zip(tp["start"], tp["stop"])) or "no test pass"
+    return ", ".join(f"{int(a)}:{int(b)}" for a, b in run.windows) or "the whole run"
+
+
 def _axes(ax, figsize=(6.0, 3.5)):
     if ax is not None:
         return ax
@@ -98,6 +105,9 @@ def raster(run, layer: str, window=None, *, phase: str = "train", ax=None, class
     ax = _axes(ax)
     window = _one_window(run, window, phase, ax)
     r = run.raster(layer, window, phase=phase)
+    if not r.step.size:
+        raise ValueError(f"no recorded steps of {layer} in window {window!r}; "
+                         f"the run recorded {phase} steps in {_recorded_spans(run, phase)}")
     rows, cols = np.nonzero(r.spikes)
     n = r.neurons.size
     if markersize is None:

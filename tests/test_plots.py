@@ -145,3 +145,8 @@ def test_plot_of_nothing_recorded_says_how_to_record(tmp_path):
                 out=tmp_path / "bare.h5", progress=False)
     with pytest.raises(RunFileError, match="--record fig4"):
         plots.raster(res.path, "out")
+
+
+def test_raster_of_a_window_with_no_recording_says_where_the_recordings_are(run):
+    with pytest.raises(ValueError, match="the run recorded train steps in 0:60"):
+        plots.raster(run, "h1", (70, 80))
