@@ -521,7 +521,15 @@ class _EarlyStop:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"] and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _EarlyStop())
+        previous = signal.signal(signal.SIGINT, _EarlyStop())
+        try:
+            return _main(argv)
+        finally:
+            signal.signal(signal.SIGINT, previous)  # main() may be called from Python
+    return _main(argv)
+
+
+def _main(argv) -> int:
     from .data import DataError
     from .runfile import RunFileError
 
