@@ -28,7 +28,7 @@ import numpy as np
 
 from . import record, runfile
 from .config import READOUT_CHOICES, Config, ConfigError, load_config
-from .data import DataError, load_dataset
+from .data import DataError, find_mnist_dir, load_dataset
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
 
 log = logging.getLogger(__name__)
@@ -394,6 +394,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
     # the file stays open in SWMR mode during the loop, so that it can be read meanwhile
     attach = getattr(recorder, "attach", None)
+    if cfg.train.dataset == "mnist":  # where the data was, so that `spikefa test RUN.h5` finds it again
+        runfile.set_attrs(out, data_dir=str(find_mnist_dir(data_dir)))
     writer = runfile.RunWriter(out, setup=(lambda f: attach(f, net, step)) if attach is not None else None)
     stop = _StopRequest()
     settled = True
@@ -551,6 +553,11 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
     if readout is not None:
         changes["readout"] = readout
     net.config = cfg = cfg.replace(test=changes) if changes else cfg
+    if data_dir is None and cfg.train.dataset == "mnist" and h5_kind(path) == "run":
+        # the folder the run was trained from, when it is still there (else the usual search)
+        saved = runfile.Run(path).attrs.get("data_dir")
+        if saved and Path(str(saved)).is_dir():
+            data_dir = str(saved)
     test_x, test_y = load_data(cfg, split, data_dir, cfg.test.n_test)
     n_train = train_set_size(cfg)
     res = evaluate(net, test_x, test_y, seed_key=seed_key)

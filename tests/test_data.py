@@ -419,3 +419,20 @@ def test_download_interrupted_write_leaves_nothing(mirror, tmp_path, monkeypatch
         data.download_mnist(dest, mirrors=[folder.as_uri()])
     assert str(dest) in str(err.value)
     assert list(dest.iterdir()) == []  # no temp file, no half file
+
+
+def test_a_run_file_remembers_its_mnist_folder(full_dir, isolated, tmp_path):
+    """A full-MNIST run stores the folder it read, and `spikefa test RUN.h5` uses it when
+    no --data is given and nothing else would find the files (as here: no env var, empty
+    repo and cache)."""
+    from spikefa.config import load_config
+    from spikefa.runfile import Run
+    from spikefa.train import test_run, train
+
+    cfg = load_config("tiny").replace(train={"dataset": "mnist", "epochs": 0.001, "n_train": 100, "test_every": 0},
+                                      test={"n_test": 20})
+    res = train(cfg, data_dir=full_dir, out=tmp_path / "r.h5", progress=False)
+    assert Path(Run(res.path).attrs["data_dir"]) == Path(full_dir)
+    with pytest.raises(data.DataError):
+        data.find_mnist_dir()  # nothing to find without the run file's hint
+    assert test_run(res.path)["n_test"] == 20
