@@ -9,11 +9,11 @@ import os
 import re
 import signal
 import sys
-import threading
 import tomllib
 from pathlib import Path
 
 from .config import FEEDBACK_CHOICES, ConfigError, available_models, int_at_least
+from .interrupt import StopRequest
 
 
 def _train(args):
@@ -502,31 +502,17 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
-class _EarlyStop:
-    """SIGINT while `spikefa train` starts up (imports, data, compiling): noted, not raised,
-    since an exception raised then can be swallowed (in a weakref callback) and the run
-    would go on to its end. Training takes the request over and stops after its first
-    block, with a checkpoint (spikefa.train._StopRequest); a second Ctrl-C stops at once."""
-
-    requested = False
-
-    def __call__(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nspikefa: Ctrl-C while starting: the run stops after its first block, with a checkpoint; "
-              "Ctrl-C again stops at once", file=sys.stderr, flush=True)
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"] and threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, _EarlyStop())
-        try:
-            return _main(argv)
-        finally:
-            signal.signal(signal.SIGINT, previous)  # main() may be called from Python
-    return _main(argv)
+    if argv[:1] != ["train"]:
+        return _main(argv)
+    # Ctrl-C from here on is a request that training takes over (spikefa.interrupt)
+    stop = StopRequest()
+    stop.install()
+    try:
+        return _main(argv)
+    finally:
+        stop.uninstall()  # main() may be called from Python: leave the handlers as they were
 
 
 def _main(argv) -> int:
@@ -539,7 +525,8 @@ def _main(argv) -> int:
 
             return bench_main(argv[1:])
         args = build_parser().parse_args(argv)
-        signal.signal(signal.SIGTERM, _sigterm)
+        if argv[:1] != ["train"]:  # training has its StopRequest (main); elsewhere SIGTERM is Ctrl-C
+            signal.signal(signal.SIGTERM, _sigterm)
         args.func(args)
     except (ConfigError, DataError, RunFileError) as exc:
         print(f"spikefa: error: {exc}", file=sys.stderr)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 from . import record, runfile
 from .config import READOUT_CHOICES, Config, ConfigError, load_config
 from .data import DataError, find_mnist_dir, load_dataset
+from .interrupt import StopRequest
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
 
 log = logging.getLogger(__name__)
@@ -179,40 +178,6 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
     errors = {r: float(np.mean(g != labels)) for r, g in guesses.items()}
     return TestResult(error=errors[cfg.test.readout], error_last=errors["last"], error_sum=errors["sum"],
                       error_prob=errors["prob"], n_test=n, guesses=guesses[cfg.test.readout])
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM set a flag that the loop honours at the next block boundary, so the
-    checkpoint is taken from a consistent state; a second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def _handler(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            # Python may swallow an exception raised here (when the signal lands in a
-            # weakref callback): a third Ctrl-C then meets Python's own handler
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        if not self.requested:
-            # a block of the full network takes seconds: say at once that the stop was heard
-            print(f"\nspikefa: {signal.Signals(signum).name} received: stopping at the end of this block "
-                  "to write a checkpoint (--resume continues from it); Ctrl-C again stops without waiting",
-                  file=sys.stderr, flush=True)
-        self.requested = True
-
-    def install(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-            # a Ctrl-C while the command line was starting up (spikefa.cli._EarlyStop)
-            self.requested = self.requested or bool(getattr(self._old[signal.SIGINT], "requested", False))
-
-    def uninstall(self):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
 
 
 def _compatible(old: Config, new: Config, allowed=RESUMABLE_KEYS) -> list[str]:
@@ -397,7 +362,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     if cfg.train.dataset == "mnist":  # where the data was, so that `spikefa test RUN.h5` finds it again
         runfile.set_attrs(out, data_dir=str(find_mnist_dir(data_dir)))
     writer = runfile.RunWriter(out, setup=(lambda f: attach(f, net, step)) if attach is not None else None)
-    stop = _StopRequest()
+    stop = StopRequest.installed() or StopRequest()  # spikefa train installs one before its imports
     settled = True
     try:
         stop.install()

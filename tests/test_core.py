@@ -818,9 +818,9 @@ def test_stop_request_says_at_once_that_it_heard(capsys):
     stops at the end of a block (seconds on the full network); a second Ctrl-C raises."""
     import signal
 
-    from spikefa.train import _StopRequest
+    from spikefa.interrupt import StopRequest
 
-    stop = _StopRequest()
+    stop = StopRequest()
     stop._handler(signal.SIGINT, None)
     assert stop.requested and "SIGINT received: stopping at the end of this block" in capsys.readouterr().err
     stop._handler(signal.SIGTERM, None)  # a later SIGTERM is the same request, said once
@@ -988,25 +988,26 @@ def test_diverged_training_and_library_errors_are_named(tmp_path, capsys):
 
 
 def test_a_ctrl_c_while_starting_is_kept_for_the_training_loop(capsys):
-    """Ctrl-C while `spikefa train` imports and compiles is noted, not raised (an exception
-    then could be swallowed and the run go on to its end); training takes it over and stops
-    after its first block."""
+    """`spikefa train` installs its stop request before its slow imports (an exception
+    raised then could be swallowed and the run go on to its end); training takes that one
+    over, so a Ctrl-C while starting stops it after its first block; the handlers that
+    were there before come back at the end (main() may be called from Python)."""
     import signal
 
-    from spikefa.cli import _EarlyStop
-    from spikefa.train import _StopRequest
+    from spikefa.interrupt import StopRequest
 
-    before = signal.getsignal(signal.SIGINT)
-    early = _EarlyStop()
-    signal.signal(signal.SIGINT, early)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    early = StopRequest()
+    early.install()
     try:
-        early(signal.SIGINT, None)
-        assert early.requested and "while starting" in capsys.readouterr().err
-        stop = _StopRequest()
-        stop.install()
-        assert stop.requested
-        stop.uninstall()
-        with pytest.raises(KeyboardInterrupt):
-            early(signal.SIGINT, None)  # a second one stops at once
+        early._handler(signal.SIGINT, None)
+        assert "the first, if training is still starting" in capsys.readouterr().err
+        taken = StopRequest.installed()
+        assert taken is early and taken.requested      # what train() uses
+        taken.install()                                # train's own install and uninstall nest
+        taken.uninstall()
+        assert StopRequest.installed() is early
     finally:
-        signal.signal(signal.SIGINT, before)
+        early.uninstall()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert StopRequest.installed() is None

@@ -1,0 +1,67 @@
+"""Ctrl-C and SIGTERM during training: a request to stop at the next block boundary.
+
+Kept free of heavy imports, so that ``spikefa train`` can install it before it imports
+the kernels, reads the data and compiles: a KeyboardInterrupt raised during that time can
+be swallowed (when the signal lands in a weakref callback), and the run would go on to
+its end.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set :attr:`requested`, which the training loop honours at the end of
+    its current block (the first, while it is still starting), so that the checkpoint is
+    taken from a consistent state; a second Ctrl-C raises KeyboardInterrupt at once.
+
+    One request serves a whole command: :func:`spikefa.train.train` takes over the one
+    installed already (:meth:`installed`), as ``spikefa train`` installs it first, instead
+    of making its own. :meth:`install` and :meth:`uninstall` nest; the outermost uninstall
+    restores the handlers that were there before.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict = {}
+        self._depth = 0
+
+    @staticmethod
+    def installed() -> "StopRequest | None":
+        """The request whose handler has SIGINT now, if any."""
+        owner = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+        return owner if isinstance(owner, StopRequest) else None
+
+    def _handler(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            # Python may swallow an exception raised here (when the signal lands in a
+            # weakref callback): a third Ctrl-C then meets Python's own handler
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        if not self.requested:
+            # a block of the full network takes seconds: say at once that the stop was heard
+            print(f"\nspikefa: {signal.Signals(signum).name} received: stopping at the end of this block (the "
+                  "first, if training is still starting) to write a checkpoint (--resume continues from it); "
+                  "Ctrl-C again stops without waiting", file=sys.stderr, flush=True)
+        self.requested = True
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old = signal.signal(sig, self._handler)
+            if not self._depth:
+                self._old[sig] = old
+        self._depth += 1
+
+    def uninstall(self) -> None:
+        if not self._depth:
+            return
+        self._depth -= 1
+        if not self._depth:
+            for sig, old in self._old.items():
+                signal.signal(sig, old)
+            self._old.clear()
