@@ -100,6 +100,12 @@ class RunFileError(OSError):
     """A run file cannot be written, or is not a spikefa run file."""
 
 
+def h5_kind(path) -> str:
+    """'checkpoint' for a checkpoint file, 'run' for a run file (by content, not by name)."""
+    with _readable(path) as f:
+        return "checkpoint" if "rng_state" in f.attrs else "run"
+
+
 def checkpoint_path(path) -> Path:
     return Path(str(path) + ".ckpt")
 
@@ -206,17 +212,20 @@ def _readable(path):
         yield f
         return
     if Path(path).is_dir():
-        raise RunFileError(f"{path} is a folder, not a run file")
+        raise RunFileError(f"{path} is a folder, not a run file or checkpoint")
     if not Path(path).exists():
-        raise RunFileError(f"{path}: no such run file")
+        raise RunFileError(f"{path}: no such run file or checkpoint")
     _refuse_truncated(path)
     for attempt in range(20):
         try:
             f = h5py.File(path, "r", swmr=True, locking=False)
             break
-        except OSError:
+        except OSError as exc:
             if attempt == 19 or not Path(path).exists():
-                raise
+                why = " ".join(str(exc).split())  # h5py's messages span lines
+                if "file signature not found" in why:
+                    raise RunFileError(f"{path} is not an HDF5 file, so not a spikefa run file or checkpoint") from None
+                raise RunFileError(f"cannot read {path}: {why}") from None
             time.sleep(0.1)
     with f:
         try:
@@ -569,11 +578,8 @@ class Run:
                 self.windows = f["record"].attrs["windows"][...].reshape(-1, 2) if "record" in f else np.zeros((0, 2), np.int64)
         except RunFileError:
             raise
-        except OSError as exc:
-            why = " ".join(str(exc).split())  # h5py's messages span lines
-            if "file signature not found" in why:
-                raise RunFileError(f"{self.path} is not an HDF5 file, so not a spikefa run file") from None
-            raise RunFileError(f"cannot read the run file {self.path}: {why}") from None
+        except OSError as exc:  # a read inside the file failed
+            raise RunFileError(f"cannot read the run file {self.path}: {' '.join(str(exc).split())}") from None
         if "config" not in self.attrs:
             raise RunFileError(f"{self.path} is damaged: it has no config attribute")
         self.config = config_from_dict(json.loads(self.attrs["config"]))

@@ -490,7 +490,7 @@ def network_from_file(path) -> tuple[Network, int, bool, str]:
     (``"final"`` or ``"checkpoint"``).
     """
     path = Path(path)
-    if h5_kind(path) == "checkpoint":
+    if runfile.h5_kind(path) == "checkpoint":
         net, info = network_from_checkpoint(path)
         return net, int(info["step"]), False, "checkpoint"
     run = runfile.Run(path)
@@ -518,7 +518,7 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
     if readout is not None:
         changes["readout"] = readout
     net.config = cfg = cfg.replace(test=changes) if changes else cfg
-    if data_dir is None and cfg.train.dataset == "mnist" and h5_kind(path) == "run":
+    if data_dir is None and cfg.train.dataset == "mnist" and runfile.h5_kind(path) == "run":
         # the folder the run was trained from, when it is still there (else the usual search)
         saved = runfile.Run(path).attrs.get("data_dir")
         if saved and Path(str(saved)).is_dir():
@@ -530,21 +530,6 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
                 test_error_prob=res.error_prob, n_test=res.n_test, split=split, readout=cfg.test.readout, steps=steps,
                 epochs=steps / cfg.train.steps_per_image / n_train, complete=complete, weights=source,
                 model=cfg.name, feedback=cfg.model.feedback, seed=cfg.run.seed, path=str(path))
-
-
-def h5_kind(path) -> str:
-    """'checkpoint' for a checkpoint file, 'run' for a run file (by content, not by name)."""
-    import h5py
-
-    if Path(path).is_dir():
-        raise runfile.RunFileError(f"{path} is a folder, not a run file or checkpoint")
-    try:
-        with h5py.File(path, "r", swmr=True) as f:
-            return "checkpoint" if "rng_state" in f.attrs else "run"
-    except OSError as exc:
-        if "file signature not found" in str(exc):
-            raise runfile.RunFileError(f"{path} is not an HDF5 file, so not a run file or checkpoint") from None
-        raise runfile.RunFileError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
 
 
 test_run.__test__ = False  # not a pytest test
