@@ -35,7 +35,8 @@ import numba
 import numpy as np
 
 from . import runfile
-from .config import MOVING_FEEDBACK, Config, int_at_least, load_config
+from .cli import int_at_least
+from .config import MOVING_FEEDBACK, Config, load_config
 from .data import load_subset
 from .network import init_network, input_probabilities
 

@@ -12,8 +12,23 @@ import sys
 import tomllib
 from pathlib import Path
 
-from .config import FEEDBACK_CHOICES, ConfigError, available_models, int_at_least
+from .config import FEEDBACK_CHOICES, ConfigError, available_models
 from .interrupt import StopRequest
+
+
+def int_at_least(lo: int):
+    """An argparse ``type``: a whole number ``>= lo``, else an error naming the value."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be {lo} or more, got {value}")
+        return value
+
+    return parse
 
 
 def _train(args):
@@ -202,7 +217,7 @@ def _info(args):
     ep = info["epochs_done"], info["epochs_total"]
     ckpt = info["checkpoint_step"]
     print(f"steps done: {info['steps_done']:,} of {info['total_steps']:,}"
-          + (f" ({ep[0]:.4g} of {_count(float(f'{ep[1]:.4g}'), 'epoch')})" if ep[0] is not None else "")
+          + (f" ({ep[0]:.4g} of {_count(ep[1], 'epoch')})" if ep[0] is not None else "")
           + ("; no checkpoint" if ckpt is None else f"; checkpoint at step {ckpt:,}" if ckpt != info["steps_done"] else ""))
     for name in ("last", "best"):
         r = info[name]

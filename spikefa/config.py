@@ -186,22 +186,6 @@ def _number(key, value, *, lo=None, hi=None, lo_open=False, integer=False):
     return int(value) if integer else float(value)
 
 
-def int_at_least(lo: int):
-    """An argparse ``type``: a whole number ``>= lo``, else an error naming the value."""
-    import argparse
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be {lo} or more, got {value}")
-        return value
-
-    return parse
-
-
 def _choice(key, value, choices):
     if value not in choices:
         _fail(key, value, "one of " + ", ".join(repr(c) for c in choices))

@@ -448,8 +448,6 @@ def render(kind: str, run, out, *, layer: str | None = None, window=None, phase:
     if kind not in PLOTS:
         raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOTS)}")
     run = _run(run)
-    if layer is not None and layer not in run.layers:
-        raise ValueError(f"unknown layer {layer!r}; this run's layers: {', '.join(run.layers)}")
     if kind == "fig4":
         fig = fig4(run, steps=steps, **({"figsize": figsize} if figsize else {}))
     else:

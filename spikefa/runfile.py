@@ -671,16 +671,16 @@ class Run:
                 ckpt_step = None  # being replaced right now, or not a checkpoint
         # how far it got: the checkpoint, or further where test passes or flushed recordings
         # show it (a running run checkpoints only every run.checkpoint_minutes)
-        done = max([prog["steps_done"], prog["steps_recorded"] or 0]
-                   + ([int(curve["step"][-1])] if n_pass else []))
-        prog["steps_done"] = min(done, prog["total_steps"]) if prog["total_steps"] else done
+        done = max([prog["steps_done"], prog["steps_recorded"] or 0] + ([int(curve["step"][-1])] if n_pass else []))
+        if prog["total_steps"]:
+            done = min(done, prog["total_steps"])
         return {
             "path": str(self.path), "model": self.attrs.get("model_name", cfg.name), "seed": int(cfg.run.seed),
             "description": cfg.description,
             "feedback": cfg.model.feedback, "layers": list(cfg.model.layers), "state": state,
             "writer": f"{pid}@{host}" if pid > 0 else "",
-            "steps_done": prog["steps_done"], "total_steps": prog["total_steps"],
-            "epochs_done": epochs(prog["steps_done"]), "epochs_total": epochs(prog["total_steps"]),
+            "steps_done": done, "total_steps": prog["total_steps"],
+            "epochs_done": epochs(done), "epochs_total": epochs(prog["total_steps"]),
             "checkpoint_step": ckpt_step, "test_passes": n_pass,
             "last": row(n_pass - 1) if n_pass else None,
             "best": row(int(np.nanargmin(curve["error"]))) if n_pass else None,

@@ -302,8 +302,10 @@ class SweepRun:
 
     def label(self) -> str:
         """The point's keys, its seed last (a failed point has no file name to carry it)."""
-        keys = [k for k in self.overrides if k != "run.seed"] + (["run.seed"] if "run.seed" in self.overrides else [])
-        return ", ".join(f"{'seed' if k == 'run.seed' else k}={self.overrides[k]}" for k in keys) or "base"
+        parts = [f"{k}={v}" for k, v in self.overrides.items() if k != "run.seed"]
+        if "run.seed" in self.overrides:
+            parts.append(f"seed={self.overrides['run.seed']}")
+        return ", ".join(parts) or "base"
 
 
 def is_done(path, expected_hash: str) -> bool:

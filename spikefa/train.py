@@ -117,6 +117,14 @@ def check_images(images, labels, cfg: Config) -> None:
         raise DataError(f"labels must lie in 0..{cfg.model.n_classes - 1} (model.n_classes); got {labels.min()}..{labels.max()}")
 
 
+def spike_counts(spikes_out, M: int, n_classes: int) -> dict:
+    """Each class's output spikes per test image, from the output spikes ``(n*M, n_out)`` of
+    ``n`` images shown ``M`` steps each: ``"last"`` at the last step, ``"sum"`` over all M
+    (the spike-count read-outs; the guess is the argmax, ties to the lowest class)."""
+    per_step = spikes_out.reshape(-1, M, n_classes, spikes_out.shape[1] // n_classes).sum(axis=3)
+    return {"last": per_step[:, -1], "sum": per_step.sum(axis=1)}
+
+
 def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n_test: int = 0,
              on_block=None, rec_idx=None) -> TestResult:
     """Test error with plasticity off, on a copy of the state (the network is not changed).
@@ -166,9 +174,8 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
             if on_block is not None:
                 traces = {name: res[name][:, n_out:] for name in ("psp", "feedback_psp", "modulator")}
                 on_block(net, i0 * M, dict(res, **traces, label=labels[i0:i1][step_image], image=i0 + step_image))
-            spikes = res["spikes"][:, out].reshape(k, M, n_classes, -1).sum(axis=3)
-            counts["last"][i0:i1] = spikes[:, -1]
-            counts["sum"][i0:i1] = spikes.sum(axis=1)
+            for r, c in spike_counts(res["spikes"][:, out], M, n_classes).items():
+                counts[r][i0:i1] = c
             p_out = 1.0 / (1.0 + np.exp(-v_out.astype(np.float64).reshape(k, M, n_classes, -1)[:, -1]))
             counts["prob"][i0:i1] = p_out.sum(axis=2)
     finally:
@@ -351,6 +358,10 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             bar.set_postfix(test_error=f"{res.error:.4f}", refresh=False)
         return res
 
+    def tested_now():
+        done = runfile.Run(out).test_curve()["step"]
+        return bool(done.size) and int(done[-1]) == step
+
     def checkpoint():
         if rec_flush is not None:
             rec_flush()  # the run file holds every recorded step up to the checkpoint
@@ -366,12 +377,10 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     settled = True
     try:
         stop.install()
-        if resume and test_every and 0 < step < total_steps and step % test_every == 0:
-            done = runfile.Run(out).test_curve()["step"]
-            if not (done.size and done[-1] == step):
-                # a stop that came at a test point checkpointed before the test ran: run it
-                # now, where the uninterrupted run does (a test never changes the trajectory)
-                do_test()
+        if resume and test_every and 0 < step < total_steps and step % test_every == 0 and not tested_now():
+            # a stop that came at a test point checkpointed before the test ran: run it now,
+            # where the uninterrupted run does (a test never changes the trajectory)
+            do_test()
         while step < total_steps:
             end = min(step + cfg.run.block_steps, total_steps)
             if test_every:
@@ -401,8 +410,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
                 checkpoint()
                 runfile.set_attrs(out, steps_done=step, wall_s=wall())
                 last_ckpt = time.perf_counter()
-        curve = runfile.Run(out).test_curve()
-        if not (curve["step"].size and curve["step"][-1] == step):
+        if not tested_now():
             do_test()
     except BaseException as exc:
         # Ctrl-C, SIGTERM or an error: keep what was done; the file stays incomplete. Outside

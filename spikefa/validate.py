@@ -39,6 +39,7 @@ import numpy as np
 
 from .config import Config, load_config
 from .network import SEED_NOISE, init_network, input_probabilities, rng_for
+from .train import spike_counts
 
 TOL_FACTOR = 16
 WARMUP_STEPS = 5
@@ -437,9 +438,7 @@ def _readout_error(spikes_out, labels, M, n_classes, readout) -> float:
     """Test error from output spikes ``(n*M, n_out)``: the class with most spikes, ties low."""
     if readout not in ("last", "sum"):
         raise ValueError(f"read-out {readout!r} is not one of the spike counts 'last', 'sum'")
-    n = labels.size
-    counts = spikes_out.reshape(n, M, n_classes, -1).sum(axis=3)
-    counts = counts[:, -1] if readout == "last" else counts.sum(axis=1)
+    counts = spike_counts(spikes_out, M, n_classes)[readout]
     return float(np.mean(np.argmax(counts, axis=1) != labels))
 
 
