@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import h5py
 import numpy as np
@@ -985,6 +986,20 @@ def test_diverged_training_and_library_errors_are_named(tmp_path, capsys):
     assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["train", "tiny", "--set", "model.layers=[784, 100000000000, 10]", "-o", str(tmp_path / "m.h5")]) == 2
     assert "not enough memory" in capsys.readouterr().err
+
+
+def test_the_command_line_starts_without_its_heavy_imports():
+    """`spikefa` installs its Ctrl-C handling in main(); what runs before that, importing
+    spikefa.cli, must not pull in h5py and Numba (about 0.3 s), or a Ctrl-C then is
+    Python's own traceback. spikefa.Run and spikefa.load still work, on first use."""
+    import subprocess
+
+    code = ("import sys, spikefa.cli; heavy = sorted({'h5py', 'numba', 'matplotlib', 'brian2'} & set(sys.modules)); "
+            "print(heavy); from spikefa import Run, load; import spikefa; "
+            "print(Run.__module__, load.__module__, 'Run' in dir(spikefa), 'plots' in dir(spikefa))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "spikefa.runfile spikefa.runfile True True"
 
 
 def test_a_ctrl_c_while_starting_is_kept_for_the_training_loop(capsys):
