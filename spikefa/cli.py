@@ -561,15 +561,36 @@ def _main(argv) -> int:
             return 2
         raise
     except (ValueError, OSError, MemoryError) as exc:
-        # bad input that reached a library (an unwritable output, a file that is not
-        # text, an array too large): one line, the traceback only on request
+        # bad input, refused by spikefa's own checks or by a library it reached (an
+        # unwritable output, a file that is not text, an array too large): one line, the
+        # traceback only on request. An error a library raised may also be a fault of
+        # spikefa's, so the line says where it was raised and how to see the traceback.
         if os.environ.get("SPIKEFA_TRACEBACK"):
             raise
         print(f"spikefa: error: {_one_line(exc)}", file=sys.stderr)
-        if not isinstance(exc, (ValueError, MemoryError)):
-            print("(set SPIKEFA_TRACEBACK=1 to see where it came from)", file=sys.stderr)
+        where = _raised_in(exc)
+        if where is not None:
+            print(f"(raised in {where}; set SPIKEFA_TRACEBACK=1 to see the traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+def _raised_in(exc: BaseException) -> str | None:
+    """Where ``exc`` was raised, unless spikefa raised it on purpose (a ``raise`` statement
+    of its own, with a message meant for the user): the module outside spikefa (``numpy``,
+    ``h5py``, ...) or the spikefa line whose call failed."""
+    import linecache
+
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "?")
+    if module == "spikefa" or module.startswith("spikefa."):
+        line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno).strip()
+        return None if line.startswith("raise") else f"{module}, line {tb.tb_lineno}"
+    return module.split(".")[0]
 
 
 def _one_line(exc: BaseException) -> str:

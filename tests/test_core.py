@@ -988,6 +988,34 @@ def test_diverged_training_and_library_errors_are_named(tmp_path, capsys):
     assert "not enough memory" in capsys.readouterr().err
 
 
+def test_a_library_error_says_where_it_was_raised(capsys, monkeypatch, tmp_path):
+    """spikefa's own refusals are one line; an error raised inside a library (or on a
+    spikefa line that is not a `raise`) may be spikefa's fault, so its line also says where
+    it came from and how to see the traceback."""
+    import spikefa.cli as cli
+    from spikefa.cli import main
+
+    assert main(["curve", str(tmp_path / "none.h5")]) == 2      # spikefa's own refusal
+    err = capsys.readouterr().err
+    assert "no such run file" in err and "raised in" not in err
+
+    monkeypatch.setattr(cli, "_info", lambda args: np.zeros(3).reshape(2))  # a fault, not bad input
+    assert main(["info", "whatever.h5"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("spikefa: error: cannot reshape array of size 3")
+    assert err[1] == f"(raised in {__name__.split('.')[-1]}; set SPIKEFA_TRACEBACK=1 to see the traceback)"
+
+    def deep(args):  # a failing call on a spikefa line that is not a raise statement
+        from spikefa import measures
+        measures.angle_deg(np.zeros(2), np.zeros(2))
+    monkeypatch.setattr(cli, "_info", deep)
+    assert main(["info", "whatever.h5"]) == 2
+    assert "raised in" not in capsys.readouterr().err  # angle_deg's own message about the zero vector
+    monkeypatch.setenv("SPIKEFA_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="zero vector"):
+        main(["info", "whatever.h5"])
+
+
 def test_the_command_line_starts_without_its_heavy_imports():
     """`spikefa` installs its Ctrl-C handling in main(); what runs before that, importing
     spikefa.cli, must not pull in h5py and Numba (about 0.3 s), or a Ctrl-C then is
