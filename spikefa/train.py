@@ -202,6 +202,86 @@ def default_out(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.name}-{cfg.model.feedback}-seed{cfg.run.seed}.h5"
 
 
+class ImageOrder:
+    """Which training image is the k-th of the stream: epoch after epoch, each in its own
+    order (a permutation seeded by the run's seed and the epoch, or file order when
+    ``train.shuffle`` is off), so that the image at any step follows from the step alone and
+    a resumed run shows the same images as the uninterrupted one."""
+
+    def __init__(self, cfg: Config, n_train: int):
+        self.seed, self.shuffle, self.n_train = cfg.run.seed, cfg.train.shuffle, n_train
+        self._orders: dict[int, np.ndarray] = {}  # the current epoch's only: 60,000 ints
+
+    def __call__(self, k: np.ndarray) -> np.ndarray:
+        """Training-set indices of the stream positions ``k`` (an int array)."""
+        epochs, pos = np.divmod(k, self.n_train)
+        result = np.empty_like(k)
+        for epoch in np.unique(epochs):
+            if epoch not in self._orders:
+                self._orders.clear()
+                self._orders[epoch] = (rng_for(self.seed, SEED_ORDER, epoch).permutation(self.n_train)
+                                       if self.shuffle else np.arange(self.n_train))
+            sel = epochs == epoch
+            result[sel] = self._orders[epoch][pos[sel]]
+        return result
+
+
+def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_train: int, resume: bool,
+              overwrite: bool, branch_from) -> tuple[int, int, float, dict]:
+    """Start ``out`` afresh, or from a branch's checkpoint, or resume it from its own: the
+    network and generator take the checkpoint's state, and the file is made ready for the
+    training loop. Returns the step, test passes done, run time so far and the recorder's
+    saved state."""
+    N = cfg.train.steps_per_image
+    step, n_tests, wall0, extra = 0, 0, 0.0, {}
+    if branch_from is not None and resume:
+        raise ValueError("branch_from starts a new run file; resume continues one: give one of them")
+    if branch_from is not None:
+        ck = runfile.checkpoint_file(branch_from)
+        if not ck.exists():
+            raise runfile.RunFileError(f"nothing to branch from: {ck} does not exist")
+        old, branch_step = runfile.checkpoint_config(ck, with_step=True)
+        diffs = _compatible(old, cfg, BRANCHABLE_KEYS)
+        if diffs:
+            raise ConfigError(f"{ck} was run with a different network or protocol; a branch may change only "
+                              + ", ".join(sorted(f"{a}.{b}" for a, b in BRANCHABLE_KEYS)) + ": " + "; ".join(diffs))
+        if branch_step > total_steps:
+            raise ConfigError(f"{ck} is at step {branch_step}, past the {total_steps} steps of "
+                              f"train.epochs = {cfg.train.epochs}")
+        runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
+        info = runfile.read_checkpoint(ck, net, rng)
+        step = info["step"]
+        extra = info.get("extra", {})
+        # steps_done starts at the branch, so `spikefa info` reads the run's place before its first checkpoint
+        runfile.set_attrs(out, n_train=n_train, branched_from=str(ck), branch_step=int(step), steps_done=int(step))
+    elif resume:
+        if not runfile.checkpoint_path(out).exists():
+            raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
+        saved = runfile.checkpoint_config(out)
+        diffs = _compatible(saved, cfg)
+        if diffs:
+            raise ConfigError(f"{out} was run with a different model; only "
+                              + ", ".join(sorted(f"{a}.{b}" for a, b in RESUMABLE_KEYS)) + " may change: " + "; ".join(diffs))
+        info = runfile.load_checkpoint(out, net, rng)
+        step, n_tests, wall0 = info["step"], info["n_tests"], info["wall_s"]
+        if step > total_steps:
+            raise ConfigError(f"{out} is at step {step:,}, past the {total_steps:,} steps of train.epochs = "
+                              f"{cfg.train.epochs:g}: a resume can raise the epochs, not lower them")
+        if step == total_steps:
+            log.warning("spikefa: note: %s is already at its %g epochs: nothing to train (raise --epochs to "
+                        "continue it)", out, cfg.train.epochs)
+        extra = info.get("extra", {})
+        runfile.truncate_tests(out, n_tests)
+        runfile.set_attrs(out, complete=False, total_steps=total_steps, config=cfg.to_json())
+        # the config attribute now holds the new values: keep the old ones, and the commit
+        changed = _compatible(saved, cfg, allowed=set())
+        runfile.append_resume(out, step=step, epoch=step / N / n_train, changed=changed)
+    else:
+        runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
+        runfile.set_attrs(out, n_train=n_train)
+    return step, n_tests, wall0, extra
+
+
 def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=False, overwrite=False,
           progress=True, backend=None, recorder=None, branch_from=None) -> TrainResult:
     """Train a model and write its run file; the library call behind ``spikefa train``.
@@ -262,53 +342,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
     net = init_network(cfg)
     rng = rng_for(cfg.run.seed, SEED_NOISE)
-    step, n_tests, wall0 = 0, 0, 0.0
-    extra = {}
-    if branch_from is not None and resume:
-        raise ValueError("branch_from starts a new run file; resume continues one: give one of them")
-    if branch_from is not None:
-        ck = runfile.checkpoint_file(branch_from)
-        if not ck.exists():
-            raise runfile.RunFileError(f"nothing to branch from: {ck} does not exist")
-        old, branch_step = runfile.checkpoint_config(ck, with_step=True)
-        diffs = _compatible(old, cfg, BRANCHABLE_KEYS)
-        if diffs:
-            raise ConfigError(f"{ck} was run with a different network or protocol; a branch may change only "
-                              + ", ".join(sorted(f"{a}.{b}" for a, b in BRANCHABLE_KEYS)) + ": " + "; ".join(diffs))
-        if branch_step > total_steps:
-            raise ConfigError(f"{ck} is at step {branch_step}, past the {total_steps} steps of "
-                              f"train.epochs = {cfg.train.epochs}")
-        runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
-        info = runfile.read_checkpoint(ck, net, rng)
-        step = info["step"]
-        extra = info.get("extra", {})
-        # steps_done starts at the branch, so `spikefa info` reads the run's place before its first checkpoint
-        runfile.set_attrs(out, n_train=n_train, branched_from=str(ck), branch_step=int(step), steps_done=int(step))
-    elif resume:
-        if not runfile.checkpoint_path(out).exists():
-            raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
-        saved = runfile.checkpoint_config(out)
-        diffs = _compatible(saved, cfg)
-        if diffs:
-            raise ConfigError(f"{out} was run with a different model; only "
-                              + ", ".join(sorted(f"{a}.{b}" for a, b in RESUMABLE_KEYS)) + " may change: " + "; ".join(diffs))
-        info = runfile.load_checkpoint(out, net, rng)
-        step, n_tests, wall0 = info["step"], info["n_tests"], info["wall_s"]
-        if step > total_steps:
-            raise ConfigError(f"{out} is at step {step:,}, past the {total_steps:,} steps of train.epochs = "
-                              f"{cfg.train.epochs:g}: a resume can raise the epochs, not lower them")
-        if step == total_steps:
-            log.warning("spikefa: note: %s is already at its %g epochs: nothing to train (raise --epochs to "
-                        "continue it)", out, cfg.train.epochs)
-        extra = info.get("extra", {})
-        runfile.truncate_tests(out, n_tests)
-        runfile.set_attrs(out, complete=False, total_steps=total_steps, config=cfg.to_json())
-        # the config attribute now holds the new values: keep the old ones, and the commit
-        changed = _compatible(saved, cfg, allowed=set())
-        runfile.append_resume(out, step=step, epoch=step / N / n_train, changed=changed)
-    else:
-        runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
-        runfile.set_attrs(out, n_train=n_train)
+    step, n_tests, wall0, extra = _open_run(cfg, out, net, rng, total_steps=total_steps, n_train=n_train,
+                                            resume=resume, overwrite=overwrite, branch_from=branch_from)
     if recorder is None:
         recorder = record.Recorder(cfg, total_steps=total_steps)
         recorder.load_state(extra)
@@ -316,20 +351,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     rec_flush, rec_state = getattr(recorder, "flush", None), getattr(recorder, "state", None)
     next_stop, test_hook = getattr(recorder, "next_stop", None), getattr(recorder, "test_hook", None)
 
-    orders: dict[int, np.ndarray] = {}
-
-    def image_at(k):  # index into the training set of the k-th image of the stream
-        e, pos = np.divmod(k, n_train)
-        result = np.empty_like(k)
-        for epoch in np.unique(e):
-            if epoch not in orders:
-                orders.clear()
-                orders[epoch] = (rng_for(cfg.run.seed, SEED_ORDER, epoch).permutation(n_train)
-                                 if cfg.train.shuffle else np.arange(n_train))
-            sel = e == epoch
-            result[sel] = orders[epoch][pos[sel]]
-        return result
-
+    image_at = ImageOrder(cfg, n_train)
     bar = None
     if progress:
         from tqdm.auto import tqdm

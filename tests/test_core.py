@@ -437,6 +437,42 @@ def test_branch_continues_a_run_with_new_learning_rates(tmp_path):
     assert not (tmp_path / "bad.h5").exists() and not (tmp_path / "short.h5").exists()
 
 
+def test_each_epoch_shows_every_training_image_once_in_its_own_order(tmp_path):
+    """Epochs are shuffled anew (SPEC: a shuffled order per epoch, seeded), the image at a
+    step follows from the step alone (so a resume shows the same images), and training
+    shows each image for train.steps_per_image consecutive steps in that order."""
+    from spikefa.train import ImageOrder, train_set_size
+
+    cfg = load_config("tiny")
+    n = 50
+    stream = ImageOrder(cfg, n)(np.arange(3 * n))
+    epochs = stream.reshape(3, n)
+    for order in epochs:
+        assert sorted(order) == list(range(n))
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    assert not np.array_equal(epochs[0], np.arange(n))
+    pieces = [ImageOrder(cfg, n)(np.arange(a, b)) for a, b in [(0, 7), (7, 49), (49, 120), (120, 150)]]
+    np.testing.assert_array_equal(np.concatenate(pieces), stream)
+    np.testing.assert_array_equal(ImageOrder(cfg, n)(np.arange(140, 150)), stream[140:])
+    assert not np.array_equal(ImageOrder(cfg.replace(run={"seed": cfg.run.seed + 1}), n)(np.arange(n)), epochs[0])
+    plain = ImageOrder(cfg.replace(train={"shuffle": False}), n)(np.arange(2 * n))
+    np.testing.assert_array_equal(plain, np.tile(np.arange(n), 2))
+
+    shown = []
+
+    class Shown:
+        def on_block(self, net, step0, outputs):
+            shown.append(outputs["image"])
+
+    small = cfg.replace(train={"epochs": 1.5, "steps_per_image": 3}, run={"block_steps": 40})
+    n_train = train_set_size(small)
+    train(small, out=tmp_path / "o.h5", progress=False, recorder=Shown())
+    shown = np.concatenate(shown)
+    expect = ImageOrder(small, n_train)(np.arange(shown.size) // 3)
+    np.testing.assert_array_equal(shown, expect)
+    assert shown.size == round(1.5 * n_train) * 3
+
+
 def test_resume_can_extend_epochs_but_not_change_the_model(tmp_path):
     cfg = load_config("tiny").replace(train={"epochs": 0.2})
     train(cfg, out=tmp_path / "r.h5", progress=False)
