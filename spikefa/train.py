@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import record, runfile
-from .config import READOUT_CHOICES, Config, ConfigError, load_config
+from .config import READOUT_CHOICES, Config, ConfigError, RecordParams, load_config
 from .data import DataError, find_mnist_dir, load_dataset
 from .interrupt import StopRequest
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
@@ -227,11 +227,12 @@ class ImageOrder:
 
 
 def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_train: int, resume: bool,
-              overwrite: bool, branch_from) -> tuple[int, int, float, dict]:
+              overwrite: bool, branch_from) -> tuple[Config, int, int, float, dict]:
     """Start ``out`` afresh, or from a branch's checkpoint, or resume it from its own: the
     network and generator take the checkpoint's state, and the file is made ready for the
-    training loop. Returns the step, test passes done, run time so far and the recorder's
-    saved state."""
+    training loop. Returns the config to run (a resume that asks nothing of the recorder
+    keeps the run's own ``[record]`` table), the step, test passes done, run time so far
+    and the recorder's saved state."""
     N = cfg.train.steps_per_image
     step, n_tests, wall0, extra = 0, 0, 0.0, {}
     if branch_from is not None and resume:
@@ -258,6 +259,10 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
         if not runfile.checkpoint_path(out).exists():
             raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
         saved = runfile.checkpoint_config(out)
+        if cfg.record != saved.record and (cfg.record == RecordParams() or (saved.record.probes and not cfg.record.probes)):
+            # nothing asked of the recorder this time (`--resume` alone, as the stop message
+            # says): it records what it did, rather than silently dropping its probes
+            cfg = cfg.replace(record=saved.to_dict()["record"])
         diffs = _compatible(saved, cfg)
         if diffs:
             raise ConfigError(f"{out} was run with a different model; only "
@@ -279,7 +284,7 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
     else:
         runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
         runfile.set_attrs(out, n_train=n_train)
-    return step, n_tests, wall0, extra
+    return cfg, step, n_tests, wall0, extra
 
 
 def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=False, overwrite=False,
@@ -342,8 +347,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
     net = init_network(cfg)
     rng = rng_for(cfg.run.seed, SEED_NOISE)
-    step, n_tests, wall0, extra = _open_run(cfg, out, net, rng, total_steps=total_steps, n_train=n_train,
-                                            resume=resume, overwrite=overwrite, branch_from=branch_from)
+    cfg, step, n_tests, wall0, extra = _open_run(cfg, out, net, rng, total_steps=total_steps, n_train=n_train,
+                                                 resume=resume, overwrite=overwrite, branch_from=branch_from)
     if recorder is None:
         recorder = record.Recorder(cfg, total_steps=total_steps)
         recorder.load_state(extra)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from spikefa import load, runfile
-from spikefa.config import ConfigError, config_from_dict, load_config
+from spikefa.config import ConfigError, RecordParams, config_from_dict, load_config
 from spikefa.data import load_subset
 from spikefa.network import init_network, input_probabilities
 from spikefa.record import PRESETS, Recorder, Window, alignment_angles, parse_probe
@@ -252,10 +252,19 @@ def test_resume_records_each_step_once(tmp_path):
         train(cfg, out=tmp_path / "cut.h5", progress=False, recorder=Tee(cfg, 1200, stop_after=5))
     assert not load(tmp_path / "cut.h5").complete
     train(cfg, out=tmp_path / "cut.h5", resume=True, progress=False)
-    a, b = _all_datasets(full.path), _all_datasets(tmp_path / "cut.h5")
-    assert set(a) == set(b) and len(a) > 20
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    # `--resume` alone (no --record options, the model's own empty [record] table) records
+    # what the run recorded: it used to drop the probes and windows without a word
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "bare.h5", progress=False, recorder=Tee(cfg, 1200, stop_after=5))
+    bare = cfg.replace(record=RecordParams().__dict__)
+    train(bare, out=tmp_path / "bare.h5", resume=True, progress=False)
+    assert load(tmp_path / "bare.h5").config.record == cfg.record
+    a = _all_datasets(full.path)
+    for resumed in ("cut.h5", "bare.h5"):
+        b = _all_datasets(tmp_path / resumed)
+        assert set(a) == set(b) and len(a) > 20
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"{resumed}: {name}")
 
 
 # ---------------------------------------------------------------------------- SIGKILL
