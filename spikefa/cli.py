@@ -43,7 +43,11 @@ def _train(args):
     if record:
         model = load_config(model).replace(record=record)
     if args.feedback:
-        model = load_config(model).replace(model={"feedback": args.feedback})
+        cfg = load_config(model)
+        if args.feedback != cfg.model.feedback:  # the model file's description names its own variant
+            said = f"--feedback {args.feedback}"
+            model = cfg.replace(model={"feedback": args.feedback},
+                                description=f"{cfg.description} ({said})" if cfg.description else said)
     out = args.out
     if args.feedback and any((section, name) == ("model", "feedback") for section, name, _ in (args.set or [])):
         raise ConfigError("the feedback variant is given twice, by --feedback and by --set model.feedback: give it once")

@@ -744,7 +744,10 @@ def test_train_feedback_option(tmp_path):
     from spikefa.cli import main
 
     assert main(["train", "tiny", "--epochs", "0.05", "--feedback", "dfa", "-o", str(tmp_path / "d.h5"), "-q"]) == 0
-    assert Run(tmp_path / "d.h5").config.model.feedback == "dfa"
+    run = Run(tmp_path / "d.h5")
+    assert run.config.model.feedback == "dfa"
+    # the model file describes its own variant ("feedback alignment"); the run says what it ran
+    assert run.config.description.endswith("feedback alignment, bundled MNIST subset (--feedback dfa)")
 
 
 def test_train_set_option_equals_a_model_file(tmp_path):
