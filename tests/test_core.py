@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
+import spikefa
 from spikefa import kernels
 from spikefa.config import ConfigError, available_models, config_from_dict, load_config
 from spikefa.data import DataError, load_subset
@@ -1067,6 +1068,9 @@ def test_the_command_line_starts_without_its_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]"
     assert out[1] == "spikefa.runfile spikefa.runfile True True"
+    # `python -m spikefa` is the same command, for an environment whose scripts are not on PATH
+    res = subprocess.run([sys.executable, "-m", "spikefa", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == f"spikefa {spikefa.__version__}"
 
 
 def test_a_ctrl_c_while_starting_is_kept_for_the_training_loop(capsys):
