@@ -37,9 +37,16 @@ class StopRequest:
 
     def _handler(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
-            # Python may swallow an exception raised here (when the signal lands in a
-            # weakref callback): a third Ctrl-C then meets Python's own handler
+            # from now on Python's own handler: a third Ctrl-C stops whatever runs
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            if _in_callback(frame):
+                # an exception raised inside a weakref callback or __del__ is printed as
+                # "Exception ignored in ..." and dropped: deliver this Ctrl-C again, to
+                # Python's handler, a moment later, when that code has returned
+                import _thread
+
+                threading.Timer(0.05, _thread.interrupt_main).start()
+                return
             raise KeyboardInterrupt
         if not self.requested:
             # a block of the full network takes seconds: say at once that the stop was heard
@@ -65,3 +72,9 @@ class StopRequest:
             for sig, old in self._old.items():
                 signal.signal(sig, old)
             self._old.clear()
+
+
+def _in_callback(frame) -> bool:
+    """Whether a signal landed in code whose exceptions Python drops (a weakref callback, as
+    in ``weakref.py``, or a ``__del__``)."""
+    return frame is not None and (frame.f_code.co_name == "__del__" or frame.f_code.co_filename.endswith("weakref.py"))

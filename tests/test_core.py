@@ -1073,6 +1073,37 @@ def test_the_command_line_starts_without_its_heavy_imports():
     assert res.returncode == 0 and res.stdout.strip() == f"spikefa {spikefa.__version__}"
 
 
+def test_a_second_ctrl_c_inside_a_weakref_callback_is_delivered_after_it():
+    """A second Ctrl-C stops at once; when it lands in a weakref callback (or __del__), an
+    exception raised there would be printed as "Exception ignored in ..." and dropped, so it
+    is delivered again a moment later instead."""
+    import signal
+    import time
+
+    from spikefa.interrupt import StopRequest
+
+    ns = {}
+    exec(compile("def remove():\n    import sys\n    return sys._getframe()\n", "/lib/python3/weakref.py", "exec"), ns)
+    in_callback = ns["remove"]()
+    stop = StopRequest()
+    stop.install()
+    try:
+        stop.requested = True
+        stop._handler(signal.SIGINT, in_callback)     # returns: nothing raised inside the callback
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            while time.perf_counter() - t0 < 10:
+                pass
+        assert time.perf_counter() - t0 < 5
+        stop._handler(signal.SIGINT, sys._getframe())  # anywhere else: at once
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the second Ctrl-C outside a callback did not raise")
+    finally:
+        stop.uninstall()
+
+
 def test_a_ctrl_c_while_starting_is_kept_for_the_training_loop(capsys):
     """`spikefa train` installs its stop request before its slow imports (an exception
     raised then could be swallowed and the run go on to its end); training takes that one
