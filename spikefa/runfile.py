@@ -218,7 +218,7 @@ def _readable(path):
     _refuse_truncated(path)
     for attempt in range(20):
         try:
-            f = h5py.File(path, "r", swmr=True, locking=False)
+            f = _open_read(path)
             break
         except OSError as exc:
             if attempt == 19 or not Path(path).exists():
@@ -236,6 +236,22 @@ def _readable(path):
                                f"{exc.args[0] if exc.args else exc}") from None
 
 
+# A file this process has open already (a notebook's own h5py.File) opens again only with the
+# same SWMR and locking flags; spikefa's own choice first: SWMR, no locks
+_READ_FLAGS = (dict(swmr=True, locking=False), dict(swmr=True), dict(locking=False), {})
+_FLAGS_DIFFER = ("flag values don't match", "SWMR read access flag not the same")
+
+
+def _open_read(path, flags=_READ_FLAGS) -> h5py.File:
+    """``h5py.File(path, "r")`` with the first of ``flags`` that HDF5 accepts here."""
+    for i, kw in enumerate(flags):
+        try:
+            return h5py.File(path, "r", **kw)
+        except OSError as exc:
+            if i + 1 == len(flags) or not any(m in str(exc) for m in _FLAGS_DIFFER):
+                raise
+
+
 _TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
 
 
@@ -248,7 +264,7 @@ def _refuse_truncated(path) -> None:
     second before it is called truncated."""
     for attempt in range(10):
         try:
-            h5py.File(path, "r", locking=False).close()
+            _open_read(path, _READ_FLAGS[2:]).close()  # not SWMR: that open checks the end of file
             return
         except OSError as exc:
             found = _TRUNCATED.search(str(exc))
@@ -665,7 +681,7 @@ class Run:
         ckpt_step = None
         if ckpt.exists():
             try:
-                with h5py.File(ckpt, "r", locking=False) as f:
+                with _open_read(ckpt, _READ_FLAGS[2:]) as f:
                     ckpt_step = int(f.attrs["step"])
             except (OSError, KeyError):
                 ckpt_step = None  # being replaced right now, or not a checkpoint

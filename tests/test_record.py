@@ -444,6 +444,20 @@ def test_bad_record_spec_is_a_clear_error(record, message):
         config_from_dict({"model": {"layers": [784, 40, 30, 20], "n_classes": 10}, "record": record})
 
 
+def test_a_run_file_open_in_h5py_can_still_be_loaded(tmp_path):
+    """A notebook that opened the file itself, as docs/file-format.md shows, can still use
+    spikefa.load in the same process: HDF5 reopens a file only with the same SWMR and
+    locking flags, and spikefa's own (SWMR, no locks) used to be refused."""
+    path = train(fig4_cfg(epochs=0.02), out=tmp_path / "o.h5", progress=False).path
+    want = load(path).test_curve()["error"]
+    for flags in (dict(swmr=True), {}, dict(locking=False), dict(swmr=True, locking=False)):
+        with h5py.File(path, "r", **flags):
+            run = load(path)
+            np.testing.assert_array_equal(run.test_curve()["error"], want)
+            assert run.summary()["state"] == "complete"
+            assert run.spikes("h1")[0].size > 0
+
+
 def test_resume_with_other_probes_is_refused(tmp_path):
     cfg = fig4_cfg(epochs=0.02)
     train(cfg, out=tmp_path / "r.h5", progress=False)
