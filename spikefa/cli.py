@@ -213,6 +213,12 @@ def _info(args):
           + "-".join(str(n) for n in info["layers"]))
     if info["description"]:
         print(f"  {info['description']}")
+    if info["settings_changed"]:
+        base = info["settings_from"]
+        where = f"the bundled model {base}" if base != "defaults" else "the defaults of docs/model.md"
+        label = "there" if base != "defaults" else "default"
+        print(f"  differs from {where}: " + ", ".join(f"{k} = {new!r} ({label}: {old!r})"
+                                                   for k, (old, new) in info["settings_changed"].items()))
     state = {"running": f"running (writer {info['writer']})",
              "unknown": f"not complete; written by {info['writer']}, another host, so whether it still runs is not known here"
              }.get(info["state"], info["state"])

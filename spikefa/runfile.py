@@ -707,7 +707,26 @@ class Run:
             # the command it last ran with: the newest resume's, else the one that started it
             "command": str(([self.attrs.get("command", "")] + [r["command"] for r in resumes if r.get("command")])[-1]),
             "git_commit": str(self.attrs.get("git_commit", "")), "resumes": len(resumes),
+            **self._settings_changed(cfg),
         }
+
+    @staticmethod
+    def _settings_changed(cfg) -> dict:
+        """What the run computed with that its model does not say: the keys of [model],
+        [train] (but its length) and [test] that differ from the bundled model of the same
+        name, or, for a model of its own, from the defaults of docs/model.md."""
+        from .config import Config, ConfigError, available_models, load_config
+
+        base_name = cfg.name if cfg.name in available_models() else None
+        try:
+            base = load_config(base_name) if base_name else Config()
+        except ConfigError:
+            base, base_name = Config(), None
+        a, b = base.to_dict(), cfg.to_dict()
+        changed = {f"{section}.{key}": [a[section][key], value]
+                   for section in ("model", "train", "test") for key, value in b[section].items()
+                   if value != a[section][key] and (section, key) != ("train", "epochs")}
+        return {"settings_from": base_name or "defaults", "settings_changed": changed}
 
     # --------------------------------------------------------------------- recordings
     def recorded(self, phase: str = "train") -> dict:

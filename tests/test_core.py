@@ -741,7 +741,7 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     assert "not.h5" in capsys.readouterr().err
 
 
-def test_train_feedback_option(tmp_path):
+def test_train_feedback_option(tmp_path, capsys):
     from spikefa.cli import main
 
     assert main(["train", "tiny", "--epochs", "0.05", "--feedback", "dfa", "-o", str(tmp_path / "d.h5"), "-q"]) == 0
@@ -749,6 +749,20 @@ def test_train_feedback_option(tmp_path):
     assert run.config.model.feedback == "dfa"
     # the model file describes its own variant ("feedback alignment"); the run says what it ran
     assert run.config.description.endswith("feedback alignment, bundled MNIST subset (--feedback dfa)")
+    # spikefa info names every setting that differs from the model it names (not the length)
+    assert run.summary()["settings_changed"] == {"model.feedback": ["fa", "dfa"]}
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "d.h5")]) == 0
+    assert "differs from the bundled model tiny: model.feedback = 'dfa' (there: 'fa')" in capsys.readouterr().out
+    own = tmp_path / "own.toml"   # a model of one's own: compared with the defaults of docs/model.md
+    own.write_text('name = "own"\n[model]\nlayers = [784, 50, 10]\n[train]\ndataset = "mnist-subset"\n'
+                   'steps_per_image = 3\nepochs = 0.01\ntest_every = 0\n')
+    assert main(["train", str(own), "-o", str(tmp_path / "own.h5"), "-q"]) == 0
+    info = Run(tmp_path / "own.h5").summary()
+    assert info["settings_from"] == "defaults"
+    assert info["settings_changed"] == {"model.layers": [[784, 1500, 1500, 1500, 1000], [784, 50, 10]],
+                                        "train.dataset": ["mnist", "mnist-subset"], "train.steps_per_image": [5, 3],
+                                        "train.test_every": [10000, 0]}
 
 
 def test_train_set_option_equals_a_model_file(tmp_path):
