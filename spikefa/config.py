@@ -162,6 +162,21 @@ _SECTIONS = {"model": ModelParams, "train": TrainParams, "test": TestParams, "ru
              "record": RecordParams}
 
 
+# keys that only some feedback variants read
+_VARIANT_KEYS = {"sparsity": ("sparse-fa",), "eta_feedback": ("learned",), "np_baseline_rate": ("learned",),
+                 "np_variance_floor": ("learned",)}
+
+
+def unused_settings(cfg: "Config") -> list[str]:
+    """The ``model`` keys set away from their defaults that ``cfg``'s feedback variant does
+    not read (``model.sparsity = 0.8`` with ``fa``), each as a sentence for a note."""
+    default = ModelParams()
+    return [f"model.{key} = {getattr(cfg.model, key)!r} has no effect with feedback {cfg.model.feedback!r} "
+            f"(it is read by {' and '.join(users)} only)"
+            for key, users in _VARIANT_KEYS.items()
+            if cfg.model.feedback not in users and getattr(cfg.model, key) != getattr(default, key)]
+
+
 def layer_names(m: int) -> list[str]:
     """``['in', 'h1', ..., 'h{m-1}', 'out']`` for a network of ``m`` non-input layers: the
     names of the run file's groups, the plots' labels and every API's ``layer`` argument."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import record, runfile
-from .config import READOUT_CHOICES, Config, ConfigError, RecordParams, load_config
+from .config import READOUT_CHOICES, Config, ConfigError, RecordParams, load_config, unused_settings
 from .data import DataError, find_mnist_dir, load_dataset
 from .interrupt import StopRequest
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
@@ -337,8 +337,11 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         cfg = cfg.replace(**changes)
     out = Path(out) if out is not None else default_out(cfg)
 
+    for note in unused_settings(cfg):
+        log.warning("spikefa: note: %s", note)
     train_x, train_y = load_data(cfg, "train", data_dir, cfg.train.n_train)
-    test_x, test_y = load_data(cfg, "test", data_dir, cfg.test.n_test)
+    # (a data folder that the model does not read is noted once, with the training set)
+    test_x, test_y = load_data(cfg, "test", data_dir if cfg.train.dataset == "mnist" else None, cfg.test.n_test)
     n_train = train_x.shape[0]
     N = cfg.train.steps_per_image
     total_images = int(round(cfg.train.epochs * n_train))

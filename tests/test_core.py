@@ -957,6 +957,15 @@ def test_resume_past_its_end_and_a_folder_as_run_file(tmp_path, capsys, caplog):
     caplog.clear()
     res = test_run(out, data_dir=tmp_path / "nowhere", n_test=100000)
     assert res["n_test"] == 500 and "is not used" in caplog.text and "fewer than the 100000" in caplog.text
+    # training says it once (it read the test set with the same folder), and names a key
+    # that the run's feedback variant does not read
+    caplog.clear()
+    train(cfg.replace(model={"sparsity": 0.8}), out=tmp_path / "s.h5", data_dir=tmp_path / "nowhere", progress=False)
+    assert caplog.text.count("is not used") == 1
+    assert "model.sparsity = 0.8 has no effect with feedback 'fa' (it is read by sparse-fa only)" in caplog.text
+    caplog.clear()
+    train(cfg.replace(model={"sparsity": 0.8, "feedback": "sparse-fa"}), out=tmp_path / "t.h5", progress=False)
+    assert "no effect" not in caplog.text
 
 
 def test_info_counts_steps_past_the_checkpoint(tmp_path):
