@@ -1,0 +1,55 @@
+"""The Python examples of README.md and docs/file-format.md run as written (against a short
+run of the README's own Fig. 4 command), so that the documentation cannot drift from the API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from spikefa.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_blocks(doc: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def fig4_run(tmp_path_factory):
+    """The README's `spikefa train small --record fig4 ...` command, a hundredth as long."""
+    where = tmp_path_factory.mktemp("docs")
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"^spikefa train small --record fig4 .*--out runs/small-fig4\.h5$", readme, flags=re.M)
+    assert command, "the README's Fig. 4 command is gone: update this test"
+    args = command.group(0).split()[1:] + ["--epochs", "0.1", "-q"]
+    args[args.index("--out") + 1] = str(where / "runs" / "small-fig4.h5")
+    assert main(args) == 0
+    return where
+
+
+def run_blocks(blocks, where, monkeypatch, edits=()):
+    matplotlib.use("Agg")
+    monkeypatch.chdir(where)
+    for block in blocks:
+        for old, new in edits:
+            block = block.replace(old, new)
+        exec(compile(block, "<doc example>", "exec"), {})
+
+
+def test_readme_python_examples_run(fig4_run, monkeypatch):
+    blocks = python_blocks("README.md")
+    assert len(blocks) == 2
+    shorter = ('load_config("small")', 'load_config("small").replace(train={"epochs": 0.05})')
+    assert shorter[0] in blocks[1], "the README's training example changed: update this test"
+    run_blocks(blocks, fig4_run, monkeypatch, edits=[shorter])
+    assert (fig4_run / "runs" / "small-transport.h5").exists()
+
+
+def test_file_format_examples_run(fig4_run, monkeypatch):
+    blocks = python_blocks("docs/file-format.md")
+    assert len(blocks) == 2
+    run_blocks(blocks, fig4_run, monkeypatch, edits=[('"run.h5"', '"runs/small-fig4.h5"')])
