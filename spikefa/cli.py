@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "error curve), angles (alignment angles), rates (firing-rate histograms), saturation "
                                    "(mean sigma'(V) and |V| per layer over training).")
     g.add_argument("kind", choices=["fig4", "raster", "traces", "error", "angles", "rates", "saturation"])
-    g.add_argument("run", metavar="RUN.h5")
+    g.add_argument("run", metavar="RUN.h5", nargs="+", help="the run file (error: one or several, drawn over each other)")
     g.add_argument("--out", "-o", metavar="OUT.png", required=True, help="figure file: .png, .pdf or .svg")
     g.add_argument("--layer", help="layer of raster, traces or rates (in, h1, ..., out)")
     g.add_argument("--window", type=_window_arg, metavar="A:B", help="steps A..B-1, or the run's recording window "

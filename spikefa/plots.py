@@ -205,17 +205,27 @@ def traces(run, layer: str | None = None, neuron: int | None = None, window=None
 
 # ----------------------------------------------------------------------------- curves
 def test_error(run, *, ax=None, x: str = "epoch"):
-    """Test error over training (with the run's read-out; the other read-out dotted)."""
+    """Test error over training (with the run's read-out; the other read-out dotted).
+
+    ``run`` may be a list of runs, drawn over each other in their own colours and labelled
+    by file name (to compare variants, seeds or settings)."""
     if x not in ("epoch", "step", "images"):
         raise ValueError(f"x = {x!r}; valid: 'epoch', 'step', 'images'")
-    run = _run(run)
+    runs = [_run(r) for r in run] if isinstance(run, (list, tuple)) else [_run(run)]
     ax = _axes(ax)
-    c = run.test_curve()
-    xs = c[x]
-    readout = run.config.test.readout
-    other = "sum" if readout == "last" else "last"
-    ax.plot(xs, 100 * c["error"], marker="o", markersize=3, color="k", label=f"read-out: {readout}")
-    ax.plot(xs, 100 * c[f"error_{other}"], linestyle=":", color="0.4", label=f"read-out: {other}")
+    for i, r in enumerate(runs):
+        c = r.test_curve()
+        readout = r.config.test.readout
+        other = "sum" if readout == "last" else "last"
+        if len(runs) == 1:
+            style, names = dict(color="k"), (f"read-out: {readout}", f"read-out: {other}")
+        else:
+            style, names = dict(color=f"C{i}"), (f"{Path(r.path).stem} ({readout})", None)
+        ax.plot(c[x], 100 * c["error"], marker="o", markersize=3, label=names[0], **style)
+        ax.plot(c[x], 100 * c[f"error_{other}"], linestyle=":", label=names[1],
+                **(style if len(runs) > 1 else dict(color="0.4")))
+    if len(runs) > 1:
+        ax.set_title("dotted: the other read-out of each run", fontsize="small")
     ax.set_xlabel({"epoch": "epochs", "step": "training steps", "images": "training images"}.get(x, x))
     ax.set_ylabel("test error (%)")
     ax.set_ylim(bottom=0)
@@ -441,13 +451,19 @@ def render(kind: str, run, out, *, layer: str | None = None, window=None, phase:
            steps: int | None = None, dpi: int = 150, figsize=None) -> Path:
     """Draw one of :data:`PLOTS` from a saved run and save it (``spikefa plot``).
 
-    ``layer``, ``window`` and ``phase`` apply to ``raster`` and ``traces`` (``layer`` also
-    to ``rates``); ``steps`` limits each column of ``fig4``. A training recording of several
+    ``run`` may be a list of runs for ``error``, drawn over each other. ``layer``,
+    ``window`` and ``phase`` apply to ``raster`` and ``traces`` (``layer`` also to
+    ``rates``); ``steps`` limits each column of ``fig4``. A training recording of several
     windows is drawn one window at a time: the first unless ``window`` says otherwise.
     """
     if kind not in PLOTS:
         raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOTS)}")
-    run = _run(run)
+    if isinstance(run, (list, tuple)):
+        if len(run) > 1 and kind != "error":
+            raise ValueError(f"plot {kind} draws one run; only 'error' draws several over each other")
+        if kind != "error":
+            run = run[0]
+    run = [_run(r) for r in run] if isinstance(run, (list, tuple)) else _run(run)
     if kind == "fig4":
         fig = fig4(run, steps=steps, **({"figsize": figsize} if figsize else {}))
     else:

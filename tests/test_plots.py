@@ -95,6 +95,28 @@ def test_plot_from_the_command_line(run, tmp_path, capsys):
     assert err.startswith("spikefa: error: ") and "Traceback" not in err
 
 
+def test_error_curves_of_several_runs_over_each_other(run, tmp_path, capsys):
+    """`spikefa plot error A.h5 B.h5` compares runs: one colour each, labelled by file name,
+    their other read-out dotted in the same colour; the other plots take one run."""
+    import shutil
+
+    from spikefa.cli import main
+
+    other = tmp_path / "other.h5"
+    shutil.copy(run.path, other)
+    ax = plots.test_error([run, other])
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert [line.get_label() for line in solid] == ["run (last)", "other (last)"]
+    assert [line.get_color() for line in solid] == [line.get_color() for line in dotted] == ["C0", "C1"]
+    np.testing.assert_allclose(solid[1].get_ydata(), 100 * run.test_curve()["error"])
+    np.testing.assert_allclose(dotted[1].get_ydata(), 100 * run.test_curve()["error_sum"])
+    assert main(["plot", "error", str(run.path), str(other), "-o", str(tmp_path / "both.png")]) == 0
+    assert (tmp_path / "both.png").stat().st_size > 500
+    assert main(["plot", "angles", str(run.path), str(other), "-o", str(tmp_path / "a.png")]) == 2
+    assert "only 'error' draws several" in capsys.readouterr().err
+
+
 def test_missing_recordings_are_clear_errors(tmp_path):
     res = train("tiny", epochs=0.1, out=tmp_path / "bare.h5", progress=False)
     with pytest.raises(RunFileError, match="spikes of h1 .* were not recorded; recorded: nothing"):
