@@ -192,11 +192,21 @@ def _curve(args):
     from .runfile import TEST_FIELDS, Run
 
     run = Run(args.run)
-    curve = run.test_curve()
-    fields = [k for k in TEST_FIELDS if k in curve]
-    print(",".join(fields))
-    for i in range(len(curve["step"])):
-        print(",".join(f"{curve[k][i]:.6g}" if curve[k].dtype.kind == "f" else str(curve[k][i]) for k in fields))
+    if args.of == "error":
+        curve = run.test_curve()
+        columns = {k: curve[k] for k in TEST_FIELDS if k in curve}
+    else:  # {"step": (n,), measure: {layer: (n,)}} -> one column per measure and layer
+        series = run.angles() if args.of == "angles" else run.saturation()
+        columns = {"step": series["step"]}
+        for measure, per_layer in series.items():
+            if measure != "step":
+                columns.update({f"{measure}_{layer}": values for layer, values in per_layer.items()})
+        if len(columns) == 1:
+            print(f"spikefa: note: {args.run} holds no {args.of} (feedback {run.config.model.feedback!r})",
+                  file=sys.stderr)
+    print(",".join(columns))
+    for i in range(len(columns["step"])):
+        print(",".join(f"{v[i]:.6g}" if v.dtype.kind == "f" else str(v[i]) for v in columns.values()))
 
 
 def _info(args):
@@ -428,8 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (fig3a)")
     e.set_defaults(func=_experiment)
 
-    c = sub.add_parser("curve", help="print a run's test-error curve as CSV (every read-out)")
+    c = sub.add_parser("curve", help="print a run's test-error curve (every read-out), alignment angles or "
+                                     "saturation over training as CSV")
     c.add_argument("run", metavar="RUN.h5")
+    c.add_argument("--of", choices=["error", "angles", "saturation"], default="error",
+                   help="error: one row per test pass (default); angles: W vs B and modulator angles per layer "
+                        "(degrees); saturation: mean |V|, |W| and sigma'(V) per layer; rows every "
+                        "record.measure_every steps (step = training steps done)")
     c.set_defaults(func=_curve)
 
     n = sub.add_parser("info", help="where a saved or running run stands: steps, state, last and best test pass")

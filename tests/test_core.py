@@ -672,6 +672,17 @@ def test_curve_command_prints_csv(tmp_path, capsys):
     assert lines[0].split(",")[:4] == ["step", "images", "epoch", "error"]
     assert len(lines) == 3  # header + test passes at 200 and 400 images
     assert lines[1].split(",")[1] == "200"
+    # the angles and saturation series as CSV too, one column per measure and layer
+    run = Run(tmp_path / "c.h5")
+    assert main(["curve", str(tmp_path / "c.h5"), "--of", "angles"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.strip().splitlines()]
+    assert rows[0] == ["step", "weight_h1", "weight_h2", "modulator_h1", "modulator_h2"]
+    a = run.angles()
+    assert [int(r[0]) for r in rows[1:]] == a["step"].tolist()
+    np.testing.assert_allclose([float(r[2]) for r in rows[1:]], a["weight"]["h2"], rtol=1e-5)
+    assert main(["curve", str(tmp_path / "c.h5"), "--of", "saturation"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert header[0] == "step" and "slope_out" in header and "abs_psp_h1" in header
 
 
 def test_info_says_where_a_run_stands(tmp_path, capsys):
