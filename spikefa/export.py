@@ -624,7 +624,14 @@ def main(argv=None):
     results = network_state(net)
     for name in net.layer_names:
         results[f"spikes_{name}"] = spike_raster(net, name)
-        print(f"{name:>6}: {results[f'spikes_{name}'].mean():.4f} spikes per unit and step over {steps} steps")
+        said = f"{name:>6}: {results[f'spikes_{name}'].mean():.4f} spikes per unit and step over {steps} steps"
+        expected = arrays.get(f"spikefa_spikes_{name}")  # written by spikefa with the shared noise
+        if expected is not None:
+            n = min(steps, expected.shape[0])
+            differ = np.flatnonzero((results[f"spikes_{name}"][:n] != expected[:n]).any(axis=1))
+            said += (f"; the same spikes as spikefa in all {n} steps" if differ.size == 0 else
+                     f"; NOT the same as spikefa's: {differ.size} of {n} steps differ, the first at step {differ[0]}")
+        print(said)
     if args.out:
         np.savez_compressed(args.out, **results)
         print(f"saved {args.out}")
@@ -663,9 +670,18 @@ def write_script(net: Network, path, images, labels, *, steps_per_image=None, un
     cfg = net.config
     k = int(arrays["steps_per_image"])
     n_img = arrays["pixels"].shape[0]
+    if uniforms is not None:
+        # spikefa's own spikes from the same arrays and noise: the script checks itself against them
+        T = uniforms.shape[0]
+        step_image = np.arange(T) // k
+        ran = net.copy().run(np.asarray(uniforms), input_probabilities(images, cfg.model.p_max), step_image,
+                             np.asarray(labels)[step_image], plastic=plastic, feedback=feedback)
+        for l, n in enumerate(net.names):
+            arrays[f"spikefa_spikes_{n}"] = ran["spikes"][:, net.layer_slice(l)].astype(np.uint8)
     noise = ("" if uniforms is None else
              f",\nwith uniforms for {uniforms.shape[0]} steps in spikefa's layout (shared noise: spikefa run on\n"
-             "the same arrays takes the same random decisions)")
+             "the same arrays takes the same random decisions; the script compares its spikes with\n"
+             "spikefa's, which the .npz holds as spikefa_spikes_*)")
     head = _SCRIPT_HEAD.format(
         name=cfg.name, version=__version__, b2version=b2.__version__,
         description=cfg.description or "(no description)",

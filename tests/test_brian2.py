@@ -184,7 +184,7 @@ def test_objects_are_named_and_scheduled_in_spec_order():
     assert not any("network_operation" in type(o).__name__.lower() for o in bnet.sorted_objects)
 
 
-def test_script_runs_alone_and_reproduces_the_in_memory_export(tmp_path):
+def test_script_runs_alone_and_reproduces_the_in_memory_export(tmp_path, capsys):
     cfg = small(MINI, feedback="learned")
     net = init_network(cfg)
     images, labels = export.stimulus(cfg, 12)
@@ -194,6 +194,8 @@ def test_script_runs_alone_and_reproduces_the_in_memory_export(tmp_path):
     res = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "res.npz")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
+    # with the shared noise the script checks itself against spikefa's spikes, stored in the .npz
+    assert res.stdout.count("the same spikes as spikefa in all 60 steps") == len(net.names)
     with np.load(tmp_path / "res.npz") as f:
         got = dict(f)
     bnet = export.to_brian2(net, images, labels, uniforms=uniforms)
@@ -205,6 +207,14 @@ def test_script_runs_alone_and_reproduces_the_in_memory_export(tmp_path):
         assert np.array_equal(got[key], value), key
     # and running it longer than its noise is refused (in-process: Brian2 is imported already)
     script_main = runpy.run_path(str(script))["main"]
+    with np.load(npz) as f:   # a spikefa that spiked otherwise at step 7 of h1 is reported
+        arrays = dict(f)
+    arrays[f"spikefa_spikes_{net.names[1]}"][7, 0] ^= 1
+    np.savez(tmp_path / "other.npz", **arrays)
+    script_main(["--data", str(tmp_path / "other.npz"), "--steps", "20"])
+    said = capsys.readouterr().out
+    assert "NOT the same as spikefa's: 1 of 20 steps differ, the first at step 7" in said
+    assert said.count("the same spikes as spikefa in all 20 steps") == len(net.names) - 1
     with pytest.raises(ValueError, match="60 steps only"):
         script_main(["--steps", "61", "--data", str(npz)])
 
