@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parts of training the probes record, START:LENGTH with START a step, P%% or end, "
                         "e.g. 0:200,50%%:200,end:200 (default: the whole run)")
     t.add_argument("--record-every", type=int_at_least(0), metavar="K",
-                   help="firing rates and alignment angles every K steps (0: off; default 1000)")
+                   help="measure firing rates, alignment angles and saturation every K steps (0: off; default "
+                        "1000); how often a probe samples is its own every=K, as in 'psp layers=h1 every=10'")
     t.add_argument("--record-test", action="store_true", help="record the probes during test passes too")
     t.add_argument("--record-test-steps", type=int_at_least(0), metavar="N",
                    help="record the first N steps of each test pass (0: all of them)")
