@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -456,9 +457,11 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             runfile.set_attrs(out, steps_done=step, wall_s=wall())
             if stopped:
                 print(f"spikefa: checkpoint at step {step:,} written to {runfile.checkpoint_path(out)}; "
-                      "continue with --resume", file=sys.stderr)
+                      f"continue with the same command and --resume (spikefa info {shlex.quote(str(out))} "
+                      "prints it)", file=sys.stderr)
         elif not settled:
-            kept = ("the last checkpoint is kept (continue with --resume)" if runfile.checkpoint_path(out).exists()
+            kept = (f"the last checkpoint is kept (continue with the same command and --resume; spikefa info "
+                    f"{shlex.quote(str(out))} prints it)" if runfile.checkpoint_path(out).exists()
                     else "no checkpoint was written yet, so the run must start again (--overwrite)")
             print(f"spikefa: stopped inside a block of steps from {step:,}: {kept}", file=sys.stderr)
         elif stopped:

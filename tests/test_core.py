@@ -698,6 +698,8 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     path = tmp_path / "cut.h5"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out=path, progress=False, recorder=CutAfter(12))
+    said = capsys.readouterr().err  # where the checkpoint is, and where to find the command that continues it
+    assert f"checkpoint at step 1,200 written to {path}.ckpt" in said and f"spikefa info {path} prints it" in said
     info = Run(path).summary()
     curve = Run(path).test_curve()
     assert info["state"] == "stopped" and info["seed"] == cfg.run.seed and info["feedback"] == "fa"
