@@ -75,8 +75,10 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback as tb_module
 import uuid
@@ -525,8 +527,17 @@ def dask_client(scheduler=None, n_workers=None, dashboard_address=":8787"):
     threads = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     # silence_logs: a task's exception is the sweep's to report (with its traceback in sweep.json), not the
     # worker's to print across the progress bar
-    cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
-                           env=threads, dashboard_address=dashboard_address, silence_logs=logging.CRITICAL)
+    # worker processes ignore SIGINT (they inherit that from their start): Ctrl-C in a terminal
+    # goes to the whole process group, and the sweep, not each worker, stops the tasks; a
+    # worker that heard it printed a page of asyncio tracebacks over the sweep's message
+    quiet = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if quiet else None
+    try:
+        cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
+                               env=threads, dashboard_address=dashboard_address, silence_logs=logging.CRITICAL)
+    finally:
+        if quiet:
+            signal.signal(signal.SIGINT, before)
     try:
         client = Client(cluster)
         try:

@@ -310,3 +310,21 @@ def test_a_task_restarts_only_on_an_unreadable_checkpoint(tmp_path, monkeypatch)
     with pytest.raises(sw.RunFileError, match="disk full"):
         sw._run_task(cfg.to_json(), str(path), None, "t")
     assert len(calls) == 1 and calls[0]["resume"] is True
+
+
+def _sigint_disposition():
+    import signal
+
+    return str(signal.getsignal(signal.SIGINT))
+
+
+def test_sweep_workers_leave_ctrl_c_to_the_sweep():
+    """Ctrl-C in a terminal reaches the whole process group: the worker processes ignore
+    it (a worker that heard it printed a page of asyncio tracebacks over the sweep's own
+    message), and the sweep's process keeps its handler."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    with sw.dask_client(n_workers=1, dashboard_address=None) as client:
+        assert signal.getsignal(signal.SIGINT) is before
+        assert list(client.run(_sigint_disposition).values()) == [str(signal.SIG_IGN)]
