@@ -230,7 +230,8 @@ def validate_record(rp, layers):
         raise ConfigError(f"record.{key} = {value!r} is not allowed: {why}")
 
     def integer(key, value, lo):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or float(value) != int(value)):
             fail(key, value, "expected an integer")
         if value < lo:
             fail(key, value, f"must be >= {lo}")

@@ -438,6 +438,17 @@ def test_probe_specs():
     ({"measure_every": -1}, "record.measure_every"),
     ({"flush_seconds": 0}, "record.flush_seconds"),
     ({"colour": 1}, "unknown key record.colour"),
+    # the edges of each range (h1 has 40 units: 0..39)
+    ({"probes": ["psp layers=h1 neurons=40"]}, "must lie in 0..39 for layer h1"),
+    ({"probes": ["spikes neurons=-1"]}, "must lie in 0..39"),
+    ({"probes": ["spikes every=0"]}, "every= must be >= 1"),
+    ({"probes": ["spikes random=0"]}, "random= must be >= 1"),
+    ({"flush_seconds": float("nan")}, "record.flush_seconds"),
+    ({"test": "yes"}, "record.test = 'yes'.*true or false"),
+    # integer keys: nan and inf name the key (they used to end in a bare int() error or a traceback)
+    ({"measure_every": float("nan")}, "record.measure_every = nan.*expected an integer"),
+    ({"test_steps": float("inf")}, "record.test_steps = inf.*expected an integer"),
+    ({"chunk_rows": 2.5}, "record.chunk_rows = 2.5.*expected an integer"),
 ])
 def test_bad_record_spec_is_a_clear_error(record, message):
     with pytest.raises(ConfigError, match=message):
