@@ -548,10 +548,25 @@ def test_every_bundled_model_loads():
     ({"train": {"steps_per_image": 0}}, None, "train.steps_per_image = 0"),
     ({"simulation": {}}, None, "unknown table or key 'simulation'"),
     ({"model": {"eta": float("nan")}}, None, "model.eta = nan"),
+    # the edges: tau = 0 would freeze every PSP, a network needs a hidden layer
+    ({"model": {"tau": 0}}, None, "model.tau = 0"),
+    ({"model": {"layers": [784, 10]}}, None, "model.layers"),
+    ({"train": {"steps_per_image": 2.5}}, None, "train.steps_per_image = 2.5.*integer"),
+    ({"train": {"shuffle": "false"}}, None, "train.shuffle = 'false'.*true or false"),
 ])
 def test_bad_config_is_a_clear_error(table, bad, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(table)
+
+
+def test_an_unknown_table_in_set_is_a_clear_error(capsys):
+    from spikefa.cli import main
+
+    with pytest.raises(ConfigError, match=r"unknown table \[foo\]"):
+        load_config("tiny").replace(foo={"bar": 1})
+    assert main(["train", "tiny", "--set", "foo.bar=1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "foo" in err and "Traceback" not in err
 
 
 def test_bad_model_file(tmp_path):
