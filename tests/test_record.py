@@ -488,6 +488,16 @@ def test_cli_record_flags(tmp_path):
     np.testing.assert_array_equal(run.windows, [[0, 50], [150, 200]])
     np.testing.assert_array_equal(run.rates()["step"], [100, 200])
     assert main(["train", "tiny", "--epochs", "0.02", "-o", str(tmp_path / "d.h5"), "-q", "--record", "nope"]) == 2
+    # --record-test records the probes during the test passes, the first N steps of each
+    out = tmp_path / "t.h5"
+    assert main(["train", "tiny", "--epochs", "0.02", "-o", str(out), "-q", "--record", "spikes layers=out",
+                 "--record-test", "--record-test-steps", "20"]) == 0
+    run = load(out)
+    assert run.recorded("test") == {"out": ("spikes",)}
+    passes = run.test_passes()
+    assert passes["start"].size >= 1 and np.all(passes["stop"] - passes["start"] == 20)
+    # a window that starts before the run is clipped to its first step
+    assert Window.parse("end:500").resolve(100) == (0, 100)
 
 
 def test_test_passes_record_no_feedback_and_windows_name_them(tmp_path):
