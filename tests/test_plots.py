@@ -172,3 +172,45 @@ def test_plot_of_nothing_recorded_says_how_to_record(tmp_path):
 def test_raster_of_a_window_with_no_recording_says_where_the_recordings_are(run):
     with pytest.raises(ValueError, match="the run recorded train steps in 0:60"):
         plots.raster(run, "h1", (70, 80))
+
+
+def test_each_panel_draws_its_own_data(run):
+    """Each Fig. 4 column shows its own recording window (rasters and the traced neuron), the
+    rates histogram is the last sample, the angle lines are the recorded angles, and a
+    test-pass raster shades the classes of the test images shown (a panel drawing another
+    window's or phase's data passed the render checks above)."""
+    fig = plots.fig4(run)
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    for c, (a, b) in enumerate(run.windows):
+        for row in ("h1", "h2", "out"):
+            assert axes[f"fig4:{row}:{c}"].get_xlim() == (a - 0.5, b - 0.5)
+            x = axes[f"fig4:{row}:{c}"].lines[0].get_xdata()
+            assert x.size and a <= x.min() and x.max() < b
+        for line in axes[f"fig4:traces:{c}"].lines:
+            x = line.get_xdata()
+            assert x.size and a <= x.min() and x.max() < b
+    r = run.rates("h1")
+    ax = plots.rates(run, layers=["h1"])
+    assert f"after {int(r['step'][-1]):,} training steps" in ax.get_title()
+    heights = np.histogram(r["rates"][-1], bins=np.linspace(0, 1, 31))[0] / r["rates"].shape[1]
+    path = ax.patches[0].get_path().vertices  # the step outline: heights at its top edges
+    assert set(np.round(heights, 9)) <= set(np.round(path[:, 1], 9))
+    angles = run.angles()
+    ax = plots.angles(run, ceiling=False)
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-" and len(line.get_xdata()) > 2]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    for line, layer in zip(solid, angles["weight"]):
+        np.testing.assert_array_equal(line.get_ydata(), angles["weight"][layer])
+    for line, layer in zip(dashed, angles["modulator"]):
+        np.testing.assert_array_equal(line.get_ydata(), angles["modulator"][layer])
+    assert len(solid) == len(dashed) == len(angles["weight"]) == len(run.layers) - 2  # one per hidden layer
+    # shading in a test pass: one band per image shown, at the class of that test image
+    npc = run.config.model.layers[-1] // run.config.model.n_classes
+    ax = plots.raster(run, "out", 0, phase="test")
+    st = run.stimulus(0, phase="test")
+    change = np.flatnonzero(np.diff(st.label) != 0) + 1
+    want = [int(st.label[i]) for i in np.r_[0, change]]
+    bands = [int(round((coll.get_paths()[0].vertices[:, 1].min() + 0.5) / npc)) for coll in ax.collections]
+    assert bands == want
+    train_labels = run.stimulus(run.windows[0], phase="train").label[:st.label.size]
+    assert not np.array_equal(train_labels, st.label)  # else the check above could not tell the phases apart
