@@ -22,7 +22,7 @@ from spikefa import load, runfile
 from spikefa.config import ConfigError, RecordParams, config_from_dict, load_config
 from spikefa.data import load_subset
 from spikefa.network import init_network, input_probabilities
-from spikefa.record import PRESETS, Recorder, Window, alignment_angles, parse_probe
+from spikefa.record import PRESETS, Recorder, Window, alignment_angles, parse_probe, select_neurons
 from spikefa.runfile import Run, RunWriter, create_run_file
 from spikefa.train import train
 
@@ -94,11 +94,13 @@ def test_round_trip_across_chunk_boundaries(tmp_path, fmt, n_steps):
     assert run.raster("in").neurons.size == 30 and run.raster("out").neurons.size == 20
 
 
-def test_windows_and_every(tmp_path):
+@pytest.mark.parametrize("fmt", ["packed", "events"])
+def test_windows_and_every(tmp_path, fmt):
     """Windows ``0:10``, ``50%:7``, ``end:5`` of a 100-step run with ``every=3``: exactly the
-    steps in the windows that are multiples of 3, and the window argument of the view."""
+    steps in the windows that are multiples of 3, and the window argument of the view, in
+    both spike formats."""
     cfg = tiny_cfg(probes=["spikes layers=h2 every=3", "psp layers=h1 neurons=1"], windows=["0:10", "50%:7", "end:5"],
-                   chunk_rows=16, measure_every=0)
+                   chunk_rows=16, measure_every=0, spike_format=fmt)
     net, rec, mem = drive(cfg, tmp_path / "w.h5", 100, block=13)
     run = load(tmp_path / "w.h5")
     np.testing.assert_array_equal(run.windows, [[0, 10], [50, 57], [95, 100]])
@@ -422,6 +424,20 @@ def test_probe_specs():
     assert Window.parse("50%:200").resolve(10_000) == (5000, 5200)
     assert Window.parse("end:200").resolve(10_000) == (9800, 10_000)
     assert Window.parse("9990:200").resolve(10_000) == (9990, 10_000)
+
+
+def test_random_units_are_nested_and_events_keep_every():
+    """``random=N`` draws from one fixed order per layer and seed, so a smaller draw is a
+    subset of a larger one (Fig. 4's traced unit is one of its raster's units, as
+    docs/file-format.md says); and ``every=K`` thins the events format as it does the packed one."""
+    for seed in range(1, 6):
+        for l, n in ((1, 40), (3, 20)):
+            picks = [set(select_neurons(parse_probe(f"spikes random={k}", (784, 40, 30, 20)), l, n, seed))
+                     for k in (1, 10, 50)]
+            assert len(picks[0]) == 1 and len(picks[1]) == 10 and len(picks[2]) == n
+            assert picks[0] <= picks[1] <= picks[2]
+    assert not np.array_equal(select_neurons(parse_probe("spikes random=10", (784, 40)), 1, 40, 1),
+                              select_neurons(parse_probe("spikes random=10", (784, 40)), 1, 40, 2))
 
 
 @pytest.mark.parametrize("record, message", [
