@@ -72,6 +72,13 @@ def test_round_trip_across_chunk_boundaries(tmp_path, fmt, n_steps):
     steps = np.arange(n_steps)
     with h5py.File(tmp_path / "r.h5", "r") as f:
         assert f["record/train/h1/psp/values"].chunks[0] == 64
+    # the recorder's own index maps, checked against the layout written out here: units
+    # are numbered in layer order in..out, and trace buffers hold the rec_idx units
+    start = dict(zip(["in", "h1", "h2", "out"], np.cumsum([0, 784, 40, 30])))
+    for ch in rec.channels:
+        np.testing.assert_array_equal(ch.flat, start[ch.layer] + ch.neurons)
+        if ch.kind != "spikes":
+            np.testing.assert_array_equal(rec.rec_idx[ch.cols], ch.flat)
     for ch in rec.channels:
         if ch.kind == "spikes":
             r = run.raster(ch.layer)
