@@ -1,0 +1,343 @@
+"""Stopping, checkpointing, resuming and reading a run while it runs (mutation audit).
+
+Each test pins a behaviour that no other test held down: what a reader of the run file
+sees during a run (flushed recordings, the checkpoint's step, ``spikefa info``'s count),
+what a checkpoint restores (learned feedback, the PSPs written as the final state),
+what a resume keeps and drops (measures at the checkpoint's step, test rows written after
+an older checkpoint, a test pass done before the checkpoint), how a stop, an error and
+``--overwrite`` leave the checkpoint, and the exit status of ``spikefa`` when stopped by
+Ctrl-C or when the reader of its output goes away. The runs are the ``tiny`` model for a
+few hundred steps (a tenth of an epoch is 1,000 steps), so the whole file takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from spikefa.config import load_config
+from spikefa.record import Recorder
+from spikefa.runfile import Run, checkpoint_config, checkpoint_path, create_run_file
+from spikefa.train import network_from_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("h1", "h2", "out")
+
+
+def short_cfg(**changes):
+    """The tiny model for 1,000 steps in blocks of 100, tested on 50 images every 300 steps."""
+    sections = dict(train={"epochs": 0.1, "test_every": 60}, test={"n_test": 50}, run={"block_steps": 100})
+    for section, keys in changes.items():
+        sections[section] = {**sections.get(section, {}), **keys}
+    return load_config("tiny").replace(**sections)
+
+
+def ckpt_step(out) -> int:
+    return checkpoint_config(out, with_step=True)[1]
+
+
+class RaiseAt:
+    """A recorder that raises ``exc`` when the block ending at ``step`` has run."""
+
+    def __init__(self, step, exc=KeyboardInterrupt):
+        self.step, self.exc = step, exc
+
+    def on_block(self, net, step0, outputs):
+        if step0 + outputs["spikes"].shape[0] == self.step:
+            raise self.exc("stopped by the test")
+
+
+def assert_same_run(full, resumed, names=("W", "b", "V", "U")):
+    for layer in LAYERS:
+        for name in names:
+            np.testing.assert_array_equal(Run(full).final(layer, name), Run(resumed).final(layer, name),
+                                          err_msg=f"{layer} {name}")
+    a, b = Run(full).test_curve(), Run(resumed).test_curve()
+    for k in ("step", "error", "error_sum", "error_prob"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# ---------------------------------------------------------------------------- read while running
+def test_recordings_are_flushed_on_time_and_info_counts_them_before_the_first_checkpoint(tmp_path):
+    """With record.flush_seconds tiny and no checkpoint due for 10 minutes, the file's
+    /progress/steps_recorded keeps up with every block, and summary()["steps_done"] (what
+    `spikefa info` prints) counts those steps although there is no checkpoint and no test
+    pass past step 0."""
+    out = tmp_path / "r.h5"
+    cfg = short_cfg(train={"epochs": 0.05, "test_every": 0}, record={"flush_seconds": 1e-6})
+    seen = []
+
+    class Watch(Recorder):
+        def on_block(self, net, step0, outputs):
+            super().on_block(net, step0, outputs)
+            run = Run(out)
+            seen.append((self.step, run.progress()["steps_recorded"], run.summary()["steps_done"],
+                         run.summary()["checkpoint_step"]))
+
+    train(cfg, out=out, progress=False, recorder=Watch(cfg, total_steps=500))
+    assert seen == [(s, s, s, None) for s in (100, 200, 300, 400, 500)]
+
+
+def test_progress_during_a_run_says_the_last_checkpointed_step(tmp_path):
+    """With a checkpoint after every block, Run.progress()["steps_done"] read during the
+    run is the step of the checkpoint on disk (0 before the first), not the 0 the file
+    started with: the loop writes it to /progress, since attributes cannot change while
+    the file is open in SWMR mode."""
+    out = tmp_path / "r.h5"
+    cfg = short_cfg(train={"epochs": 0.05, "test_every": 0}, run={"checkpoint_minutes": 1e-9})
+    seen = []
+
+    class Peek:
+        def on_block(self, net, step0, outputs):
+            on_disk = ckpt_step(out) if checkpoint_path(out).exists() else 0
+            seen.append((Run(out).progress()["steps_done"], on_disk))
+
+    train(cfg, out=out, progress=False, recorder=Peek())
+    assert seen == [(s, s) for s in (0, 100, 200, 300, 400)]
+
+
+def test_final_psps_are_the_checkpointed_network_state(tmp_path):
+    """The final V of each layer is the forward PSP and U the feedback PSP of the network
+    the (final) checkpoint holds, not one for the other."""
+    out = train(short_cfg(train={"epochs": 0.02, "test_every": 0}), out=tmp_path / "r.h5", progress=False).path
+    net, info = network_from_checkpoint(checkpoint_path(out))
+    assert info["step"] == 200
+    for l, layer in enumerate(LAYERS, start=1):
+        sl = net.layer_slice(l)
+        np.testing.assert_array_equal(Run(out).final(layer, "V"), net.state.psp[sl])
+        np.testing.assert_array_equal(Run(out).final(layer, "U"), net.state.feedback_psp[sl])
+    assert not np.array_equal(net.state.psp[net.layer_slice(1)], net.state.feedback_psp[net.layer_slice(1)])
+
+
+# ---------------------------------------------------------------------------- resume
+def test_resume_cut_at_a_measure_point_keeps_the_measures_taken_there(tmp_path):
+    """A stop at step 400 with record.measure_every = 200: the rates, angles and
+    saturation sampled at 400 are in the checkpoint's past and stay; the resumed run's
+    series equal the uninterrupted run's, step for step."""
+    cfg = short_cfg(train={"test_every": 0}, record={"measure_every": 200})
+    full = train(cfg, out=tmp_path / "full.h5", progress=False).path
+
+    class StopAt400(Recorder):
+        def on_block(self, net, step0, outputs):
+            super().on_block(net, step0, outputs)
+            if self.step == 400:
+                raise KeyboardInterrupt
+
+    cut = tmp_path / "cut.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=cut, progress=False, recorder=StopAt400(cfg, total_steps=1000))
+    assert ckpt_step(cut) == 400 and Run(cut).rates()["step"].tolist() == [200, 400]
+    train(cfg, out=cut, resume=True, progress=False)
+    a, b = Run(full), Run(cut)
+    np.testing.assert_array_equal(a.rates()["step"], [200, 400, 600, 800, 1000])
+    for series in ("rates", "angles", "saturation"):
+        np.testing.assert_array_equal(getattr(a, series)()["step"], getattr(b, series)()["step"], err_msg=series)
+    for layer, mean in a.rates()["mean"].items():
+        np.testing.assert_array_equal(mean, b.rates()["mean"][layer], err_msg=layer)
+    np.testing.assert_array_equal(a.angles()["weight"]["h1"], b.angles()["weight"]["h1"])
+
+
+def test_resume_with_learned_feedback_restores_the_feedback_weights(tmp_path):
+    """feedback = "learned" changes B during training: the checkpoint's B comes back on
+    resume, so B and W at the end equal the uninterrupted run's (not a B that restarted
+    from its initial values)."""
+    cfg = short_cfg(model={"feedback": "learned"})
+    full = train(cfg, out=tmp_path / "full.h5", progress=False).path
+    cut = tmp_path / "cut.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=cut, progress=False, recorder=RaiseAt(400))
+    train(cfg, out=cut, resume=True, progress=False)
+    for layer in ("h1", "h2"):
+        np.testing.assert_array_equal(Run(full).final(layer, "B"), Run(cut).final(layer, "B"), err_msg=layer)
+    assert_same_run(full, cut)
+
+
+def test_resume_from_an_older_checkpoint_drops_the_test_rows_written_after_it(tmp_path):
+    """As after a SIGKILL: the checkpoint on disk is at step 300 while the file holds test
+    passes up to step 700. The resume drops the rows past the checkpoint and runs those
+    tests again: the curve equals the uninterrupted run's, each step once."""
+    cfg = short_cfg(train={"test_every": 20}, run={"checkpoint_minutes": 1e-9})  # tests every 100 steps
+    full = train(cfg, out=tmp_path / "full.h5", progress=False).path
+    cut, saved = tmp_path / "cut.h5", tmp_path / "at-300.ckpt"
+
+    class KeepOldThenStop:
+        def on_block(self, net, step0, outputs):
+            step = step0 + outputs["spikes"].shape[0]
+            if step == 400:  # the checkpoint written after the test at 300
+                shutil.copyfile(checkpoint_path(cut), saved)
+            if step == 800:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=cut, progress=False, recorder=KeepOldThenStop())
+    assert Run(cut).test_curve()["step"].tolist() == [100, 200, 300, 400, 500, 600, 700]
+    os.replace(saved, checkpoint_path(cut))
+    assert ckpt_step(cut) == 300
+    train(cfg, out=cut, resume=True, progress=False)
+    steps = Run(cut).test_curve()["step"]
+    assert np.unique(steps).size == steps.size
+    assert_same_run(full, cut, names=("W",))
+
+
+def test_resume_after_a_test_point_does_not_repeat_its_test(tmp_path, monkeypatch):
+    """The checkpoint at a test point was written after the test (a stop inside the next
+    block's kernel keeps it): the resume must not run that test again, or the curve holds
+    the step twice."""
+    from spikefa.network import Network
+
+    cfg = short_cfg(run={"checkpoint_minutes": 1e-9})
+    full = train(cfg, out=tmp_path / "full.h5", progress=False).path
+    original, plastic_calls = Network.run, []
+
+    def run_then_interrupt(self, *args, **kwargs):
+        res = original(self, *args, **kwargs)
+        plastic_calls.append(kwargs.get("plastic"))
+        if plastic_calls.count(True) == 4:  # the block from 300 to 400, after the test at 300
+            raise KeyboardInterrupt
+        return res
+
+    cut = tmp_path / "cut.h5"
+    monkeypatch.setattr(Network, "run", run_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=cut, progress=False)
+    monkeypatch.setattr(Network, "run", original)
+    assert ckpt_step(cut) == 300 and Run(cut).test_curve()["step"].tolist() == [300]
+    train(cfg, out=cut, resume=True, progress=False)
+    np.testing.assert_array_equal(Run(cut).test_curve()["step"], [300, 600, 900, 1000])
+    assert_same_run(full, cut, names=("W",))
+
+
+def test_an_error_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_end(tmp_path):
+    """A RuntimeError from a callback (not a Ctrl-C) after the block ending at 400, with no
+    timed checkpoint due: the run still checkpoints at 400 (the state is consistent there),
+    and --resume finishes it equal to the uninterrupted run."""
+    cfg = short_cfg()
+    full = train(cfg, out=tmp_path / "full.h5", progress=False).path
+    cut = tmp_path / "cut.h5"
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        train(cfg, out=cut, progress=False, recorder=RaiseAt(400, RuntimeError))
+    assert not Run(cut).complete and ckpt_step(cut) == 400
+    assert Run(cut).summary()["steps_done"] == 400
+    res = train(cfg, out=cut, resume=True, progress=False)
+    assert res.steps == 1000 and Run(cut).complete
+    assert_same_run(full, cut)
+
+
+# ---------------------------------------------------------------------------- stop and overwrite
+def test_a_stop_request_ends_the_run_at_the_block_with_a_checkpoint(tmp_path, capsys):
+    """Ctrl-C during training (the StopRequest's handler, called here from a callback at
+    step 300) stops the loop at the end of that block: train raises KeyboardInterrupt,
+    the checkpoint is at 300 and the file is not complete."""
+
+    class CtrlCAt300:
+        def on_block(self, net, step0, outputs):
+            if step0 + outputs["spikes"].shape[0] == 300:
+                from spikefa.interrupt import StopRequest
+
+                StopRequest.installed()._handler(signal.SIGINT, None)
+
+    out = tmp_path / "s.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(short_cfg(train={"test_every": 0}), out=out, progress=False, recorder=CtrlCAt300())
+    err = capsys.readouterr().err
+    assert "SIGINT received" in err and "checkpoint at step 300 written" in err
+    assert ckpt_step(out) == 300 and not Run(out).complete
+    with h5py.File(out, "r") as f:
+        assert "final" not in f
+
+
+def test_ctrl_c_to_spikefa_train_exits_130_with_the_resume_hint(tmp_path):
+    """End to end: SIGINT to `python -m spikefa train tiny` once it has started training
+    exits with status 130, says where the checkpoint is and how to continue, and leaves a
+    checkpoint."""
+    out = tmp_path / "c.h5"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "spikefa", "train", "tiny", "--epochs", "20", "-o", str(out), "-q"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert out.exists(), proc.communicate()[1] if proc.poll() is not None else "no run file after 120 s"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "--resume" in err and f"written to {out}.ckpt" in err and "spikefa: interrupted" in err
+    assert checkpoint_path(out).exists() and not Run(out).complete
+
+
+def test_overwrite_removes_the_old_checkpoint(tmp_path, capsys, monkeypatch):
+    """A run file created anew with overwrite takes the old run's checkpoint with it; so
+    `spikefa train ... --overwrite` stopped before its first checkpoint says it must start
+    again, and --resume then finds nothing to resume (it would have continued the old run)."""
+    from spikefa.cli import main
+    from spikefa.network import Network
+
+    cfg = short_cfg(train={"test_every": 0})
+    out = tmp_path / "o.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=out, progress=False, recorder=RaiseAt(300))
+    assert checkpoint_path(out).exists()
+    create_run_file(out, cfg, total_steps=1000, overwrite=True)
+    assert not checkpoint_path(out).exists()
+    assert Run(out).test_curve()["step"].size == 0 and Run(out).progress()["steps_done"] == 0
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=out, progress=False, overwrite=True, recorder=RaiseAt(300))
+    assert ckpt_step(out) == 300
+    original = Network.run
+
+    def interrupted(self, *args, **kwargs):
+        res = original(self, *args, **kwargs)
+        if kwargs.get("plastic"):
+            raise KeyboardInterrupt  # inside the first block: no checkpoint of the new run
+        return res
+
+    monkeypatch.setattr(Network, "run", interrupted)
+    capsys.readouterr()
+    argv = ["train", "tiny", "--epochs", "0.02", "-o", str(out), "-q"]
+    assert main(argv + ["--overwrite"]) == 130
+    assert "no checkpoint was written yet" in capsys.readouterr().err
+    monkeypatch.setattr(Network, "run", original)
+    assert not checkpoint_path(out).exists()
+    assert main(argv + ["--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- pipes
+def test_curve_piped_into_head_exits_quietly(tmp_path):
+    """`spikefa curve RUN.h5 | head -1`: head closes the pipe after one line, long before
+    spikefa has written its thousands of rows; spikefa exits 0 and prints nothing on
+    stderr (no BrokenPipeError traceback, no "Exception ignored" at exit)."""
+    out = train(short_cfg(train={"epochs": 0.02, "test_every": 0}), out=tmp_path / "r.h5", progress=False).path
+    n = 20000  # ~1 MB of CSV, far more than a pipe holds
+    with h5py.File(out, "a") as f:
+        for ds in f["test"].values():
+            first = ds[0]
+            ds.resize((n,))
+            ds[...] = first
+        f["test/step"][...] = np.arange(1, n + 1)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    spikefa = subprocess.Popen([sys.executable, "-m", "spikefa", "curve", str(out)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.Popen(["head", "-1"], stdin=spikefa.stdout, stdout=subprocess.PIPE)
+    spikefa.stdout.close()  # head alone reads the pipe now
+    first, _ = head.communicate(timeout=60)
+    err = spikefa.stderr.read()
+    spikefa.wait(timeout=60)
+    spikefa.stderr.close()
+    assert first.decode().startswith("step,images,epoch,error")
+    assert spikefa.returncode == 0 and err == b"", err.decode()
