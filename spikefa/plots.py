@@ -53,7 +53,16 @@ def _recorded_spans(run, phase) -> str:
     if phase == "test":
         tp = run.test_passes()
         return ", ".join(f"{a}:{b}" for a, b in zip(tp["start"], tp["stop"])) or "no test pass"
-    return ", ".join(f"{int(a)}:{int(b)}" for a, b in run.windows) or "the whole run"
+    spans = ", ".join(f"{int(a)}:{int(b)}" for a, b in run.windows) or "the whole run"
+    if not run.complete:  # running, stopped or killed: later windows may not be reached yet
+        upto = run.progress()["steps_recorded"]
+        spans += "; the run is not complete" + (f": its recordings reach step {upto:,} so far" if upto else "")
+    return spans
+
+
+def _no_steps(run, layer, window, phase) -> ValueError:
+    return ValueError(f"no recorded steps of {layer} in window {window!r}; "
+                      f"the run recorded {phase} steps in {_recorded_spans(run, phase)}")
 
 
 def _axes(ax, figsize=(6.0, 3.5)):
@@ -106,8 +115,7 @@ def raster(run, layer: str, window=None, *, phase: str = "train", ax=None, class
     window = _one_window(run, window, phase, ax)
     r = run.raster(layer, window, phase=phase)
     if not r.step.size:
-        raise ValueError(f"no recorded steps of {layer} in window {window!r}; "
-                         f"the run recorded {phase} steps in {_recorded_spans(run, phase)}")
+        raise _no_steps(run, layer, window, phase)
     rows, cols = np.nonzero(r.spikes)
     n = r.neurons.size
     if markersize is None:
@@ -180,6 +188,8 @@ def traces(run, layer: str | None = None, neuron: int | None = None, window=None
     window = _one_window(run, window, phase, ax)
     layer = layer or _default_traced(run, phase)
     v = run.trace(layer, "psp", window, phase=phase)
+    if not v.step.size:
+        raise _no_steps(run, layer, window, phase)
     j = 0 if neuron is None else int(np.flatnonzero(v.neurons == neuron)[0]) if np.any(v.neurons == neuron) else None
     if j is None:
         raise RunFileError(f"neuron {neuron} of {layer} was not traced; traced: {v.neurons.tolist()}")
@@ -324,13 +334,19 @@ def rates(run, *, step: int | None = None, layers=None, ax=None, bins: int = 30)
 
 # ----------------------------------------------------------------------------- Fig. 4
 def _fig4_windows(run, steps):
-    w = run.windows
+    """The first, middle and last recording windows that hold recorded steps (a running or
+    stopped run may not have reached the last ones); with fewer such windows, those; with a
+    single window (or a recording of the whole run), its early, middle and late parts."""
+    st = run.stimulus()
+    if not st.step.size:
+        raise RunFileError(f"{run.path}: nothing was recorded")
+    w = [(int(a), int(b)) for a, b in run.windows
+         if np.any((st.step >= a) & (st.step < b))]
     if len(w) >= 3:
         chosen = [w[0], w[len(w) // 2], w[-1]]
+    elif len(w) == 2 or len(run.windows) > 1:
+        chosen = w  # the others are not reached yet
     else:
-        st = run.stimulus()
-        if not st.step.size:
-            raise RunFileError(f"{run.path}: nothing was recorded")
         lo, hi = int(st.step[0]), int(st.step[-1]) + 1
         n = min(steps or 200, hi - lo)
         chosen = [(lo, lo + n), ((lo + hi - n) // 2, (lo + hi + n) // 2), (hi - n, hi)]
@@ -346,6 +362,8 @@ def _image_strip(run, ax, window):
     from .data import load_dataset
 
     st = run.stimulus(window)
+    if not st.step.size:
+        raise RunFileError(f"{run.path}: no stimulus recorded in steps {window[0]}-{window[1] - 1}")
     cfg = run.config
     images, _ = load_dataset(cfg.train.dataset, "train")
     side = int(round(np.sqrt(images.shape[1])))

@@ -214,3 +214,36 @@ def test_each_panel_draws_its_own_data(run):
     assert bands == want
     train_labels = run.stimulus(run.windows[0], phase="train").label[:st.label.size]
     assert not np.array_equal(train_labels, st.label)  # else the check above could not tell the phases apart
+
+
+def test_fig4_and_traces_of_runs_with_fewer_or_unreached_windows(tmp_path):
+    """Fig. 4 of a run with two recording windows draws those two (its middle column fell in
+    the gap between them and ended in an IndexError traceback); of a stopped run whose last
+    window was not reached, the windows it did record; a traces plot of an unrecorded
+    window is an error, as a raster's is, which says how far the stopped run got."""
+    from spikefa.record import Recorder
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.5, "test_every": 0},
+                                      record={"probes": ["fig4"], "windows": ["0:100", "end:100"]})
+    two = load(train(cfg, out=tmp_path / "two.h5", progress=False).path)
+    fig = plots.fig4(two)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["window 0 (steps 0-99)", "window 1 (steps 4,900-4,999)"]
+    with pytest.raises(ValueError, match=r"no recorded steps of h1 in window \(200, 300\).*0:100, 4900:5000"):
+        plots.traces(two, "h1", window=(200, 300))
+
+    class StopAt3000(Recorder):
+        def on_block(self, net, step0, outputs):
+            super().on_block(net, step0, outputs)
+            if self.step >= 3000:
+                raise KeyboardInterrupt
+
+    cfg = cfg.replace(record={"windows": ["0:100", "50%:100", "end:100"]})
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "cut.h5", progress=False, recorder=StopAt3000(cfg, total_steps=5000))
+    cut = load(tmp_path / "cut.h5")
+    fig = plots.fig4(cut)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["window 0 (steps 0-99)", "window 1 (steps 2,500-2,599)"]
+    with pytest.raises(ValueError, match="window 2;.*not complete: its recordings reach step 3,000 so far"):
+        plots.raster(cut, "h1", 2)
