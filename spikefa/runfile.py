@@ -350,7 +350,7 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
                 schema_version=SCHEMA_VERSION, spikefa_version=__version__,
                 numpy_version=np.__version__, numba_version=numba.__version__,
                 config=cfg.to_json(), seed=cfg.run.seed, model_name=cfg.name,
-                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=shlex.join(sys.argv),
+                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=invocation(),
                 git_commit=source_revision(), total_steps=int(total_steps), steps_done=0, complete=False,
             )
             g = f.create_group("test")
@@ -393,6 +393,16 @@ def set_attrs(path, **attrs) -> None:
             f["progress/steps_done"][()] = int(attrs["steps_done"])
 
 
+def invocation() -> str:
+    """The command line this process runs, to record and replay: ``python -m spikefa ...``
+    when it runs as a module (``sys.argv[0]`` is then spikefa's ``__main__.py``, which cannot
+    be run as a script)."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "spikefa":
+        argv[:1] = ["python", "-m", "spikefa"]
+    return shlex.join(argv)
+
+
 def append_resume(path, *, step: int, epoch: float, changed: list[str]) -> None:
     """Add one entry to the run file's ``resumes`` attribute (JSON list): a resume at ``step``
     that changed the settings ``changed`` (``"section.key: old -> new"``, empty if none), with
@@ -401,7 +411,7 @@ def append_resume(path, *, step: int, epoch: float, changed: list[str]) -> None:
         entries = json.loads(f.attrs.get("resumes", "[]"))
         entries.append(dict(step=int(step), epoch=round(float(epoch), 4), changed=list(changed),
                             spikefa=__version__, git_commit=source_revision(),
-                            command=shlex.join(sys.argv), time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+                            command=invocation(), time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
         f.attrs["resumes"] = json.dumps(entries)
 
 

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -876,7 +877,7 @@ def test_reproduction_model_files_are_set_changes(name):
     assert by_file | {"description": ""} == by_set.to_dict() | {"description": ""}
 
 
-def test_cli_version_and_wording(capsys):
+def test_cli_version_and_wording(capsys, monkeypatch):
     """`spikefa --version` prints the package version; counts and run times read as
     English ('1 epoch', '12 s', '5.76 h')."""
     from spikefa import __version__
@@ -894,6 +895,16 @@ def test_cli_version_and_wording(capsys):
     assert _resume_command("/venv/bin/spikefa train small --overwrite") == "spikefa train small --resume"
     assert (_resume_command("spikefa train m.toml --set 'model.phi_d=\"tanh\"' --out r.h5 --resume")
             == "spikefa train m.toml --set 'model.phi_d=\"tanh\"' --out r.h5 --resume")
+    # `python -m spikefa` runs __main__.py, which is no script: the module form is recorded
+    # and replayed; a run started from Python is continued from Python
+    assert (_resume_command("/x/site-packages/spikefa/__main__.py train tiny --out r.h5")
+            == "python -m spikefa train tiny --out r.h5 --resume")
+    assert _resume_command("python -m spikefa train tiny") == "python -m spikefa train tiny --resume"
+    assert _resume_command("my_study.py --fast").startswith("the same train() call with resume=True")
+    from spikefa import runfile
+
+    monkeypatch.setattr(sys, "argv", [str(Path(runfile.__file__).with_name("__main__.py")), "train", "a b"])
+    assert runfile.invocation() == "python -m spikefa train 'a b'"
 
 
 def test_stop_request_says_at_once_that_it_heard(capsys):
