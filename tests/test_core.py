@@ -1190,3 +1190,17 @@ def test_a_ctrl_c_while_starting_is_kept_for_the_training_loop(capsys):
         early.uninstall()
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert StopRequest.installed() is None
+
+
+def test_a_checkpoint_given_for_a_run_file_names_its_run_file(tmp_path, capsys):
+    """spikefa test and align take a checkpoint; info, curve, plot and spikefa.load take
+    the run file, and given its checkpoint say which file to pass."""
+    from spikefa.cli import main
+
+    out = train(load_config("tiny").replace(train={"epochs": 0.02, "test_every": 0}), out=tmp_path / "r.h5",
+                progress=False).path
+    with pytest.raises(RunFileError, match=r"r.h5.ckpt is a checkpoint, not a run file: pass its run file .*r.h5$"):
+        spikefa.load(checkpoint_path(out))
+    for argv in (["info"], ["curve"], ["plot", "error", "-o", str(tmp_path / "e.png")]):
+        assert main(argv + [str(checkpoint_path(out))]) == 2
+        assert "is a checkpoint, not a run file" in capsys.readouterr().err
