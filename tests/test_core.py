@@ -1204,3 +1204,11 @@ def test_a_checkpoint_given_for_a_run_file_names_its_run_file(tmp_path, capsys):
     for argv in (["info"], ["curve"], ["plot", "error", "-o", str(tmp_path / "e.png")]):
         assert main(argv + [str(checkpoint_path(out))]) == 2
         assert "is a checkpoint, not a run file" in capsys.readouterr().err
+
+
+def test_an_existing_run_file_is_not_overwritten_by_default(tmp_path):
+    """The error names both the command-line flags and the train() arguments."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.01, "test_every": 0})
+    out = train(cfg, out=tmp_path / "r.h5", progress=False).path
+    with pytest.raises(RunFileError, match=r"exists; pass --resume \(in Python, resume=True\).*--overwrite \(overwrite=True\)"):
+        train(cfg, out=out, progress=False)
