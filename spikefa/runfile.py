@@ -342,7 +342,8 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
     if path.is_dir():
         raise RunFileError(f"{path} is a folder: give a run file's name, such as {path / 'run.h5'}")
     if path.exists() and not overwrite:
-        raise RunFileError(f"{path} exists; pass --resume (in Python, resume=True) to continue it or --overwrite (overwrite=True) to start again")
+        raise RunFileError(f"{path} exists; pass --resume (in Python, resume=True) to continue it or "
+                           "--overwrite (overwrite=True) to start again")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(path, "w", libver="latest") as f:
