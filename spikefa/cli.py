@@ -243,6 +243,9 @@ def _info(args):
     print(f"steps done: {info['steps_done']:,} of {info['total_steps']:,}"
           + (f" ({ep[0]:.4g} of {_count(ep[1], 'epoch')})" if ep[0] is not None else "")
           + ("; no checkpoint" if ckpt is None else f"; checkpoint at step {ckpt:,}" if ckpt != info["steps_done"] else ""))
+    if info["branched_from"] is not None:
+        print(f"branched from {info['branched_from']} at step {info['branch_step']:,}: its steps and test passes "
+              "before that are in the run it came from, and its run time counts from the branch")
     for name in ("last", "best"):
         r = info[name]
         if r is not None:

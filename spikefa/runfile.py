@@ -721,6 +721,9 @@ class Run:
             # the command it last ran with: the newest resume's, else the one that started it
             "command": str(([self.attrs.get("command", "")] + [r["command"] for r in resumes if r.get("command")])[-1]),
             "git_commit": str(self.attrs.get("git_commit", "")), "resumes": len(resumes),
+            # a run started with --branch-from: the checkpoint and its step (None otherwise)
+            "branched_from": str(self.attrs["branched_from"]) if "branched_from" in self.attrs else None,
+            "branch_step": int(self.attrs["branch_step"]) if "branch_step" in self.attrs else None,
             **self._settings_changed(cfg),
         }
 

@@ -402,7 +402,7 @@ def test_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_branch_continues_a_run_with_new_learning_rates(tmp_path):
+def test_branch_continues_a_run_with_new_learning_rates(tmp_path, capsys):
     """A branch without changes is the run resumed: same test curve and weights, bit for
     bit. A branch may change model.eta (and is then a different run from there), never
     the network."""
@@ -415,6 +415,13 @@ def test_branch_continues_a_run_with_new_learning_rates(tmp_path):
     resumed = train(longer, out=a.path, resume=True, progress=False)
     run_b, run_r = Run(same.path), Run(resumed.path)
     assert run_b.attrs["branch_step"] == a.steps and run_b.attrs["branched_from"].endswith("a.h5.ckpt")
+    info = run_b.summary()  # and spikefa info says where it came from
+    assert info["branch_step"] == a.steps and info["branched_from"].endswith("a.h5.ckpt")
+    assert Run(a.path).summary()["branched_from"] is None
+    from spikefa.cli import main
+
+    assert main(["info", str(same.path)]) == 0
+    assert f"branched from {info['branched_from']} at step {a.steps:,}" in capsys.readouterr().out
     cb, cr = run_b.test_curve(), run_r.test_curve()
     after = cr["step"] > a.steps
     np.testing.assert_array_equal(cb["step"], cr["step"][after])
@@ -735,7 +742,9 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     assert Run(early).summary()["test_passes"] == 0 and Run(early).summary()["wall_s"] > 0
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "state: stopped" in out and "--resume" in out and f"steps done: {info['steps_done']:,} of" in out
+    # started from Python (pytest), so it is continued from Python
+    assert "state: stopped" in out and f"steps done: {info['steps_done']:,} of" in out
+    assert "continue it with: the same train() call with resume=True" in out
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
