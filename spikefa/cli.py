@@ -274,8 +274,9 @@ def _align(args):
 
     if args.share_steps < 0:
         raise SystemExit(f"spikefa: error: --share-steps must be 0 or more, got {args.share_steps}")
-    data = {}
-    for i, path in enumerate(args.files):
+    data, failed, shown = {}, [], False
+    several = len(args.files) > 1  # then a first column names the file of each row
+    for path in args.files:
         try:
             if Path(path).suffix in (".h5", ".ckpt") and not Path(path).exists():
                 raise RunFileError(f"{path}: no such run file or checkpoint")
@@ -292,13 +293,24 @@ def _align(args):
                     r["share"] = share
         except (ValueError, RunFileError, DataError) as exc:
             where = "" if str(exc).startswith(str(path)) else f"{path}: "
-            raise SystemExit(f"spikefa: error: {where}{exc}") from None
+            if not several:
+                raise SystemExit(f"spikefa: error: {where}{exc}") from None
+            print(f"spikefa: error: {where}{exc}", file=sys.stderr, flush=True)  # the others still go on
+            failed.append(path)
+            continue
         cfg = net.config
-        if i == 0:
-            print(alignment.header(args.share_steps))
-        print("\n".join(alignment.markdown_rows(rows, steps, epochs_at(cfg, steps))))
+        lines = alignment.markdown_rows(rows, steps, epochs_at(cfg, steps))
+        if not shown:
+            header = alignment.header(args.share_steps).split("\n")
+            print("\n".join(["| run " + header[0], "| --- " + header[1]] if several else header))
+            shown = True
+        print("\n".join(f"| {path} {line}" for line in lines) if several else "\n".join(lines), flush=True)
     # the key goes to stderr, so that `spikefa align ... > table.md` keeps a plain table
-    print("\n" + alignment.LEGEND, file=sys.stderr)
+    if shown:
+        print("\n" + alignment.LEGEND, file=sys.stderr)
+    if failed:
+        raise SystemExit(f"spikefa: error: {len(failed)} of {len(args.files)} could not be measured "
+                         f"(said above): {', '.join(failed)}")
 
 
 def _download(args):

@@ -72,15 +72,16 @@ def test_cli_on_a_run_file_and_a_model(tmp_path, capsys):
     assert main(["align", "tiny", str(out)]) in (0, None)
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
-    assert lines[0].startswith("| step | epochs | layer l | flat |") and len(lines) == 2 + 2 * 2   # tiny: h1, h2
+    # several files: a first column names each row's file
+    assert lines[0].startswith("| run | step | epochs | layer l | flat |") and len(lines) == 2 + 2 * 2   # tiny: h1, h2
     # every column is explained, on stderr so that the table can be redirected alone
-    header = [c.strip() for c in lines[0].strip("|").split("|")][3:]
+    header = [c.strip() for c in lines[0].strip("|").split("|")][4:]
     assert all(f"\n  {c.split(' (')[0]} " in captured.err for c in header if c != "layer l")
     fresh, trained = lines[2:4], lines[4:6]
-    assert all(line.startswith("| 0 | 0.00 |") for line in fresh)
-    assert all(line.startswith("| 2,500 | 0.25 |") for line in trained)       # 500 images x 5 steps
-    subspace = [float(line.split("|")[7]) for line in trained]
-    flat = [float(line.split("|")[4]) for line in trained]
+    assert all(line.startswith("| tiny | 0 | 0.00 |") for line in fresh)
+    assert all(line.startswith(f"| {out} | 2,500 | 0.25 |") for line in trained)       # 500 images x 5 steps
+    subspace = [float(line.split("|")[8]) for line in trained]
+    flat = [float(line.split("|")[5]) for line in trained]
     assert min(subspace) < 60 and max(subspace) < 85   # a quarter epoch of tiny aligns in the subspace...
     assert min(flat) > 75                               # ...while the flattened angle hardly moves
 
@@ -91,6 +92,12 @@ def test_cli_names_the_bad_file(tmp_path, capsys):
     assert main(["align", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("spikefa: error: ") and "bad.h5" in err
+    # among several, a file that cannot be measured is said and the others are still measured
+    (tmp_path / "transport.toml").write_text('[model]\nlayers = [784, 100, 100, 100]\nfeedback = "transport"\n')
+    assert main(["align", str(bad), "tiny", str(tmp_path / "transport.toml")]) == 2
+    captured = capsys.readouterr()
+    assert [line.split("|")[1].strip() for line in captured.out.splitlines()[2:]] == ["tiny", "tiny"]
+    assert "'transport' has none" in captured.err and "2 of 3 could not be measured" in captured.err
 
 
 def test_error_share_is_the_mean_of_the_per_step_snapshots(tmp_path, capsys):
