@@ -519,6 +519,7 @@ def test_cli_record_flags(tmp_path):
     assert run.recorded("test") == {"out": ("spikes",)}
     passes = run.test_passes()
     assert passes["start"].size >= 1 and np.all(passes["stop"] - passes["start"] == 20)
+    np.testing.assert_array_equal(passes["start"], 20 * np.arange(passes["start"].size))  # recorded steps only
     # a window that starts before the run is clipped to its first step
     assert Window.parse("end:500").resolve(100) == (0, 100)
 
