@@ -462,6 +462,8 @@ class Recorder:
             self.windows = np.array([[0, total_steps if total_steps is not None else np.iinfo(np.int64).max]],
                                     dtype=np.int64)
         self.windows = self.windows.reshape(-1, 2)
+        # numbered in time order (window 0 the earliest), however they were listed
+        self.windows = self.windows[np.argsort(self.windows[:, 0], kind="stable")]
         self.channels: list[Channel] = []
         rec: dict[int, int] = {}
         for text in rp.probes:

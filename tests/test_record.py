@@ -520,6 +520,15 @@ def test_cli_record_flags(tmp_path):
     passes = run.test_passes()
     assert passes["start"].size >= 1 and np.all(passes["stop"] - passes["start"] == 20)
     np.testing.assert_array_equal(passes["start"], 20 * np.arange(passes["start"].size))  # recorded steps only
+    # windows are numbered in time order; one past the run's end is refused before the
+    # run file is made (it recorded nothing, silently)
+    assert main(["train", "tiny", "--epochs", "0.02", "-o", str(tmp_path / "o.h5"), "-q", "--record", "spikes",
+                 "--record-windows", "150:10,0:10,end:5"]) == 0
+    np.testing.assert_array_equal(load(tmp_path / "o.h5").windows, [[0, 10], [150, 160], [195, 200]])
+    with pytest.raises(ConfigError, match="record.windows: the window '200:10' starts at or after the run's end"):
+        train(load_config("tiny").replace(train={"epochs": 0.02}, record={"windows": ["0:10", "200:10"]}),
+              out=tmp_path / "past.h5", progress=False)
+    assert not (tmp_path / "past.h5").exists()
     # a window that starts before the run is clipped to its first step
     assert Window.parse("end:500").resolve(100) == (0, 100)
 
