@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +30,8 @@ import spikefa  # noqa: E402
 from spikefa import sweep as sw  # noqa: E402
 from spikefa.cli import main  # noqa: E402
 from spikefa.config import ConfigError, load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +217,16 @@ seed = [1, 2]
     failed_lines = md.split("## Failed runs")[1].strip().splitlines()
     assert len(failed_lines) == 4
     assert sum("model.nonsense" in x for x in failed_lines) == 2 and sum("DataError" in x for x in failed_lines) == 2
+
+    # the README's Python example of reading a sweep runs as written, on this sweep
+    block = next(b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+                 if "spikefa.sweep" in b)
+    capsys.readouterr()
+    exec(compile(block.replace('"runs/sweep-small-variants"', repr(str(out))), "<README>", "exec"), {})
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 2  # the runs that named no valid model form no condition
+    assert re.search(r" 2 runs, test errors \[0\.\d+ 0\.\d+\] 0 failed$", said[0]), said
+    assert said[1].endswith("0 runs, test errors [] 2 failed")
 
 
 def _finished(out: Path) -> list[dict]:
