@@ -214,15 +214,32 @@ def _curve(args):
 
 
 def _info(args):
-    from .runfile import Run, RunFileError, checkpoint_path
+    from .runfile import Run, RunFileError
 
     try:
-        info = Run(args.run).summary()
+        runs = [Run(path) for path in args.run]
+        infos = [run.summary() for run in runs]
     except RunFileError as exc:
         raise SystemExit(f"spikefa: error: {exc}") from None
     if args.json:
-        print(json.dumps(info, indent=1))
+        print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=1))
         return
+    for i, info in enumerate(infos):
+        if i:
+            print()
+        _print_info(info)
+    if len(runs) > 1:  # what sets them apart
+        flats = [run.config.flat() for run in runs]
+        keys = [k for k in flats[0] if k not in ("name", "description")
+                and any(f.get(k) != flats[0][k] for f in flats[1:])]
+        print("\nsettings that differ:" + ("" if keys else " none"))
+        for k in keys:
+            print(f"  {k}: " + ", ".join(f"{run.path} = {f.get(k)!r}" for run, f in zip(runs, flats)))
+
+
+def _print_info(info):
+    from .runfile import checkpoint_path
+
     print(f"{info['path']}: {info['model']}, seed {info['seed']}, feedback {info['feedback']}, "
           + "-".join(str(n) for n in info["layers"]))
     if info["description"]:
@@ -468,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_curve)
 
     n = sub.add_parser("info", help="where a saved or running run stands: steps, state, last and best test pass")
-    n.add_argument("run", help="a run file (RUN.h5), also one still being written")
-    n.add_argument("--json", action="store_true", help="print the summary as JSON")
+    n.add_argument("run", nargs="+", help="a run file (RUN.h5), also one still being written; with several, "
+                                          "also the settings that differ between them")
+    n.add_argument("--json", action="store_true", help="print the summary as JSON (a list for several runs)")
     n.set_defaults(func=_info)
 
     a = sub.add_parser("align", help="alignment of W with B inside the class-error subspace (markdown table)",

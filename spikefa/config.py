@@ -140,6 +140,16 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def flat(self) -> dict:
+        """``{"name": .., "model.feedback": .., ...}``: every key, dotted."""
+        out = {}
+        for section, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{section}.{k}": v for k, v in value.items()})
+            else:
+                out[section] = value
+        return out
+
     def replace(self, **sections) -> "Config":
         """Return a copy with keys changed, e.g. ``cfg.replace(train={"epochs": 2})``."""
         d = self.to_dict()

@@ -782,17 +782,6 @@ class Condition:
         return {k: np.stack([c[k][:n] for c in curves]) for k in curves[0]}
 
 
-def _flat_config(cfg: Config) -> dict:
-    """``{"name": .., "model.feedback": .., ...}``: every key of the resolved config."""
-    flat = {}
-    for section, value in cfg.to_dict().items():
-        if isinstance(value, dict):
-            flat.update({f"{section}.{k}": v for k, v in value.items()})
-        else:
-            flat[section] = value
-    return flat
-
-
 def collect(sweep_dir) -> tuple[list[Condition], list[SweepRun]]:
     """Group the sweep's run files by condition (config without ``run.seed``).
 
@@ -817,7 +806,7 @@ def collect(sweep_dir) -> tuple[list[Condition], list[SweepRun]]:
             cfg, complete = run.config, run.complete and config_hash(run.config) == e.id
         except RunFileError:
             run, cfg, complete = None, resolve({"base": sweep.base, **e.overrides}), False
-        flat = _flat_config(cfg)
+        flat = cfg.flat()
         flat.pop("run.seed")
         key = json.dumps(flat, sort_keys=True, default=str)
         cond = groups.setdefault(key, Condition(values={}))

@@ -1221,3 +1221,21 @@ def test_an_existing_run_file_is_not_overwritten_by_default(tmp_path):
     out = train(cfg, out=tmp_path / "r.h5", progress=False).path
     with pytest.raises(RunFileError, match=r"pass --resume \(in Python, resume=True\).*--overwrite \(overwrite=True\)"):
         train(cfg, out=out, progress=False)
+
+
+def test_info_of_several_runs_says_what_sets_them_apart(tmp_path, capsys):
+    from spikefa.cli import main
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.01, "test_every": 0})
+    a = train(cfg, out=tmp_path / "a.h5", progress=False).path
+    b = train(cfg.replace(model={"eta": 0.03}, run={"seed": 2}), out=tmp_path / "b.h5", progress=False).path
+    c = train(cfg, out=tmp_path / "c.h5", progress=False).path
+    assert main(["info", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("state: complete") == 2
+    tail = [line.strip() for line in out.split("settings that differ:")[1].strip().splitlines()]
+    assert tail == [f"model.eta: {a} = 0.02, {b} = 0.03", f"run.seed: {a} = 1, {b} = 2"]
+    assert main(["info", str(a), str(c)]) == 0
+    assert "settings that differ: none" in capsys.readouterr().out
+    assert main(["info", str(a), str(b), "--json"]) == 0
+    assert [i["seed"] for i in json.loads(capsys.readouterr().out)] == [1, 2]
