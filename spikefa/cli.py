@@ -167,7 +167,7 @@ def _plot(args):
 
     try:
         path = render(args.kind, args.run, args.out, layer=args.layer, window=args.window, phase=args.phase,
-                      steps=args.steps, dpi=args.dpi)
+                      steps=args.steps, at_step=args.at, dpi=args.dpi)
     except ValueError as exc:
         raise SystemExit(f"spikefa: error: {exc}") from None
     print(f"figure {path}")
@@ -463,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                      "number (raster, traces)")
     g.add_argument("--phase", choices=["train", "test"], default="train", help="training or test-pass recordings")
     g.add_argument("--steps", type=int_at_least(1), help="fig4: at most this many steps per column")
+    g.add_argument("--at", type=int_at_least(0), metavar="STEP",
+                   help="rates: the sample nearest this training step (default: the last)")
     g.add_argument("--dpi", type=int_at_least(1), default=150)
     g.set_defaults(func=_plot)
 

@@ -466,16 +466,19 @@ PLOTS = {"fig4": fig4, "raster": raster, "traces": traces, "error": test_error, 
 
 
 def render(kind: str, run, out, *, layer: str | None = None, window=None, phase: str = "train",
-           steps: int | None = None, dpi: int = 150, figsize=None) -> Path:
+           steps: int | None = None, at_step: int | None = None, dpi: int = 150, figsize=None) -> Path:
     """Draw one of :data:`PLOTS` from a saved run and save it (``spikefa plot``).
 
     ``run`` may be a list of runs for ``error``, drawn over each other. ``layer``,
     ``window`` and ``phase`` apply to ``raster`` and ``traces`` (``layer`` also to
-    ``rates``); ``steps`` limits each column of ``fig4``. A training recording of several
+    ``rates``); ``steps`` limits each column of ``fig4``; ``at_step`` picks the ``rates``
+    sample nearest that training step (default: the last). A training recording of several
     windows is drawn one window at a time: the first unless ``window`` says otherwise.
     """
     if kind not in PLOTS:
         raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOTS)}")
+    if at_step is not None and kind != "rates":
+        raise ValueError(f"a step to show (--at {at_step}) applies to the rates plot only, not to {kind}")
     if isinstance(run, (list, tuple)):
         if len(run) > 1 and kind != "error":
             raise ValueError(f"plot {kind} draws one run; only 'error' draws several over each other")
@@ -491,7 +494,7 @@ def render(kind: str, run, out, *, layer: str | None = None, window=None, phase:
         elif kind == "traces":
             traces(run, layer, None, window, phase=phase, ax=ax)
         elif kind == "rates":
-            rates(run, layers=[layer] if layer else None, ax=ax)
+            rates(run, step=at_step, layers=[layer] if layer else None, ax=ax)
         else:
             PLOTS[kind](run, ax=ax)
         fig = ax.figure

@@ -86,6 +86,12 @@ def test_plot_from_the_command_line(run, tmp_path, capsys):
     assert main(["plot", "raster", str(run.path), "-o", str(tmp_path / "r.pdf"), "--layer", "h2", "--window", "1"]) == 0
     assert main(["plot", "error", str(run.path), "-o", str(tmp_path / "e.jpg")]) == 2
     assert "suffix" in capsys.readouterr().err
+    # rates at a chosen training step: the sample nearest it (measured every 250 steps)
+    assert main(["plot", "rates", str(run.path), "--at", "260", "-o", str(tmp_path / "r250.png")]) == 0
+    ax = plots.rates(run, step=260)
+    assert "after 250 training steps" in ax.get_title()
+    assert main(["plot", "error", str(run.path), "--at", "260", "-o", str(tmp_path / "e.png")]) == 2
+    assert "rates plot only" in capsys.readouterr().err
     # a bad layer is named as such (it read as a damaged file), an unwritable output in one line
     assert main(["plot", "rates", str(run.path), "--layer", "h9", "-o", str(tmp_path / "r.png")]) == 2
     assert "layer 'h9'" in capsys.readouterr().err
