@@ -935,6 +935,9 @@ def sweep_report(sweep_dir, out=None) -> dict:
             f"Final test error of each complete run (last test pass; read-out {', '.join(sorted(readout)) or '?'}, "
             f"{', '.join(map(str, sorted(n_test))) or '?'} test images), mean and sample s.d. over seeds; "
             f"base model `{manifest['sweep'].get('base')}`.", "", *lines, ""]
+    if invalid:  # they belong to no condition, so no row counts them
+        text += [f"Not in the table: {len(invalid)} point{'s' if len(invalid) > 1 else ''} whose settings make "
+                 "no valid model (under Failed runs).", ""]
     failed = [SweepRun(**e) for e in manifest["runs"] if e["status"] == "failed"]
     if failed:
         text += ["## Failed runs", ""] + [f"- `{r.file or r.id}` ({r.label()}): {r.error}" for r in failed] + [""]

@@ -214,6 +214,7 @@ seed = [1, 2]
 
     assert main(["sweep-report", str(out)]) == 0
     md = (out / "summary.md").read_text()
+    assert "Not in the table: 2 points whose settings make no valid model" in md
     failed_lines = md.split("## Failed runs")[1].strip().splitlines()
     assert len(failed_lines) == 4
     assert sum("model.nonsense" in x for x in failed_lines) == 2 and sum("DataError" in x for x in failed_lines) == 2
