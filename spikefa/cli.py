@@ -153,11 +153,13 @@ def _apply_sets(cfg, sets):
 def _test(args):
     from .train import test_run
 
-    res = test_run(args.run, data_dir=args.data, n_test=args.n_test, split=args.split)
+    res = test_run(args.run, data_dir=args.data, n_test=args.n_test, split=args.split, dataset=args.dataset)
     if args.json:
         print(json.dumps(res))
     else:
         what = "test error" if args.split == "test" else "error on training images"
+        if res["dataset"] != res["trained_on"]:
+            what += f" on {res['dataset']} (trained on {res['trained_on']})"
         print(f"{what} {res['test_error']:.4f} ({res['readout']} read-out; last {res['test_error_last']:.4f}, "
               f"sum {res['test_error_sum']:.4f}, prob {res['test_error_prob']:.4f}) on {res['n_test']} images after {_count(res['epochs'], 'epoch')}")
 
@@ -447,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int_at_least(1), help="test on the first N test images only")
     s.add_argument("--split", choices=["test", "train"], default="test",
                    help="train: the same test on the training images (training error; with --n-test, the first N)")
+    s.add_argument("--dataset", choices=["mnist", "mnist-subset"],
+                   help="test on this dataset instead of the run's own: mnist tests a run trained on the bundled "
+                        "subset on the full MNIST test set (all 10,000 images unless --n-test)")
     s.add_argument("--json", action="store_true", help="print one JSON object (test_error, n_test, epochs, steps, ...)")
     s.set_defaults(func=_test)
 

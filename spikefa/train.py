@@ -547,36 +547,45 @@ def network_from_file(path) -> tuple[Network, int, bool, str]:
     return net, int(info["step"]), False, "checkpoint"
 
 
-def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=None, split: str = "test") -> dict:
+def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=None, split: str = "test",
+             dataset: str | None = None) -> dict:
     """Test a run's weights on its test set (``spikefa test``), plasticity off.
 
     ``path`` is a run file (its final weights, or, while it is still running or was cut
     off, its checkpoint) or a checkpoint file itself. ``split="train"`` tests on the
     training images instead (the first ``n_test`` of the file, unshuffled), with the same
-    protocol: the training error, to tell slow learning from overfitting.
+    protocol: the training error, to tell slow learning from overfitting. ``dataset``
+    tests on another dataset than the run's own, e.g. a run trained on the bundled subset
+    on all 10,000 images of the full MNIST test set (``"mnist"``).
     """
+    from .config import DATASET_CHOICES
+
     if split not in ("test", "train"):
         raise ValueError(f"split {split!r} unknown; valid: 'test', 'train'")
+    if dataset is not None and dataset not in DATASET_CHOICES:
+        raise ValueError(f"dataset {dataset!r} unknown; valid: {', '.join(map(repr, DATASET_CHOICES))}")
     net, steps, complete, source = network_from_file(path)
     cfg = net.config
+    data_cfg = cfg.replace(train={"dataset": dataset}) if dataset is not None else cfg
     changes = {}
     if n_test is not None:
         changes["n_test"] = n_test
     if readout is not None:
         changes["readout"] = readout
     net.config = cfg = cfg.replace(test=changes) if changes else cfg
-    if data_dir is None and cfg.train.dataset == "mnist" and runfile.h5_kind(path) == "run":
+    if data_dir is None and data_cfg.train.dataset == "mnist" and runfile.h5_kind(path) == "run":
         # the folder the run was trained from, when it is still there (else the usual search)
         saved = runfile.Run(path).attrs.get("data_dir")
         if saved and Path(str(saved)).is_dir():
             data_dir = str(saved)
-    test_x, test_y = load_data(cfg, split, data_dir, cfg.test.n_test)
+    test_x, test_y = load_data(data_cfg, split, data_dir, cfg.test.n_test)
     n_train = train_set_size(cfg)
     res = evaluate(net, test_x, test_y, seed_key=seed_key)
     return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum,
                 test_error_prob=res.error_prob, n_test=res.n_test, split=split, readout=cfg.test.readout, steps=steps,
                 epochs=steps / cfg.train.steps_per_image / n_train, complete=complete, weights=source,
-                model=cfg.name, feedback=cfg.model.feedback, seed=cfg.run.seed, path=str(path))
+                model=cfg.name, feedback=cfg.model.feedback, seed=cfg.run.seed, path=str(path),
+                dataset=data_cfg.train.dataset, trained_on=cfg.train.dataset)
 
 
 test_run.__test__ = False  # not a pytest test

@@ -436,3 +436,23 @@ def test_a_run_file_remembers_its_mnist_folder(full_dir, isolated, tmp_path):
     with pytest.raises(data.DataError):
         data.find_mnist_dir()  # nothing to find without the run file's hint
     assert test_run(res.path)["n_test"] == 20
+
+
+def test_a_subset_run_tested_on_the_full_mnist_test_set(full_dir, tmp_path, capsys):
+    """spikefa test --dataset mnist: a run trained on the bundled subset, tested on the
+    first images of the full MNIST test set."""
+    from spikefa.cli import main
+    from spikefa.train import evaluate, network_from_file, test_run, train
+
+    out = train("tiny", epochs=0.05, out=tmp_path / "r.h5", progress=False).path
+    res = test_run(out, dataset="mnist", data_dir=full_dir, n_test=300)
+    assert (res["dataset"], res["trained_on"], res["n_test"]) == ("mnist", "mnist-subset", 300)
+    images, labels = data.load_mnist("test", data_dir=full_dir)
+    net = network_from_file(out)[0]
+    assert res["test_error"] == evaluate(net, images[:300], labels[:300]).error
+    own = test_run(out, n_test=300)
+    assert own["dataset"] == own["trained_on"] == "mnist-subset"
+    assert main(["test", str(out), "--dataset", "mnist", "--data", str(full_dir), "--n-test", "300"]) == 0
+    assert "test error on mnist (trained on mnist-subset)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="dataset 'emnist' unknown"):
+        test_run(out, dataset="emnist")
