@@ -544,7 +544,8 @@ LAB3 = [
           "| steps per image", cfg.train.steps_per_image, "| feedback", cfg.model.feedback)
     """),
     code("""
-    result = train(cfg, out=OUT_DIR / f"lab3-{MODEL}.h5", progress=not QUICK)
+    # overwrite=True: running this cell again (after changing cfg) starts the run anew
+    result = train(cfg, out=OUT_DIR / f"lab3-{MODEL}.h5", progress=not QUICK, overwrite=True)
     print(f"test error {result.test_error:.1%} after {result.epochs:g} epochs "
           f"({result.steps:,} steps, {result.wall_s:.0f} s)")
     run = spikefa.load(result.path)
@@ -650,7 +651,8 @@ LAB3 = [
        weight change?)
     4. **Exercise.** The paper's Fig. 4 shows each image for 50 steps. Train again with
        `train={"epochs": 1, "test_every": 1000, "steps_per_image": 50}` in `replace` and
-       compare the rasters. This changes only training: the test still shows each test
+       compare the rasters (running the training cell again overwrites the first run; give
+       it another `out=` to keep both). This changes only training: the test still shows each test
        image for `test.steps_per_image` = 5 steps.
     """),
 ]
@@ -731,7 +733,7 @@ LAB4 = [
             model={"feedback": variant},
             train={"epochs": EPOCHS, "test_every": 1000},           # test every 1,000 images
             record={"measure_every": 500 if QUICK else 1000})       # angles every this many steps
-        res = train(cfg, out=OUT_DIR / f"{MODEL}-{variant}.h5", progress=False)
+        res = train(cfg, out=OUT_DIR / f"{MODEL}-{variant}.h5", progress=False, overwrite=True)
         runs[variant] = spikefa.load(res.path)
         print(f"{variant:10s} test error {res.test_error:6.1%}   ({res.wall_s:.0f} s)")
     """),
@@ -843,9 +845,11 @@ LAB4 = [
        feedback neurons integrate with $\tau$ and pass on $\tanh(U)$ without a derivative
        factor, so `transport` is not exact backprop. Does it beat FA here? Would you
        expect the answer to depend on $\eta$ (`model={"eta": ...}`)? Try it.
-    3. **Chance or not?** Run two more seeds of two variants
-       (`train(cfg, seed=2, out=...)`, about 10 s each) and decide which differences in the
-       bar chart are larger than the seed-to-seed spread.
+    3. **Chance or not?** Run two more seeds of two variants and decide which differences
+       in the bar chart are larger than the seed-to-seed spread. After the loop above `cfg`
+       is the last variant's (`learned`), so build each variant's config again, e.g.
+       `cfg = spikefa.load_config(MODEL).replace(model={"feedback": "fa"}, train={"epochs": EPOCHS})`,
+       then `train(cfg, seed=2, out=OUT_DIR / "fa-seed2.h5")` (about 10 s each).
     4. **Learning the feedback.** In the right panel of the alignment figure (`h1`),
        compare `learned` with `fa`. Does node perturbation make $B$ align faster than
        feedback alignment alone does? Is the answer the same early in training (up to about
@@ -936,13 +940,17 @@ LAB5 = [
     t_brian2 = time.perf_counter() - tic
 
     step_image = np.arange(STEPS) // k
+    # compile spikefa's kernel first, on a copy, so that the timing is of the steps alone
+    warm = init_network(cfg)
+    warm.run(uniforms[:2], input_probabilities(images, cfg.model.p_max), step_image[:2], labels[step_image[:2]],
+             plastic=True, rec_idx=np.arange(net.n_units))
     tic = time.perf_counter()
     out = net.run(uniforms, input_probabilities(images, cfg.model.p_max), step_image, labels[step_image],
                   plastic=True, rec_idx=np.arange(net.n_units))
     t_spikefa = time.perf_counter() - tic
     spikes_sf = out["spikes"].copy()
     psp_sf = out["psp"].copy()
-    print(f"{STEPS} steps: Brian2 {t_brian2:.1f} s, spikefa {t_spikefa:.2f} s (includes compiling on a first run)")
+    print(f"{STEPS} steps: Brian2 {t_brian2:.1f} s, spikefa {t_spikefa:.2f} s (its kernel compiled beforehand)")
     """),
     md(r"""
     ## Compare the rasters
