@@ -117,7 +117,7 @@ def class_alignment(net: Network, start: Network | None = None) -> list[dict]:
     feedback = net.config.model.feedback
     if feedback not in ("fa", "sparse-fa"):
         raise ValueError(f"class_alignment compares W with a fixed B from the layer above; "
-                         f"feedback {feedback!r} has none (use fa or sparse-fa)")
+                         f"feedback {feedback!r} has no fixed B (use fa or sparse-fa)")
     start = init_network(net.config) if start is None else start
     Q = class_error_bases(net)
     phi = PHI_CODES[net.config.model.phi_d]

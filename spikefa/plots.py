@@ -256,8 +256,12 @@ def angles(run, *, ax=None, modulator: bool = True, ceiling: bool = True):
     the solid lines cannot go far below it, however well the layer has aligned where it
     matters (``spikefa align RUN.h5`` measures that)."""
     run = _run(run)
-    ax = _axes(ax)
+    if run.config.model.feedback == "shallow":
+        raise RunFileError(f"{run.path}: feedback 'shallow' sends no feedback, so there is no alignment to plot")
     a = run.angles()
+    if not any(np.isfinite(v).any() for v in a["weight"].values()):
+        raise RunFileError(f"{run.path}: no alignment angle measured yet (every record.measure_every steps)")
+    ax = _axes(ax)
     lows = None
     if ceiling and run.config.model.feedback in ("fa", "sparse-fa") and a["weight"]:
         from .alignment import flat_ceilings

@@ -789,7 +789,8 @@ class Run:
             have = ", ".join(f"{k} of {lay}" for lay, ks in self.recorded(phase).items() for k in ks)
             raise RunFileError(f"{self.path}: {kind} of {layer} ({phase}) were not recorded; recorded: "
                                + (have or "nothing (record with spikefa train ... --record PROBE, "
-                                  "e.g. --record fig4; see spikefa train --help)"))
+                                  "e.g. --record fig4, or in Python record={'probes': ['fig4']} in the "
+                                  "config; see spikefa train --help)"))
         return f[path]
 
     def spikes(self, layer: str, window=None, *, phase: str = "train") -> Spikes:
@@ -843,7 +844,8 @@ class Run:
             g = f.get(f"record/{phase}/stimulus")
             if g is None:
                 raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r} (record with "
-                                   "spikefa train ... --record PROBE, e.g. --record fig4)")
+                                   "spikefa train ... --record PROBE, e.g. --record fig4, or in Python "
+                                   "record={'probes': ['fig4']} in the config)")
             i0, i1 = _row_range(g["step"], self._window(window, phase))
             return Stimulus(g["step"][i0:i1], g["label"][i0:i1], g["image"][i0:i1])
 

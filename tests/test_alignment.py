@@ -62,7 +62,7 @@ def test_refuses_another_run_and_moving_feedback(tiny):
     with pytest.raises(ValueError, match="B of h1 differs"):
         alignment.class_alignment(net, start)
     moving = init_network(load_config("tiny").replace(model={"feedback": "transport"}))
-    with pytest.raises(ValueError, match="'transport' has none"):
+    with pytest.raises(ValueError, match="'transport' has no fixed B"):
         alignment.class_alignment(moving)
 
 
@@ -97,7 +97,7 @@ def test_cli_names_the_bad_file(tmp_path, capsys):
     assert main(["align", str(bad), "tiny", str(tmp_path / "transport.toml")]) == 2
     captured = capsys.readouterr()
     assert [line.split("|")[1].strip() for line in captured.out.splitlines()[2:]] == ["tiny", "tiny"]
-    assert "'transport' has none" in captured.err and "2 of 3 could not be measured" in captured.err
+    assert "'transport' has no fixed B" in captured.err and "2 of 3 could not be measured" in captured.err
 
 
 def test_error_share_is_the_mean_of_the_per_step_snapshots(tmp_path, capsys):

@@ -131,6 +131,17 @@ def test_missing_recordings_are_clear_errors(tmp_path):
         plots.traces(res.path)
     plots.angles(res.path)  # rates and angles are recorded by default
     plots.rates(res.path)
+    with pytest.raises(RunFileError, match=r"record=\{'probes': \['fig4'\]\}"):  # the Python form too
+        plots.fig4(res.path)
+    # no feedback, no alignment: said, not an empty plot
+    shallow = train(load_config("tiny").replace(model={"feedback": "shallow"}), epochs=0.05,
+                    out=tmp_path / "shallow.h5", progress=False)
+    with pytest.raises(RunFileError, match="'shallow' sends no feedback"):
+        plots.angles(shallow.path)
+    unmeasured = train(load_config("tiny").replace(record={"measure_every": 0}), epochs=0.01,
+                       out=tmp_path / "unmeasured.h5", progress=False)
+    with pytest.raises(RunFileError, match=r"no angles were recorded \(record.measure_every = 0\)"):
+        plots.angles(unmeasured.path)
 
 
 def test_angles_mark_the_flattened_ceiling_of_fixed_feedback(tmp_path):
