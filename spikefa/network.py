@@ -311,4 +311,7 @@ def input_probabilities(images: np.ndarray, p_max: float) -> np.ndarray:
         x = images.astype(np.float64) / 255.0
     else:
         x = images.astype(np.float64)
+        ok = (x >= 0) & (x <= 1)  # False for NaN too
+        if not ok.all():
+            raise ValueError(f"input values are probabilities, pixels scaled to [0, 1]; got {float(x[~ok][0])!r}")
     return np.minimum(x, p_max)

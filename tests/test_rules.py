@@ -166,9 +166,14 @@ def test_node_perturbation_update_by_hand(backend):
 
 # ---------------------------------------------------------------------------- input spikes
 def test_input_probabilities_divide_uint8_by_255():
-    """x = pixel / 255 (0 -> 0, 51 -> 0.2, 255 -> 1), then min(x, p_max)."""
+    """x = pixel / 255 (0 -> 0, 51 -> 0.2, 255 -> 1), then min(x, p_max); float inputs
+    are taken as they are and must lie in [0, 1] (a negative rate never spiked, silently)."""
     got = input_probabilities(np.array([[0, 51, 128, 255]], np.uint8), 0.95)
     np.testing.assert_array_equal(got, [[0.0, 0.2, 128 / 255, 0.95]])
+    np.testing.assert_array_equal(input_probabilities(np.array([[0.0, 0.5, 1.0]]), 0.95), [[0.0, 0.5, 0.95]])
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=f"scaled to \\[0, 1\\]; got {bad}"):
+            input_probabilities(np.array([[0.5, bad]]), 0.95)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
