@@ -609,10 +609,11 @@ LAB3 = [
     forward weights $(W^{l+1})^T$ and the feedback weights $B^l$ (solid), and between the
     deltas that $B^l$ and $(W^{l+1})^T$ would send for the current error (dashed; the legend
     calls them "modulators", spikefa's name for the deltas). At 90° the
-    feedback would be useless; below it, it points the right way. The dotted lines mark how
-    low the solid ones can go at all: the error that decides the guess comes from 10
-    classes, so it spans only 10 of a layer's directions, and a $W$ that had learned $B$
-    perfectly there (and nothing else) would still sit on the dotted line.
+    feedback would be useless; below it, it points the right way. The dotted lines mark
+    how low FA can be expected to bring the solid ones (not a hard limit: `transport`
+    sits at 0°): the error that decides the guess comes from 10 classes, so it spans
+    only 10 of a layer's directions, FA's weight changes lie there, and a $W$ that had
+    learned $B$ perfectly there (and nothing else) would still sit on the dotted line.
     """),
     code("""
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -628,7 +629,7 @@ LAB3 = [
     from spikefa.train import network_from_run
 
     for r in class_alignment(network_from_run(run)):
-        print(f"{r['layer']}: flattened {r['flat']:.1f} deg (lowest possible {r['ceiling']:.1f}), "
+        print(f"{r['layer']}: flattened {r['flat']:.1f} deg (W = B in the class-error subspace: {r['ceiling']:.1f}), "
               f"in the class-error subspace {r['subspace']:.1f} deg")
     """),
     md(r"""
