@@ -73,10 +73,11 @@ def _resume_command(command: str) -> str:
         return f"{command} --resume"
     if not words:
         return "spikefa train MODEL --out RUN.h5 --resume (the file does not record its command)"
+    from .runfile import invocation
+
+    words = shlex.split(invocation(words))  # `python -m spikefa` as older files recorded it, too
     if Path(words[0]).name == "spikefa":
         words[0] = "spikefa"
-    elif Path(words[0]).name == "__main__.py" and Path(words[0]).parent.name == "spikefa":
-        words[:1] = ["python", "-m", "spikefa"]  # as older files recorded `python -m spikefa`
     elif words[:3] != ["python", "-m", "spikefa"]:
         return f"the same train() call with resume=True (the run was started from Python: {command})"
     words = [w for w in words if w != "--overwrite"]

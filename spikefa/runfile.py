@@ -394,11 +394,11 @@ def set_attrs(path, **attrs) -> None:
             f["progress/steps_done"][()] = int(attrs["steps_done"])
 
 
-def invocation() -> str:
-    """The command line this process runs, to record and replay: ``python -m spikefa ...``
-    when it runs as a module (``sys.argv[0]`` is then spikefa's ``__main__.py``, which cannot
-    be run as a script)."""
-    argv = list(sys.argv)
+def invocation(argv=None) -> str:
+    """The command line this process runs (or ``argv``), to record and replay: ``python -m
+    spikefa ...`` when it runs as a module (``sys.argv[0]`` is then spikefa's ``__main__.py``,
+    which cannot be run as a script)."""
+    argv = list(sys.argv if argv is None else argv)
     if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "spikefa":
         argv[:1] = ["python", "-m", "spikefa"]
     return shlex.join(argv)
