@@ -256,14 +256,14 @@ def angles(run, *, ax=None, modulator: bool = True, ceiling: bool = True):
     the solid lines cannot go far below it, however well the layer has aligned where it
     matters (``spikefa align RUN.h5`` measures that)."""
     run = _run(run)
-    if run.config.model.feedback == "shallow":
-        raise RunFileError(f"{run.path}: feedback 'shallow' sends no feedback, so there is no alignment to plot")
     a = run.angles()
-    if not any(np.isfinite(v).any() for v in a["weight"].values()):
-        raise RunFileError(f"{run.path}: no alignment angle measured yet (every record.measure_every steps)")
+    if not any(np.isfinite(v).any() for v in a["weight"].values()):  # shallow's are all NaN
+        raise RunFileError(f"{run.path}: " + ("feedback 'shallow' sends no feedback, so there is no alignment to plot"
+                                              if run.config.model.feedback == "shallow" else
+                                              "no alignment angle measured yet (every record.measure_every steps)"))
     ax = _axes(ax)
     lows = None
-    if ceiling and run.config.model.feedback in ("fa", "sparse-fa") and a["weight"]:
+    if ceiling and run.config.model.feedback in ("fa", "sparse-fa"):
         from .alignment import flat_ceilings
         from .network import init_network
 
@@ -348,8 +348,8 @@ def _fig4_windows(run, steps):
          if np.any((st.step >= a) & (st.step < b))]
     if len(w) >= 3:
         chosen = [w[0], w[len(w) // 2], w[-1]]
-    elif len(w) == 2 or len(run.windows) > 1:
-        chosen = w  # the others are not reached yet
+    elif len(run.windows) > 1:
+        chosen = w  # two windows, or the others are not reached yet
     else:
         lo, hi = int(st.step[0]), int(st.step[-1]) + 1
         n = min(steps or 200, hi - lo)

@@ -219,6 +219,20 @@ class Window:
         return a, b
 
 
+def resolve_windows(texts, total_steps: int | None) -> np.ndarray:
+    """The windows ``texts`` of a run of ``total_steps`` steps as ``(start, stop)`` rows in
+    time order (window 0 the earliest, however they were listed). A window that starts at
+    or after the run's end would record nothing: an error naming it."""
+    from .config import ConfigError
+
+    rows = np.array([Window.parse(w).resolve(total_steps) for w in texts], dtype=np.int64).reshape(-1, 2)
+    for w, (a, b) in zip(texts, rows):
+        if a >= b:
+            raise ConfigError(f"record.windows: the window {w!r} starts at or after the run's end "
+                              f"({total_steps:,} steps), so it would record nothing")
+    return rows[np.argsort(rows[:, 0], kind="stable")]
+
+
 def validate_record(rp, layers):
     """Check a :class:`~spikefa.config.RecordParams` and put probes and windows in canonical form.
 
@@ -457,13 +471,8 @@ class Recorder:
         self.names = layer_names(len(self.sizes) - 1)
         self.total_steps = total_steps
         self.dtype = np.dtype(cfg.model.dtype)
-        self.windows = np.array([Window.parse(w).resolve(total_steps) for w in rp.windows], dtype=np.int64)
-        if not len(rp.windows):
-            self.windows = np.array([[0, total_steps if total_steps is not None else np.iinfo(np.int64).max]],
-                                    dtype=np.int64)
-        self.windows = self.windows.reshape(-1, 2)
-        # numbered in time order (window 0 the earliest), however they were listed
-        self.windows = self.windows[np.argsort(self.windows[:, 0], kind="stable")]
+        self.windows = resolve_windows(rp.windows, total_steps) if len(rp.windows) else np.array(
+            [[0, total_steps if total_steps is not None else np.iinfo(np.int64).max]], dtype=np.int64)
         self.channels: list[Channel] = []
         rec: dict[int, int] = {}
         for text in rp.probes:

@@ -349,12 +349,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     total_steps = total_images * N
     test_every = cfg.train.test_every * N if cfg.train.test_every else 0
 
-    if not resume:  # (a resume keeps the run's windows, all inside it: its length only grows)
-        for w in cfg.record.windows:
-            a, b = record.Window.parse(w).resolve(total_steps)
-            if a >= b:
-                raise ConfigError(f"record.windows: the window {w!r} starts at or after the run's end "
-                                  f"({total_steps:,} steps), so it would record nothing")
+    if not resume:  # refuse an empty window before the run file is made (a resume's run only grows)
+        record.resolve_windows(cfg.record.windows, total_steps)
     net = init_network(cfg)
     rng = rng_for(cfg.run.seed, SEED_NOISE)
     cfg, step, n_tests, wall0, extra = _open_run(cfg, out, net, rng, total_steps=total_steps, n_train=n_train,
