@@ -157,54 +157,7 @@ def test_test_mode_matches_twin():
 
 
 # ---------------------------------------------------------------------------- by hand
-def test_one_step_by_hand():
-    """A 2-2-2-2 network, one step, every quantity computed from the equations of docs/model.md."""
-    cfg = config_from_dict({"model": {"layers": [2, 2, 2, 2], "n_classes": 2, "tau": 0.9, "eta": 0.1,
-                                      "gamma": 0.5, "dtype": "float64", "phi_d": "tanh"}})
-    net = init_network(cfg)
-    W1 = np.array([[0.5, -1.0], [2.0, 0.25]])  # stored (pre, post): W1[i, j] from input i to h1 j
-    W2 = np.array([[1.0, 0.0], [-0.5, 3.0]])
-    W3 = np.array([[0.2, -0.3], [0.1, 0.4]])
-    B1 = np.array([[1.0, -2.0], [0.5, 0.5]])  # (n_h1, n_h2)
-    B2 = np.array([[0.3, 0.7], [-1.0, 2.0]])  # (n_h2, n_out)
-    for Wl, val in zip(net.W, (W1, W2, W3)):
-        Wl[...] = val
-    for bl, val in zip(net.b, ([0.1, -0.2], [0.0, 0.3], [-0.1, 0.2])):
-        bl[...] = val
-    net.wiring.F[0][...] = B1
-    net.wiring.F[1][...] = B2
-    net.state.psp[2:] = [0.2, -0.4, 1.0, 0.5, -0.3, 0.6]
-    net.state.feedback_psp[2:] = [0.1, 0.2, -0.3, 0.4, 0.5, -0.6]
-    V0, U0 = net.state.psp.copy(), net.state.feedback_psp.copy()
-    sig = lambda v: 1 / (1 + np.exp(-v))
-    # input pixel probs 0.5 and 0.99 (-> p_max 0.95); uniforms decide every spike
-    probs = input_probabilities(np.array([[0.5, 0.99]]), cfg.model.p_max)
-    assert probs.tolist() == [[0.5, 0.95]]
-    u = np.array([[0.4, 0.96, 0.0, 0.999, 0.999, 0.0, 0.0, 0.999]])
-    net.run(u, probs, np.array([0]), np.array([1]), backend="numpy")
-    s0 = np.array([1, 0])  # 0.4 < 0.5; 0.96 >= 0.95
-    V1 = 0.1 * V0[2:4] + 0.9 * (s0 @ W1 + [0.1, -0.2])
-    s1 = (u[0, 2:4] < sig(V1)).astype(float)
-    V2 = 0.1 * V0[4:6] + 0.9 * (s1 @ W2 + [0.0, 0.3])
-    s2 = (u[0, 4:6] < sig(V2)).astype(float)
-    V3 = 0.1 * V0[6:8] + 0.9 * (s2 @ W3 + [-0.1, 0.2])
-    s3 = (u[0, 6:8] < sig(V3)).astype(float)
-    assert s1.tolist() == [1, 0] and s2.tolist() == [0, 1] and s3.tolist() == [1, 0]
-    y = np.array([0.0, 1.0])  # label 1 owns output unit 1
-    U3 = 0.1 * U0[6:8] + 0.9 * (s3 - y)  # output minus target
-    U2 = 0.1 * U0[4:6] + 0.9 * (B2 @ np.tanh(U3))
-    U1 = 0.1 * U0[2:4] + 0.9 * (B1 @ np.tanh(U2))
-    np.testing.assert_allclose(net.state.psp[2:], np.concatenate([V1, V2, V3]), rtol=1e-14)
-    np.testing.assert_allclose(net.state.feedback_psp[2:], np.concatenate([U1, U2, U3]), rtol=1e-14)
-    for l, (Wl, V, U, pre, b_old) in enumerate([(W1, V1, U1, s0, [0.1, -0.2]), (W2, V2, U2, s1, [0.0, 0.3]),
-                                                (W3, V3, U3, s2, [-0.1, 0.2])]):
-        mod = np.tanh(U) * sig(V) * (1 - sig(V))
-        W_new = Wl - 0.1 * (np.outer(pre, mod) + 0.5 * Wl)  # stored layout: outer(pre, post)
-        b_new = np.array(b_old) - 0.1 * (mod + 0.5 * np.array(b_old))
-        np.testing.assert_allclose(net.weights(l + 1), W_new, rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(net.biases(l + 1), b_new, rtol=1e-13, atol=1e-15)
-    # the sign: output unit 0 spiked but is not the target, so its weights from active h2 units fall
-    assert net.weights(3)[1, 0] < W3[1, 0] * (1 - 0.05)
+# one step by hand, on every back end and phi_d: tests/test_rules.py
 
 
 def test_decay_scale_equals_literal_rule():

@@ -55,7 +55,7 @@ def test_phi_d_variants(kind):
 
 
 # ---------------------------------------------------------------------------- one step by hand
-# The 2-2-2-2 network of test_core.test_one_step_by_hand, its hand computation shared by
+# A 2-2-2-2 network (formerly test_core.test_one_step_by_hand), its hand computation shared by
 # every back end and phi_d, and by the node-perturbation test (feedback "learned").
 W_HAND = [np.array([[0.5, -1.0], [2.0, 0.25]]),  # stored (pre, post): W[i, j] from unit i to unit j
           np.array([[1.0, 0.0], [-0.5, 3.0]]),
@@ -126,19 +126,22 @@ def step_by_hand(phi, eta_fb=None, rate=None, floor=None):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("phi_d", PHI_D)
 def test_one_step_by_hand_every_backend_and_phi_d(phi_d, backend):
-    """test_core.test_one_step_by_hand (which runs the NumPy twin with tanh only) on every
-    back end and every phi_d: PSPs, feedback PSPs, weights and biases after one plastic step
-    equal the hand computation."""
+    """A 2-2-2-2 network, one plastic step on every back end and every phi_d: spikes, PSPs,
+    feedback PSPs, weights and biases equal the hand computation of ``step_by_hand`` (the
+    equations of docs/model.md)."""
     net = net_2222(phi_d)
     probs = input_probabilities(np.array([[0.5, 0.99]]), 0.95)
+    assert probs.tolist() == [[0.5, 0.95]]  # p_max
     out = net.run(U_HAND.copy(), probs, np.array([0]), np.array([1]), backend=backend)
     want = step_by_hand(PHI[phi_d])
     np.testing.assert_array_equal(out["spikes"][0], want["s"])
-    np.testing.assert_allclose(net.state.psp[2:], want["V"], rtol=1e-13)
-    np.testing.assert_allclose(net.state.feedback_psp[2:], want["U"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(net.state.psp[2:], want["V"], rtol=1e-14)
+    np.testing.assert_allclose(net.state.feedback_psp[2:], want["U"], rtol=1e-14, atol=1e-15)
     for l in range(3):
-        np.testing.assert_allclose(net.weights(l + 1), want["W"][l], rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(net.biases(l + 1), want["b"][l], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(net.weights(l + 1), want["W"][l], rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(net.biases(l + 1), want["b"][l], rtol=1e-13, atol=1e-15)
+    # the sign: output unit 0 spiked but is not the target, so its weights from active h2 units fall
+    assert net.weights(3)[1, 0] < W_HAND[2][1, 0] * (1 - 0.05)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
