@@ -58,7 +58,7 @@ def _train(args):
     res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=out,
                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend,
                 branch_from=args.branch_from)
-    print(f"test error {res.test_error:.4f} after {_count(res.epochs, 'epoch')} ({res.steps} steps, {res.wall_s:.0f} s); "
+    print(f"test error {res.test_error:.2%} after {_count(res.epochs, 'epoch')} ({res.steps} steps, {res.wall_s:.0f} s); "
           f"run file {res.path}")
 
 
@@ -161,8 +161,8 @@ def _test(args):
         what = "test error" if args.split == "test" else "error on training images"
         if res["dataset"] != res["trained_on"]:
             what += f" on {res['dataset']} (trained on {res['trained_on']})"
-        print(f"{what} {res['test_error']:.4f} ({res['readout']} read-out; last {res['test_error_last']:.4f}, "
-              f"sum {res['test_error_sum']:.4f}, prob {res['test_error_prob']:.4f}) on {res['n_test']} images after {_count(res['epochs'], 'epoch')}")
+        print(f"{what} {res['test_error']:.2%} ({res['readout']} read-out; last {res['test_error_last']:.2%}, "
+              f"sum {res['test_error_sum']:.2%}, prob {res['test_error_prob']:.2%}) on {res['n_test']} images after {_count(res['epochs'], 'epoch')}")
 
 
 def _plot(args):

@@ -388,7 +388,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
                                       wall_s=wall()))
         n_tests += 1
         if bar is not None:
-            bar.set_postfix(test_error=f"{res.error:.4f}", refresh=False)
+            bar.set_postfix(test_error=f"{res.error:.2%}", refresh=False)
         return res
 
     def tested_now():

@@ -470,8 +470,17 @@ def test_spikefa_test_json(tmp_path, capsys):
     from spikefa.cli import main
 
     assert main(["train", "tiny", "--epochs", "0.1", "-o", str(tmp_path / "r.h5"), "-q"]) == 0
+    said_train = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["test", str(tmp_path / "r.h5")]) == 0
+    said_test = capsys.readouterr().out.strip().splitlines()[-1]
     assert main(["test", str(tmp_path / "r.h5"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # the text forms say percentages, as info and curve do; the JSON keeps the fraction
+    last = spikefa.load(tmp_path / "r.h5").test_curve()
+    assert said_train.startswith(f"test error {100 * last['error'][-1]:.2f}% after 0.1 epochs"), said_train
+    assert said_test.startswith(f"test error {100 * out['test_error']:.2f}% (last read-out; "
+                                f"last {100 * out['test_error_last']:.2f}%, sum {100 * out['test_error_sum']:.2f}%, "
+                                f"prob {100 * out['test_error_prob']:.2f}%) on 500 images"), said_test
     assert {"test_error", "n_test", "epochs", "steps"} <= set(out)
     assert 0 <= out["test_error"] <= 1 and out["n_test"] == 500 and out["steps"] == 1000
     assert out["epochs"] == pytest.approx(0.1)
