@@ -233,6 +233,19 @@ def resolve_windows(texts, total_steps: int | None) -> np.ndarray:
     return rows[np.argsort(rows[:, 0], kind="stable")]
 
 
+def keep_begun_windows(old, new, step: int) -> np.ndarray:
+    """The windows of a run resumed at ``step``: those of its file (``old``) that began
+    before ``step`` stay where they were recorded, and of ``new`` (resolved for the resumed
+    run's length) only those that begin at or after ``step``. The same length gives the
+    same windows; a longer one (``--epochs``) moves a window given in ``%`` or ``end``, and
+    its data recorded before the resume stays a window of the run instead of dropping out
+    of :attr:`~spikefa.runfile.Run.windows`."""
+    old = np.asarray(old, dtype=np.int64).reshape(-1, 2)
+    new = np.asarray(new, dtype=np.int64).reshape(-1, 2)
+    rows = np.concatenate([old[old[:, 0] < step], new[new[:, 0] >= step]])
+    return rows[np.argsort(rows[:, 0], kind="stable")]
+
+
 def validate_record(rp, layers):
     """Check a :class:`~spikefa.config.RecordParams` and put probes and windows in canonical form.
 
@@ -547,6 +560,8 @@ class Recorder:
         dropped, so nothing is recorded twice; call :meth:`load_state` first.
         """
         self.sink = sink or H5Sink(h5, chunk_rows=self.params.chunk_rows)
+        if step > 0 and len(self.params.windows) and "record" in h5 and "windows" in h5["record"].attrs:
+            self.windows = keep_begun_windows(h5["record"].attrs["windows"][...], self.windows, step)
         try:
             self._declare(self.sink)
         except ValueError as exc:

@@ -232,6 +232,55 @@ def test_an_error_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_end(tmp_p
     assert_same_run(full, cut)
 
 
+def test_resume_with_more_epochs_keeps_the_windows_already_recorded(tmp_path, monkeypatch):
+    """Windows given in % or end move with a new --epochs: those begun before the resume stay
+    windows of the run, where their data was recorded, and the moved ones that begin after
+    it are recorded. Before, run.windows listed only the moved ones, and the data of the
+    first 50% and end windows dropped out of it."""
+    rec = {"probes": ["spikes layers=h1 random=5"], "windows": ["0:50", "50%:50", "end:50"]}
+    one = train(short_cfg(record=rec), out=tmp_path / "one.h5", progress=False).path
+    grown = tmp_path / "grown.h5"
+    shutil.copy(one, grown)
+    shutil.copy(checkpoint_path(one), checkpoint_path(grown))
+    train(short_cfg(record=rec, train={"epochs": 0.2}), out=grown, resume=True, progress=False)
+    run = Run(grown)
+    np.testing.assert_array_equal(run.windows, [[0, 50], [500, 550], [950, 1000], [1000, 1050], [1950, 2000]])
+    for w in range(len(run.windows)):
+        np.testing.assert_array_equal(run.stimulus(w).step, np.arange(*run.windows[w]))
+    for w in range(3):  # the short run's windows hold what they held
+        a, b = Run(one).spikes("h1", window=w), run.spikes("h1", window=tuple(Run(one).windows[w]))
+        assert a.step.size > 0
+        np.testing.assert_array_equal(a.step, b.step)
+        np.testing.assert_array_equal(a.index, b.index)
+
+    # cut at 600 (checkpoint there) and resumed longer: the short run's end window had not
+    # begun, so it is not a window of the run
+    on_block = Recorder.on_block
+
+    def cut_at_600(self, net, step0, outputs):
+        on_block(self, net, step0, outputs)
+        if step0 + outputs["spikes"].shape[0] == 600:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut.h5"
+    with monkeypatch.context() as m:
+        m.setattr(Recorder, "on_block", cut_at_600)
+        with pytest.raises(KeyboardInterrupt):
+            train(short_cfg(record=rec), out=cut, progress=False)
+    assert ckpt_step(cut) == 600
+    train(short_cfg(record=rec, train={"epochs": 0.2}), out=cut, resume=True, progress=False)
+    np.testing.assert_array_equal(Run(cut).windows, [[0, 50], [500, 550], [1000, 1050], [1950, 2000]])
+    np.testing.assert_array_equal(Run(cut).stimulus(1).step, np.arange(500, 550))
+    # resumed at the same length, the windows are the run's own
+    again = tmp_path / "again.h5"
+    with monkeypatch.context() as m:
+        m.setattr(Recorder, "on_block", cut_at_600)
+        with pytest.raises(KeyboardInterrupt):
+            train(short_cfg(record=rec), out=again, progress=False)
+    train(short_cfg(record=rec), out=again, resume=True, progress=False)
+    np.testing.assert_array_equal(Run(again).windows, Run(one).windows)
+
+
 # ---------------------------------------------------------------------------- stop and overwrite
 def test_a_stop_request_ends_the_run_at_the_block_with_a_checkpoint(tmp_path, capsys):
     """Ctrl-C during training (the StopRequest's handler, called here from a callback at
