@@ -556,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--noise-steps", type=int_at_least(0), default=0, metavar="N",
                    help="include spikefa's uniforms for N steps, so that Brian2 takes the same random decisions "
                         "(default 0: the script draws its own noise)")
-    x.add_argument("--test", action="store_true", help="plasticity off, test images (default: training)")
+    x.add_argument("--test", action="store_true", help="plasticity off, test images (default: training); the script then "
+                                                       "prints its test error on the images it ran")
     x.add_argument("--seed", type=int_at_least(0), help="random seed (overrides run.seed)")
     x.set_defaults(func=_export_brian2)
 

@@ -584,6 +584,8 @@ Weights, biases, feedback weights, state and stimulus ({n_images} images x {k} s
 Exported from: {source}
 
 Run:     python {script} [--steps N] [--target numpy|cython|cpp_standalone] [--out results.npz]
+         (with plasticity off it also prints the test error on the images it ran, by
+         spikefa's read-outs: the output spikes at each image's last step, or summed)
 Modify:  build_network() below is the whole model: one NeuronGroup per forward and per
          feedback population, Synapses for every projection, and every phase of a step as
          code in its own schedule slot (input, forward, error, feedback, plasticity; see
@@ -609,8 +611,9 @@ def main(argv=None):
                         help="steps to run (default: all the stimulus, and shared noise, the data file holds)")
     parser.add_argument("--target", default="numpy", choices=["numpy", "cython", "cpp_standalone"],
                         help="Brian2 code generation target (default numpy)")
-    parser.add_argument("--out", help="save the spikes of every population (steps x units, uint8) and the "
-                                      "final weights and state to this .npz")
+    parser.add_argument("--out", help="save the spikes of every population (steps x units, uint8), the "
+                                      "final weights and state, and when testing each image's guess "
+                                      "(guess_last, guess_sum) to this .npz")
     args = parser.parse_args(argv)
     with np.load(args.data) as f:
         arrays = dict(f)
@@ -632,6 +635,20 @@ def main(argv=None):
             said += (f"; the same spikes as spikefa in all {n} steps" if differ.size == 0 else
                      f"; NOT the same as spikefa's: {differ.size} of {n} steps differ, the first at step {differ[0]}")
         print(said)
+    k = int(arrays["steps_per_image"])
+    if not bool(arrays["plastic"]) and steps >= k:
+        # the test read-outs of spikefa: each class's output spikes at the last of an
+        # image's steps, or summed over them; the guess is the argmax (ties: lowest class)
+        n_img, n_classes = steps // k, int(arrays["n_classes"])
+        out = results[f"spikes_{net.layer_names[-1]}"][:n_img * k].astype(np.int64)
+        per_step = out.reshape(n_img, k, n_classes, -1).sum(axis=3)
+        labels = arrays["labels"][:n_img]
+        errors = {}
+        for readout, counts in (("last", per_step[:, -1]), ("sum", per_step.sum(axis=1))):
+            results[f"guess_{readout}"] = np.argmax(counts, axis=1)
+            errors[readout] = float(np.mean(results[f"guess_{readout}"] != labels))
+        print(f"test error {errors['last']:.2%} on {n_img} images (read-out at the last of each image's {k} steps; "
+              f"{errors['sum']:.2%} with the spikes summed over them)")
     if args.out:
         np.savez_compressed(args.out, **results)
         print(f"saved {args.out}")

@@ -149,6 +149,36 @@ def test_testing_mode_no_plasticity_no_feedback():
     assert np.all(st["U_h1"] == 0.25)
 
 
+def test_exported_test_script_reports_spikefas_test_error(tmp_path, capsys):
+    """export-brian2 --test: the script prints the test error of the images it ran, from
+    its own output spikes by spikefa's read-outs. With the shared noise its spikes are
+    spikefa's, so its error is what spikefa's read-out gives on spikefa's spikes."""
+    cfg = small(MINI, dtype="float64")
+    net = init_network(cfg)
+    M = cfg.test.steps_per_image
+    images, labels = export.stimulus(cfg, 12, "test")
+    uniforms = rng_for(4, SEED_NOISE).random((12 * M, net.n_units))
+    script, npz = export.write_script(net, tmp_path / "t.py", images, labels, uniforms=uniforms, plastic=False)
+    script_main = runpy.run_path(str(script))["main"]
+    script_main(["--data", str(npz), "--steps", str(10 * M + 2), "--out", str(tmp_path / "res.npz")])
+    said = capsys.readouterr().out
+    from spikefa.train import spike_counts
+
+    with np.load(npz) as f:
+        spikes = f[f"spikefa_spikes_{net.names[-1]}"][:10 * M]  # 10 whole images; the 11th is cut
+    want = {r: np.argmax(c, axis=1) for r, c in spike_counts(spikes, M, cfg.model.n_classes).items()}
+    err = {r: np.mean(g != labels[:10]) for r, g in want.items()}
+    assert (f"test error {err['last']:.2%} on 10 images (read-out at the last of each image's {M} steps; "
+            f"{err['sum']:.2%} with the spikes summed over them)") in said, said
+    with np.load(tmp_path / "res.npz") as f:
+        np.testing.assert_array_equal(f["guess_last"], want["last"])
+        np.testing.assert_array_equal(f["guess_sum"], want["sum"])
+    # training (plasticity on): no test error
+    script, npz = export.write_script(net, tmp_path / "p.py", images, labels, uniforms=uniforms)
+    runpy.run_path(str(script))["main"](["--data", str(npz), "--steps", "10"])
+    assert "test error" not in capsys.readouterr().out
+
+
 def test_refuses_to_run_past_its_noise():
     cfg = small(MINI)
     net = init_network(cfg)
