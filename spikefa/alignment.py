@@ -102,11 +102,13 @@ def class_alignment(net: Network, start: Network | None = None) -> list[dict]:
     Parameters
     ----------
     net : Network
-        The network to measure (fixed feedback: ``fa``, ``sparse-fa``, ``dfa`` is refused
-        since its B does not come from the layer above).
+        The network to measure: feedback ``fa``, ``sparse-fa`` (fixed B) or ``learned`` (W
+        against B as it has learned, at the moment measured). ``dfa`` is refused since its
+        B does not come from the layer above, ``transport`` since its B is W.
     start : Network, optional
         The same network before training, for the ``*_dw`` and ``growth`` fields; by default
-        the fresh network of ``net.config`` (same seed), whose B must equal ``net``'s.
+        the fresh network of ``net.config`` (same seed), whose B must equal ``net``'s
+        when B is fixed.
 
     Returns
     -------
@@ -115,16 +117,16 @@ def class_alignment(net: Network, start: Network | None = None) -> list[dict]:
         angles; NaN where undefined, e.g. ``flat_dw`` of an untrained network).
     """
     feedback = net.config.model.feedback
-    if feedback not in ("fa", "sparse-fa"):
-        raise ValueError(f"class_alignment compares W with a fixed B from the layer above; "
-                         f"feedback {feedback!r} has no fixed B (use fa or sparse-fa)")
+    if feedback not in ("fa", "sparse-fa", "learned"):
+        raise ValueError(f"class_alignment compares W with a B of its own from the layer above; feedback "
+                         f"{feedback!r} has none (use fa, sparse-fa or learned)")
     start = init_network(net.config) if start is None else start
     Q = class_error_bases(net)
     phi = PHI_CODES[net.config.model.phi_d]
     out = []
     for l in range(1, net.m):
         B = net.feedback_matrix(l).astype(np.float64)                  # (n_l, n_{l+1})
-        if not np.array_equal(B, start.feedback_matrix(l).astype(np.float64)):
+        if feedback != "learned" and not np.array_equal(B, start.feedback_matrix(l).astype(np.float64)):
             raise ValueError(f"B of {net.names[l]} differs from the start network's: not the same run")
         W = net.weights(l + 1).astype(np.float64)                      # (n_l, n_{l+1}) = (W^{l+1})^T
         dW = W - start.weights(l + 1).astype(np.float64)

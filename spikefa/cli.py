@@ -500,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("align", help="alignment of W with B inside the class-error subspace (markdown table)",
                        description="For each run file, checkpoint or model (its fresh network), per hidden layer: "
-                                   "the flattened angle between W^T and B the run file records, the smallest value "
-                                   "that angle can take in these layers, and the angle inside the class-error "
+                                   "the flattened angle between W^T and B the run file records, the value that angle "
+                                   "takes for a W equal to B in the class-error subspace and zero elsewhere (the "
+                                   "'ceiling' of alignment by class errors alone), and the angle inside the class-error "
                                    "subspace, where the error that decides the guess lies (spikefa.alignment).")
     a.add_argument("files", nargs="+", metavar="RUN.h5|CKPT|MODEL")
     a.add_argument("--share-steps", type=int, default=0, metavar="T",

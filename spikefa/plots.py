@@ -277,18 +277,18 @@ def angles(run, *, ax=None, modulator: bool = True, ceiling: bool = True):
             ax.plot(a["step"], a["modulator"][layer], color=color, linestyle="--", linewidth=0.7,
                     label=f"{layer}: modulators")
         if lows is not None:
-            # layers of one size often share a floor: draw it once, naming them all
+            # layers of one size often share a ceiling: draw it once, naming them all
             same = [j for j in range(len(layers)) if abs(lows[j] - lows[i]) < 0.05]
             if same[0] == i:
                 ax.axhline(lows[i], color=color, linestyle=":", linewidth=0.8,
-                           label=f"{', '.join(layers[j] for j in same)}: floor of W vs B")
+                           label=f"{', '.join(layers[j] for j in same)}: ceiling (W = B in Q only)")
     ax.axhline(90, color="0.6", linewidth=0.6)
     ax.set_ylim(0, 135)
     ax.set_xlabel("training steps")
     ax.set_ylabel("angle (degrees)")
     if lows is not None:
-        ax.set_title("dotted: the lowest W vs B angle of a W aligned with B in the "
-                     "class-error subspace", fontsize="small")
+        ax.set_title("dotted: the W vs B angle of a W equal to B in the class-error "
+                     "subspace Q and zero elsewhere", fontsize="small")
     ax.legend(fontsize="x-small", frameon=False, ncol=3, loc="upper center")
     return ax
 

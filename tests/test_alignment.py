@@ -62,7 +62,7 @@ def test_refuses_another_run_and_moving_feedback(tiny):
     with pytest.raises(ValueError, match="B of h1 differs"):
         alignment.class_alignment(net, start)
     moving = init_network(load_config("tiny").replace(model={"feedback": "transport"}))
-    with pytest.raises(ValueError, match="'transport' has no fixed B"):
+    with pytest.raises(ValueError, match="feedback 'transport' has none"):
         alignment.class_alignment(moving)
 
 
@@ -97,7 +97,7 @@ def test_cli_names_the_bad_file(tmp_path, capsys):
     assert main(["align", str(bad), "tiny", str(tmp_path / "transport.toml")]) == 2
     captured = capsys.readouterr()
     assert [line.split("|")[1].strip() for line in captured.out.splitlines()[2:]] == ["tiny", "tiny"]
-    assert "'transport' has no fixed B" in captured.err and "2 of 3 could not be measured" in captured.err
+    assert "feedback 'transport' has none" in captured.err and "2 of 3 could not be measured" in captured.err
 
 
 def test_error_share_is_the_mean_of_the_per_step_snapshots(tmp_path, capsys):
@@ -136,3 +136,29 @@ def test_error_share_is_the_mean_of_the_per_step_snapshots(tmp_path, capsys):
     assert all(0 < float(line.split("|")[10]) < 1 for line in lines[2:])
     assert main(["align", str(res.path), "--share-steps", "-1"]) == 2
     assert "--share-steps must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def test_learned_feedback_is_measured_against_the_b_it_has_learned(tmp_path, capsys):
+    """feedback = 'learned': B moves (node perturbation), so W is compared with B as it is
+    at the step measured, the angle the run file records, and not with B(0)."""
+    from spikefa.measures import angle_deg
+    from spikefa.runfile import Run
+    from spikefa.train import network_from_file
+
+    cfg = load_config("tiny").replace(model={"feedback": "learned", "eta_feedback": 1e-4})
+    out = train(cfg, epochs=0.1, out=tmp_path / "learned.h5", progress=False).path
+    net, steps = network_from_file(out)[:2]
+    start = init_network(cfg)
+    recorded = Run(out).angles()
+    assert recorded["step"][-1] == steps
+    rows = alignment.class_alignment(net)
+    for l, r in enumerate(rows, start=1):
+        B, B0 = net.feedback_matrix(l).astype(np.float64), start.feedback_matrix(l).astype(np.float64)
+        W = net.weights(l + 1).astype(np.float64)
+        assert not np.array_equal(B, B0)                                   # B has learned
+        assert r["flat"] == pytest.approx(angle_deg(W, B), abs=1e-9)
+        assert abs(angle_deg(W, B) - angle_deg(W, B0)) > 1e-3              # and that matters
+        assert r["flat"] == pytest.approx(recorded["weight"][r["layer"]][-1], abs=1e-3)
+        assert r["growth"] == pytest.approx(np.linalg.norm(W - start.weights(l + 1)) / np.linalg.norm(start.weights(l + 1)))
+    assert main(["align", str(out)]) in (0, None)
+    assert capsys.readouterr().out.count(f"| {steps:,} |") == len(rows)
