@@ -767,14 +767,9 @@ LAB4 = [
     the curves of `fa`, `transport` and `sparse-fa` are still falling steeply at the end.
     At the default size we measured test errors of 26.0% for `dfa`, 27.4% for `fa`, 44.8%
     for `transport`, 54.6% for `learned`, 76.6% for `sparse-fa` and 92.4% for `shallow`
-    (chance: 90%). Three things to keep in mind before drawing conclusions:
-
-    - `shallow` does not learn at all: that is a real effect (exercise 1).
-    - `transport` (weight transport, backprop's feedback) doing worse than `fa` is *not* a
-      general result: it depends on the learning rate. With `model={"eta": 0.01}` instead
-      of the preset's 0.005 we measured 19.0% for `fa` and 20.2% for `transport` (exercise 2).
-    - The spread from seed to seed is large this early: over three seeds we measured
-      `transport` between 29% and 45%, and `fa` between 23% and 27% (exercise 3).
+    (chance: 90%). Before drawing conclusions, remember that each bar is one seed, early in
+    training, at one learning rate: the exercises below ask which differences survive
+    a closer look.
     """),
     md(r"""
     ## Alignment angles
@@ -856,6 +851,19 @@ LAB4 = [
        feedback alignment alone does? Is the answer the same early in training (up to about
        10,000 steps) and at the end? And in `h3` (left panel)? What could make a $B$ that
        learns drift away from $W^T$ again?
+    """),
+    md(r"""
+    ## For the teacher: what we measured
+
+    At the default size (`small`, 3 epochs, seed 1 unless said), for comparing with what
+    the students find:
+
+    - Exercise 1: `shallow` stays at chance (92.4%): a real effect, not bad luck.
+    - Exercise 2: `transport` doing worse than `fa` is *not* a general result; it depends on
+      the learning rate. With `model={"eta": 0.01}` instead of the preset's 0.005 we
+      measured 19.0% for `fa` and 20.2% for `transport`.
+    - Exercise 3: the spread from seed to seed is large this early: over three seeds we
+      measured `transport` between 29% and 45%, and `fa` between 23% and 27%.
     """),
 ]
 
