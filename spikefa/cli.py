@@ -154,7 +154,8 @@ def _apply_sets(cfg, sets):
 def _test(args):
     from .train import test_run
 
-    res = test_run(args.run, data_dir=args.data, n_test=args.n_test, split=args.split, dataset=args.dataset)
+    res = test_run(args.run, data_dir=args.data, n_test=args.n_test, split=args.split, dataset=args.dataset,
+                   progress=not args.json)
     if args.json:
         print(json.dumps(res))
     else:

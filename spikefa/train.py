@@ -382,6 +382,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
                 raise ConfigError(f"training diverged: the weights into {net.names[l]} are not finite at step "
                                   f"{step:,} (model.eta = {cfg.model.eta:g} too large?)")
         hook = test_hook(step) if test_hook is not None else None
+        if bar is not None:  # the bar stands still during the test pass: say why
+            bar.set_postfix_str(f"testing on {len(test_y):,} images", refresh=True)
         res = evaluate(net, test_x, test_y, seed_key=step, on_block=hook, rec_idx=getattr(hook, "rec_idx", None))
         runfile.append_test(out, dict(step=step, images=step // N, epoch=step / N / n_train, error=res.error,
                                       error_last=res.error_last, error_sum=res.error_sum, error_prob=res.error_prob, n_test=res.n_test,
@@ -544,7 +546,7 @@ def network_from_file(path) -> tuple[Network, int, bool, str]:
 
 
 def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=None, split: str = "test",
-             dataset: str | None = None) -> dict:
+             dataset: str | None = None, progress: bool = False) -> dict:
     """Test a run's weights on its test set (``spikefa test``), plasticity off.
 
     ``path`` is a run file (its final weights, or, while it is still running or was cut
@@ -552,7 +554,8 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
     training images instead (the first ``n_test`` of the file, unshuffled), with the same
     protocol: the training error, to tell slow learning from overfitting. ``dataset``
     tests on another dataset than the run's own, e.g. a run trained on the bundled subset
-    on all 10,000 images of the full MNIST test set (``"mnist"``).
+    on all 10,000 images of the full MNIST test set (``"mnist"``). ``progress``: a
+    progress bar over the images (on stderr).
     """
     from .config import DATASET_CHOICES
 
@@ -576,7 +579,20 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
             data_dir = str(saved)
     test_x, test_y = load_data(data_cfg, split, data_dir, cfg.test.n_test)
     n_train = train_set_size(cfg)
-    res = evaluate(net, test_x, test_y, seed_key=seed_key)
+    bar = on_block = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(test_y), unit="image", desc=f"testing {Path(path).name}", mininterval=0.5, leave=False)
+        M = cfg.test.steps_per_image
+
+        def on_block(net, step0, outputs):
+            bar.update(outputs["spikes"].shape[0] // M)
+    try:
+        res = evaluate(net, test_x, test_y, seed_key=seed_key, on_block=on_block)
+    finally:
+        if bar is not None:
+            bar.close()
     return dict(test_error=res.error, test_error_last=res.error_last, test_error_sum=res.error_sum,
                 test_error_prob=res.error_prob, n_test=res.n_test, split=split, readout=cfg.test.readout, steps=steps,
                 epochs=steps / cfg.train.steps_per_image / n_train, complete=complete, weights=source,

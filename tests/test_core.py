@@ -472,7 +472,9 @@ def test_spikefa_test_json(tmp_path, capsys):
     assert main(["train", "tiny", "--epochs", "0.1", "-o", str(tmp_path / "r.h5"), "-q"]) == 0
     said_train = capsys.readouterr().out.strip().splitlines()[-1]
     assert main(["test", str(tmp_path / "r.h5")]) == 0
-    said_test = capsys.readouterr().out.strip().splitlines()[-1]
+    said = capsys.readouterr()
+    said_test = said.out.strip().splitlines()[-1]
+    assert "testing r.h5" in said.err  # a progress bar over the images, on stderr (not with --json)
     assert main(["test", str(tmp_path / "r.h5"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # the text forms say percentages, as info and curve do; the JSON keeps the fraction
