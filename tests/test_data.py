@@ -263,6 +263,36 @@ def test_label_out_of_range(fake_bundle):
         data._load_from(fake_bundle, "train", 2000, None, "", suffix=data.SUBSET_SUFFIX)
 
 
+
+def test_label_ten_is_out_of_range(fake_bundle):
+    """Digits are 0..9: the first value outside is 10 (the boundary, not just any big value)."""
+    labels = np.frombuffer(_subset_raw(TRAIN_LABELS), np.uint8, offset=8).copy()
+    labels[3] = 10
+    (fake_bundle / f"{TRAIN_LABELS}{data.SUBSET_SUFFIX}.gz").write_bytes(gzip.compress(_idx(labels)))
+    with pytest.raises(DataError, match="label value 10 outside 0..9"):
+        data._load_from(fake_bundle, "train", 2000, None, "", suffix=data.SUBSET_SUFFIX)
+
+
+def test_two_dimensional_idx_is_not_mnist(tmp_path):
+    """MNIST IDX files have 1 (labels) or 3 (images) dimensions: a well-formed 2-D
+    unsigned-byte file (magic 0x00000802) is refused, not read as some (n, m) array."""
+    path = tmp_path / "two-d"
+    path.write_bytes(_idx(np.arange(6).reshape(2, 3)))
+    assert path.read_bytes()[:4] == b"\x00\x00\x08\x02"
+    with pytest.raises(DataError, match="bad IDX magic number 0x00000802"):
+        data.read_idx(path)
+
+
+def test_a_raw_file_is_preferred_to_its_gz(fake_bundle):
+    """With both NAME and NAME.gz in a folder the raw file is read (a user who unpacked
+    and edited a file gets what is on disk under the plain name)."""
+    raw = bytearray(_subset_raw(TRAIN_IMAGES))
+    raw[-1] ^= 0x01
+    (fake_bundle / f"{TRAIN_IMAGES}{data.SUBSET_SUFFIX}").write_bytes(bytes(raw))
+    assert (fake_bundle / f"{TRAIN_IMAGES}{data.SUBSET_SUFFIX}.gz").exists()
+    images, _ = data._load_from(fake_bundle, "train", 2000, None, "", suffix=data.SUBSET_SUFFIX)
+    assert images.tobytes() == bytes(raw[16:])
+
 def test_missing_everywhere_lists_places(isolated):
     repo, cache = isolated
     with pytest.raises(DataError) as err:
