@@ -344,6 +344,121 @@ def test_fig3d_quick_runs_learn(quick_results):
         assert final[label] < 0.5 * final["3-layer shallow"]
 
 
+
+def test_fig3a_quick_learns_mnist(quick_results):
+    """Fig. 3a quick run (bundled subset, 5 epochs, eta 1e-2, seed 0): every rule starts at
+    chance (~90% error) and BP and FA end below 30% (measured 15.2% and 16.4%; shallow
+    18.8%, sparse FA 23.2%). The last point is after all 5 x 2000 examples."""
+    if "fig3a" not in quick_results:
+        pytest.skip("spikefa.data is not available")
+    result = quick_results["fig3a"]
+    errors = result["curves"]["test_error"]
+    for rule in ("bp", "fa"):
+        assert errors[rule][0] > 0.8
+        assert errors[rule][-1] < 0.3
+        assert result["curves"]["examples"][rule][-1] == 5 * 2000
+    assert result["summary"]["final_test_error"] == {r: e[-1] for r, e in errors.items()}
+
+
+FIG2_SMALL = """
+[network]
+sizes = [3, 4, 2]
+activation = "linear"
+w_init = 0.3
+feedback_init = 0.5
+bias_init = 0.0
+learn_biases = false
+[task]
+target_init = 1.0
+n_test = 20
+task_seed = 1
+[train]
+rules = ["bp", "fa"]
+steps = 4
+record_every = RECORD
+np_sigma = 0.01
+np_output = "gradient"
+[train.eta]
+shallow = 0.01
+np = 0.01
+bp = 0.05
+fa = 0.05
+[run]
+runs = 2
+"""
+
+
+def test_fig2_final_nse_is_after_the_last_step_whatever_record_every(tmp_path):
+    """The NSE curve starts before training and has a point after every record_every
+    steps, the last one after all of them: 4 steps recorded every 1, 2 or 4 steps give
+    5, 3 or 2 points and the same final NSE."""
+    finals = []
+    for record in (1, 2, 4):
+        path = tmp_path / f"fig2-{record}.toml"
+        path.write_text(FIG2_SMALL.replace("RECORD", str(record)))
+        result = run_experiment("fig2", tmp_path / str(record), config=path, progress=False)
+        assert list(result["curves"]["steps"]) == list(range(0, 5, record))
+        assert result["curves"]["nse"]["bp"].shape == (2, 4 // record + 1)
+        finals.append(result["summary"]["final_nse"])
+    assert finals[0]["bp"] < 1.0  # it did learn something in 4 steps
+    assert finals[0] == finals[1] == finals[2]
+
+
+FIG3A_SMALL = """
+[network]
+sizes = [784, 30, 10]
+activation = "logistic"
+w_init = 0.2
+feedback_init = 0.5
+sparsity = 0.5
+dtype = "float64"
+[data]
+dataset = "mnist-subset"
+[train]
+rules = ["fa"]
+eta = 1e-2
+weight_decay = 1e-6
+batch_size = 20
+epochs = 1
+eval_every = 1500
+probe_size = 100
+"""
+
+
+def test_fig3a_tests_after_the_last_example_too(tmp_path, monkeypatch):
+    """One epoch of the 2000 subset images, tested every 1500 examples: at 0 and 1500,
+    and once more at the end (2000), which is the final test error. Every image the
+    network sees, training or test, has its pixels scaled to [0, 1]."""
+    seen = []
+    predict, train_step = rate.predict, rate.train_step
+
+    def predict_seen(net, x):
+        seen.append(float(np.max(x)))
+        return predict(net, x)
+
+    def train_step_seen(net, rule, x, *args, **kwargs):
+        seen.append(float(np.max(x)))
+        return train_step(net, rule, x, *args, **kwargs)
+
+    monkeypatch.setattr(rate, "predict", predict_seen)
+    monkeypatch.setattr(rate, "train_step", train_step_seen)
+    path = tmp_path / "fig3a.toml"
+    path.write_text(FIG3A_SMALL)
+    result = run_experiment("fig3a", tmp_path, config=path, progress=False)
+    assert len(seen) > 100 and max(seen) <= 1.0 and max(seen) > 0.9
+    assert result["curves"]["examples"]["fa"] == [0, 1500, 2000]
+    assert len(result["curves"]["angle"]["fa"]) == 3
+    assert result["summary"]["examples_seen"] == 2000
+    assert result["summary"]["final_test_error"]["fa"] == result["curves"]["test_error"]["fa"][-1]
+
+
+def test_welch_t_by_hand():
+    """a = (1, 2, 3): mean 2, sample variance 1; b = (0, 2): mean 1, sample variance 2;
+    t = (2 - 1) / sqrt(1/3 + 2/2) = sqrt(3) / 2."""
+    from spikefa.experiments import _welch_t
+
+    assert _welch_t(np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0])) == pytest.approx(np.sqrt(3) / 2, rel=1e-12)
+
 def test_unknown_experiment_and_config_key(tmp_path):
     with pytest.raises(ValueError, match="fig2, fig3a, fig3d, fig5"):
         run_experiment("fig4", tmp_path)
@@ -365,6 +480,15 @@ def test_unknown_experiment_and_config_key(tmp_path):
     bad.write_text(text.replace("steps = 5000", "steps = true"))             # a number, not a bool
     with pytest.raises(ValueError, match="train.steps"):
         load_experiment_config("fig2", path=bad)
+    # a float key written as an integer is a float (TOML writes 1.0 as 1 too)
+    bad.write_text(text.replace("target_init = 1.0", "target_init = 1"))
+    assert load_experiment_config("fig2", path=bad)["task"]["target_init"] == 1
+    # a Fig. 3d learner must have the target's input and output sizes
+    text3d = (models_dir() / "rate-fig3d.toml").read_text()
+    bad.write_text(text3d.replace('label = "3-layer shallow"\nsizes = [30, 20, 10]',
+                                  'label = "3-layer shallow"\nsizes = [30, 20, 5]'))
+    with pytest.raises(ValueError, match="'3-layer shallow': sizes \\[30, 20, 5\\] do not match"):
+        run_experiment("fig3d", tmp_path / "x", quick=True, config=bad, progress=False)
 
 
 def test_model_files_are_complete():
