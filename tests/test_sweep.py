@@ -91,6 +91,8 @@ def test_points_cross_grid_and_runs_with_aliases_and_precedence():
     ({"model.feedback": ["fa"]}, "unknown sweep key"),
     ({"workers": 0}, "positive integer"),
     ({"grid": {"seed": [1], "run.seed": [2]}}, "twice"),
+    ({"set": {"base": "small"}}, "top of the sweep file"),
+    ({"out": 3}, "expected a folder path"),
 ])
 def test_bad_sweep_files_are_refused_as_a_whole(bad, match):
     with pytest.raises(sw.SweepError, match=match):
@@ -121,6 +123,79 @@ def test_the_config_hash_is_the_content_not_the_spelling():
     # a key added later, at the value that reproduces earlier runs, keeps their names
     assert h(sw.resolve({"base": "small", "run.seed": 1})) == "096c185d19a1"  # the name before feedback_storage
     assert h(plain) != h(sw.resolve({"base": "tiny", "run.seed": 1, "model.feedback_storage": "int8"}))
+    # the back end and the checkpoint interval change how a run is executed, not its results
+    assert h(plain) == h(sw.resolve({"base": "tiny", "run.seed": 1, "run.backend": "numpy"})) \
+        == h(sw.resolve({"base": "tiny", "run.seed": 1, "run.checkpoint_minutes": 1}))
+
+
+def test_plan_keeps_a_points_base_and_runs_a_repeated_model_once(tmp_path):
+    """A [[runs]] entry with another base keeps it in its overrides (the task resolves the
+    point from the sweep's base and the overrides); a point that resolves to the same
+    model as an earlier one is run once, with a warning naming both."""
+    sweep = sw.load_sweep({"base": "tiny", "runs": [{}, {"base": "small"}, {"model.feedback": "fa"}]})
+    with pytest.warns(UserWarning, match="point 3 .* same model as point 1"):
+        runs = sw.plan(sweep, tmp_path)
+    assert len(runs) == 2
+    assert runs[0].overrides == {} and runs[1].overrides == {"base": "small"}
+    assert sw.resolve({"base": sweep.base, **runs[1].overrides}).name == "small"
+    assert runs[1].file.startswith("small-fa-seed")
+
+
+def test_a_lock_held_on_another_host_is_never_taken_over(tmp_path):
+    """Whether a process on another host is alive cannot be seen from here: its lock
+    counts as live even when a process of that number is gone here."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / "x.lock"
+    lock.write_text(f"not-{socket.gethostname()} {dead.pid}")
+    with pytest.raises(sw.RunLockedError, match=f"process {dead.pid} on not-"):
+        with sw.file_lock(lock, "x"):
+            pass
+    assert lock.exists()
+
+
+def test_time_left_and_its_format():
+    """Mean run 30 s (runs of 20 and 40 s); 3 runs not begun and one running for 10 s:
+    3 * 30 + 20 = 110 s of work on 2 slots, 55 s. A run over the mean adds nothing."""
+    now = time.time()
+    assert sw._eta(3, [now - 10], [20.0, 40.0], 2) == pytest.approx(55.0, abs=0.5)
+    assert sw._eta(3, [now - 100], [20.0, 40.0], 2) == pytest.approx(45.0, abs=0.5)
+    assert sw._eta(1, [], [], 2) is None
+    assert sw._fmt_s(3725) == "1:02:05" and sw._fmt_s(65) == "1:05" and sw._fmt_s(None) == "?"
+
+
+class _FakeRun:
+    def __init__(self, error, steps, epoch, wall_s):
+        self.test_error = error
+        self.attrs = {"wall_s": wall_s}
+        self._curve = {"step": np.array(steps), "epoch": np.array(epoch, float),
+                       "error": np.linspace(0.9, error, len(steps))}
+
+    def test_curve(self):
+        return self._curve
+
+
+def test_condition_rows_and_curves_by_hand():
+    """Final errors 0.1, 0.2, 0.3: mean 0.2, sample s.d. 0.1, s.e.m. 0.1 / sqrt(3). The
+    curves are cut to the test passes the runs share: steps 0, 10 (20 and 25 differ)."""
+    runs = [_FakeRun(0.1, [0, 10, 20, 30], [0, 1, 2, 3], 10.0), _FakeRun(0.2, [0, 10, 25], [0, 1, 2.5], 20.0),
+            _FakeRun(0.3, [0, 10, 20], [0, 1, 2], 30.0)]
+    cond = sw.Condition(values={"model.feedback": "fa"}, runs=runs, n_failed=1)
+    row = sw._row(cond)
+    assert row["n"] == 3 and row["n_failed"] == 1 and row["condition"] == "fa"
+    assert row["error_mean"] == pytest.approx(0.2) and row["error_sd"] == pytest.approx(0.1)
+    assert row["error_sem"] == pytest.approx(0.1 / np.sqrt(3))
+    assert (row["error_min"], row["error_max"]) == (0.1, 0.3)
+    assert row["epochs"] == pytest.approx((3 + 2.5 + 2) / 3) and row["wall_s_mean"] == pytest.approx(20.0)
+    curves = cond.curves()
+    assert curves["step"].tolist() == [[0, 10]] * 3
+    assert curves["error"].shape == (3, 2)
+
+
+def test_the_default_sweep_folder():
+    assert sw.sweep_dir(sw.Sweep(name="abc")) == Path("runs") / "sweep-abc"
+    assert sw.sweep_dir(sw.Sweep(name="abc", out="elsewhere")) == Path("elsewhere")
+    assert sw.sweep_dir(sw.Sweep(name="abc", out="elsewhere"), out="here") == Path("here")
 
 
 def test_file_lock_takes_over_a_dead_holder_and_refuses_a_live_one(tmp_path):
