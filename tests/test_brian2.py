@@ -80,6 +80,13 @@ def test_delayed_forward_sweep_is_caught():
     assert rows["h2"].first_spike_diff is not None and rows["h2"].first_spike_diff <= 2
     # h1 can only follow later, through plasticity driven by the changed feedback
     assert rep.first_diff["population"] == "h2"
+    # the u reported is the uniform of that unit (spikefa's stream, columns in layer order), and
+    # it lies between the two probabilities: one side spiked on it, the other did not
+    f = rep.first_diff
+    cfg = small(MINI).replace(model={"dtype": "float64"})
+    uniforms = rng_for(cfg.run.seed, SEED_NOISE).random((40, sum(MINI)))
+    assert f["u"] == uniforms[f["step"], MINI[0] + MINI[1] + f["unit"]]
+    assert (f["u"] < f["p_spikefa"]) != (f["u"] < f["p_brian2"])
     assert rows["h1"].first_spike_diff is None or rows["h1"].first_spike_diff > rows["h2"].first_spike_diff
 
 
@@ -267,6 +274,36 @@ def test_update_from_brian2_continues_in_spikefa():
     assert np.abs(net.weights(2) - ref.weights(2)).max() < 1e-13
 
 
+
+def test_update_from_brian2_into_a_network_that_ran_before():
+    """The usual hand-over: spikefa ran 20 steps (4 of its K = 8 updates pending, decay
+    scale below 1), Brian2 takes over from that state for 20 steps, and spikefa continues
+    from Brian2's weights. It must match a spikefa run of all 60 steps: Brian2's weights
+    already hold every update, so the pending ones are dropped and the scale is 1."""
+    cfg = small(MINI, dtype="float64")
+    k = cfg.train.steps_per_image
+    net = init_network(cfg)
+    images, labels = export.stimulus(cfg, 60 // k)
+    uniforms = rng_for(4, SEED_NOISE).random((60, net.n_units))
+    step_image = np.arange(60) // k
+    probs = input_probabilities(images, cfg.model.p_max)
+
+    def run(n, a, b):
+        return n.run(uniforms[a:b], probs, step_image[a:b], labels[step_image[a:b]])["spikes"].copy()
+
+    run(net, 0, 20)
+    assert net.state.n_pend[0] == 20 % cfg.run.deferred_steps and net.scale[0] < 1.0
+    ref = net.copy()
+    bnet = export.to_brian2(net, images[20 // k:40 // k], labels[20 // k:40 // k], uniforms=uniforms[20:40])
+    bnet.run_steps(20)
+    export.update_from_brian2(net, bnet)
+    assert np.array_equal(run(ref, 20, 40)[:, net.layer_slice(1)], export.spike_raster(bnet, "h1"))
+    for l in range(1, net.m + 1):
+        assert np.abs(net.weights(l) - ref.weights(l)).max() < 1e-13
+    assert np.array_equal(run(net, 40, 60), run(ref, 40, 60))
+    for l in range(1, net.m + 1):
+        assert np.abs(net.weights(l) - ref.weights(l)).max() < 1e-13
+
 def test_paired_t_test_matches_closed_forms():
     # df = 1: Student's t is the Cauchy distribution, p = 1 - 2 atan(|t|) / pi
     t, p = paired_t_test([1.0, 3.0], [0.0, 0.0])
@@ -277,6 +314,8 @@ def test_paired_t_test_matches_closed_forms():
     assert p == pytest.approx(1 - abs(t) / math.sqrt(2 + t * t), rel=1e-12)
     assert paired_t_test([1, 2], [1, 2]) == (0.0, 1.0)
     assert paired_t_test([1, 2], [0, 1])[1] == 0.0
+    with pytest.raises(ValueError, match="at least two pairs"):  # one pair has no spread to test against
+        paired_t_test([1.0], [0.0])
 
 
 def test_cli_validate_and_export(tmp_path, capsys):
@@ -308,6 +347,13 @@ def test_export_from_a_run_file_carries_its_final_weights(tmp_path):
         assert np.array_equal(f["V_out"], Run(run).final("out", "V").astype(np.float64))
     rep = cross_validate(str(model), steps=20, run_file=run)
     assert rep.passed and "final weights and state" in str(rep)
+    # the network validated from a run file holds the run's final state, U included
+    from spikefa.validate import network_for
+
+    start = network_for(load_config(str(model)).replace(model={"dtype": "float64"}), run)
+    for l, n in enumerate(start.names[1:], start=1):
+        assert np.array_equal(start.state.feedback_psp[start.layer_slice(l)], Run(run).final(n, "U"))
+        assert np.array_equal(start.state.psp[start.layer_slice(l)], Run(run).final(n, "V"))
     other = tmp_path / "other.toml"
     other.write_text('name = "other"\n[model]\nlayers = [784, 40, 40, 30]\n[train]\ndataset = "mnist-subset"\n'
                      + RUN_TABLE)
@@ -377,3 +423,141 @@ def test_statistical_mode_compares_spike_counts_for_the_prob_readout():
     cfg = small(MINI).replace(test={"readout": "prob"})
     rep = statistical_validate(cfg, seeds=2, train_steps=20, n_test=10)
     assert rep.readout == "sum" and "read-out 'sum'" in str(rep)
+    assert rep.seeds == [cfg.run.seed, cfg.run.seed + 1]
+    for q in ("rate in", "rate h1", "rate h2", "rate out"):
+        sf, b2 = rep.values[q]
+        # a rate is spikes per unit and step: in [0, 1] on both sides
+        assert np.all((0 <= sf) & (sf <= 1)) and np.all((0 <= b2) & (b2 <= 1)), (q, sf, b2)
+    # the input population spikes with the same probabilities on both sides: 20 x 784 draws
+    # per seed agree to well within 0.02 (s.d. of the difference < 0.004)
+    sf, b2 = rep.values["rate in"]
+    assert np.all(np.abs(sf - b2) < 0.02), (sf, b2)
+
+
+def test_readout_error_by_hand():
+    """Three images, M = 2 steps, one output unit per class of 3. Spike sums per class:
+    [0, 2, 0], [0, 0, 2], [2, 0, 1] -> guesses 1, 2, 0; at the last step [0, 1, 0],
+    [0, 0, 1], [1, 0, 1] -> 1, 2, 0 (a tie goes to the lower class). Labels 1, 2, 1:
+    one error in three either way."""
+    from spikefa.validate import _readout_error
+
+    spikes = np.array([[0, 1, 0], [0, 1, 0],
+                       [0, 0, 1], [0, 0, 1],
+                       [1, 0, 0], [1, 0, 1]], np.uint8)
+    labels = np.array([1, 2, 1])
+    assert _readout_error(spikes, labels, 2, 3, "sum") == pytest.approx(1 / 3)
+    assert _readout_error(spikes, labels, 2, 3, "last") == pytest.approx(1 / 3)
+    assert _readout_error(spikes, np.array([1, 2, 0]), 2, 3, "sum") == 0.0
+
+
+def test_reports_pass_only_within_every_tolerance_and_level():
+    """The verdicts, on reports built by hand: a cross-validation fails on an extra
+    quantity over its tolerance; the statistical mode's level is alpha over the number
+    of comparisons (Bonferroni), so p = 0.007 passes two comparisons at alpha = 0.01
+    (level 0.005) and p = 0.004 does not."""
+    from spikefa.validate import PopulationDiff, StatisticalReport, ValidationReport
+
+    row = PopulationDiff(name="h1", units=3, first_spike_diff=None, spike_diffs=0, rate=0.5,
+                         diffs={"V": 1e-15}, tols={"V": 1e-14})
+    common = dict(model="m", layers=(784, 3), feedback="fa", dtype="float64", steps=10, n_images=2,
+                  steps_per_image=5, seed=1, target="numpy", brian2_version="x", rows=[row])
+    assert ValidationReport(**common).passed
+    assert ValidationReport(**common, extra={"running mean of V": (1e-14, 1e-14)}).passed
+    over = ValidationReport(**common, extra={"running mean of V": (2e-14, 1e-14)})
+    assert not over.passed and "FAIL" in str(over).splitlines()[-1]
+
+    def stat(p):
+        return StatisticalReport(model="m", layers=(784, 3), feedback="fa", dtype="float64", seeds=[1, 2],
+                                 train_steps=10, n_test=5, readout="sum", target="numpy", alpha=0.01,
+                                 values={}, tests={"rate in": (0.5, p), "test error": (0.0, 1.0)})
+    assert stat(0.007).level == 0.005
+    assert stat(0.007).passed and not stat(0.004).passed
+
+
+def test_weights_are_compared_after_the_warm_up_and_every_check_every_steps(monkeypatch):
+    """30 steps with check_every = 10: W, b and B are compared after the 5 warm-up steps
+    and at steps 10, 20 and 30."""
+    real = export.network_state
+    seen = []
+
+    def counting(bnet):
+        seen.append(bnet.steps_done)
+        return real(bnet)
+
+    monkeypatch.setattr(export, "network_state", counting)
+    rep = cross_validate(small(MINI), steps=30, dtype="float64", check_every=10)
+    assert rep.passed, str(rep)
+    assert seen == [5, 10, 20, 30]
+
+
+def test_node_perturbation_variance_floor_is_exported():
+    """With model.np_variance_floor = 0.25 (its largest value) the floor is the divisor of
+    every unit's estimate (p (1 - p) <= 0.25): the learned B of both sides agree only if
+    Brian2 clips as spikefa does."""
+    rep = cross_validate(small(MINI, feedback="learned", np_variance_floor=0.25), steps=40, dtype="float64")
+    assert rep.passed, str(rep)
+    assert "B" in rep.rows[1].diffs
+
+
+def test_stimulus_noise_and_input_checks():
+    """What the export refuses before building anything: float32 uniforms (spikefa's
+    stream is float64), images of the wrong width, labels that do not match the images,
+    an .npz whose noise columns do not fit the layer; and a spike raster of some steps
+    is those rows of the full one."""
+    cfg = small(MINI, dtype="float64")
+    net = init_network(cfg)
+    images, labels = export.stimulus(cfg, 4)
+    uniforms = rng_for(2, SEED_NOISE).random((12, net.n_units))
+    with pytest.raises(ValueError, match="uniforms must be float64"):
+        export.to_brian2(net, images, labels, uniforms=uniforms.astype(np.float32))
+    with pytest.raises(ValueError, match="images must have shape"):
+        export.to_brian2(net, images[:, :100], labels)
+    with pytest.raises(ValueError, match="labels of shape"):
+        export.to_brian2(net, images, labels[:3])
+    arrays = export.model_arrays(net, images, labels, uniforms=uniforms)
+    arrays["noise_h1"] = arrays["noise_h1"][:, :-1]
+    with pytest.raises(ValueError, match="noise_h1 has 39 columns, layer h1 40 units"):
+        export.build_network(arrays)
+    with pytest.raises(ValueError, match="end in .py"):
+        export.write_script(net, "/nonexistent/m.txt", images, labels)
+    bnet = export.to_brian2(net, images, labels, uniforms=uniforms)
+    bnet.run_steps(12)
+    full = export.spike_raster(bnet, "h1")
+    assert full.shape == (12, 40) and full.any()
+    assert np.array_equal(export.spike_raster(bnet, "h1", 2, 5), full[2:5])
+
+
+def test_testing_with_the_feedback_sweep_on():
+    """plastic=False with feedback=True: no plasticity, but the feedback PSPs U follow
+    spikefa's feedback sweep (the two flags are independent)."""
+    cfg = small(MINI, dtype="float64")
+    net = init_network(cfg)
+    images, labels = export.stimulus(cfg, 3, "test")
+    M = cfg.test.steps_per_image
+    uniforms = rng_for(6, SEED_NOISE).random((3 * M, net.n_units))
+    bnet = export.to_brian2(net, images, labels, uniforms=uniforms, plastic=False, feedback=True)
+    bnet.run_steps(3 * M)
+    step_image = np.arange(3 * M) // M
+    U0 = net.state.feedback_psp.copy()
+    net.run(uniforms, input_probabilities(images, cfg.model.p_max), step_image, labels[step_image],
+            plastic=False, feedback=True)
+    st = export.network_state(bnet)
+    for l, n in enumerate(net.names[1:], start=1):
+        sl = net.layer_slice(l)
+        assert not np.array_equal(net.state.feedback_psp[sl], U0[sl])  # the sweep ran
+        np.testing.assert_allclose(st[f"U_{n}"], net.state.feedback_psp[sl], rtol=0, atol=1e-12)
+    assert np.array_equal(st["W_h1"], net.weights(1))
+
+
+def test_export_of_test_images(tmp_path):
+    """export_model(test=True): the bundled test images in their seeded order, shown
+    test.steps_per_image steps each, plasticity off."""
+    cfg = small(MINI)
+    script, npz = export.export_model(cfg, tmp_path / "t.py", n_images=3, test=True)
+    images, labels = export.stimulus(cfg, 3, "test")
+    with np.load(npz) as f:
+        assert np.array_equal(f["labels"], labels)
+        assert np.array_equal(f["pixels"], images / 255.0)
+        assert int(f["steps_per_image"]) == cfg.test.steps_per_image
+        assert not bool(f["plastic"])
+    assert "plasticity off (test)" in script.read_text()
