@@ -336,6 +336,23 @@ class RunWriter:
         self.close()
 
 
+def _refuse_live_writer(path) -> None:
+    """Refuse to replace a run file that another process on this host is still writing.
+    (Truncated under its SWMR writer, the file is corrupted, and the writer, the new run
+    and readers after them hang in HDF5's retries.) A file that is no HDF5 file, or whose
+    attributes cannot be read, has no writer to protect."""
+    try:
+        with h5py.File(path, "r", swmr=True, locking=False) as f:
+            if bool(f.attrs.get("complete", False)):
+                return
+            pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+    except (OSError, ValueError, TypeError):
+        return
+    if writer_state(path, pid, host) == "running":
+        raise RunFileError(f"{path} is being written by process {pid}; stop it first (Ctrl-C, or "
+                           f"kill -INT {pid}), or give this run another --out")
+
+
 def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = False) -> Path:
     """Create ``path`` with the run's metadata and empty test curve; ``complete`` = False."""
     path = Path(path)
@@ -344,6 +361,8 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
     if path.exists() and not overwrite:
         raise RunFileError(f"{path} exists; pass --resume (in Python, resume=True) to continue it or "
                            "--overwrite (overwrite=True) to start again")
+    if path.exists():
+        _refuse_live_writer(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(path, "w", libver="latest") as f:

@@ -26,7 +26,7 @@ import pytest
 
 from spikefa.config import load_config
 from spikefa.record import Recorder
-from spikefa.runfile import Run, checkpoint_config, checkpoint_path, create_run_file
+from spikefa.runfile import Run, RunFileError, checkpoint_config, checkpoint_path, create_run_file
 from spikefa.train import network_from_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,6 +364,30 @@ def test_overwrite_removes_the_old_checkpoint(tmp_path, capsys, monkeypatch):
     assert not checkpoint_path(out).exists()
     assert main(argv + ["--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_overwrite_refuses_a_run_file_another_process_is_writing(tmp_path):
+    """--overwrite of a run that another live process is still writing is refused, naming
+    that process: it truncated the file under the SWMR writer, and both processes (and any
+    reader after them) then hung in HDF5's retries, deaf to Ctrl-C and SIGTERM."""
+    import socket
+
+    cfg = short_cfg()
+    out = tmp_path / "busy.h5"
+    create_run_file(out, cfg, total_steps=1000)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with h5py.File(out, "a") as f:
+            f.attrs.update(writer_pid=writer.pid, writer_host=socket.gethostname())
+        checkpoint_path(out).write_bytes(b"the running run's checkpoint")
+        with pytest.raises(RunFileError, match=f"being written by process {writer.pid}"):
+            create_run_file(out, cfg, total_steps=1000, overwrite=True)
+        assert checkpoint_path(out).exists() and Run(out).summary()["state"] == "running"
+    finally:
+        writer.kill()
+        writer.wait()
+    create_run_file(out, cfg, total_steps=1000, overwrite=True)  # its writer gone: allowed
+    assert not checkpoint_path(out).exists()
 
 
 # ---------------------------------------------------------------------------- pipes
