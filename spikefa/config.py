@@ -248,6 +248,10 @@ def _validate(cfg: Config) -> Config:
     if model.feedback_storage == "int8" and model.feedback in MOVING_FEEDBACK:
         _fail("model.feedback_storage", model.feedback_storage,
               f"'float' for model.feedback = {model.feedback!r}, whose feedback weights change (int8 is for fixed feedback)")
+    if model.eta * model.gamma >= 1:
+        raise ConfigError(f"model.eta * model.gamma = {model.eta * model.gamma:g} is not allowed (model.eta = "
+                          f"{model.eta:g}, model.gamma = {model.gamma:g}): must be < 1, since every step "
+                          "multiplies the weights by the decay factor 1 - eta * gamma")
     if model.sparsity >= 1 and model.feedback == "sparse-fa":
         _fail("model.sparsity", model.sparsity, "must be < 1 for sparse-fa (1 removes every synapse)")
     train = TrainParams(

@@ -525,6 +525,10 @@ def test_every_bundled_model_loads():
     ({"model": {"layers": [784, 10]}}, None, "model.layers"),
     ({"train": {"steps_per_image": 2.5}}, None, "train.steps_per_image = 2.5.*integer"),
     ({"train": {"shuffle": "false"}}, None, "train.shuffle = 'false'.*true or false"),
+    # a decay factor 1 - eta*gamma <= 0 flips or zeroes every weight each step: eta = 1e10 with
+    # the default gamma trained to non-finite weights and reported a test error as if it learned
+    ({"model": {"eta": 1e10}}, None, r"model.eta \* model.gamma = 100 .*model.eta = 1e\+10.*model.gamma = 1e-08"),
+    ({"model": {"eta": 1, "gamma": 1.5}}, None, r"model.eta \* model.gamma = 1.5 .*must be < 1"),
 ])
 def test_bad_config_is_a_clear_error(table, bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -1050,7 +1054,7 @@ def test_diverged_training_and_library_errors_are_named(tmp_path, capsys):
     from spikefa.cli import main
 
     with pytest.raises(ConfigError, match="training diverged.*model.eta = 1e\\+300"):
-        train(load_config("tiny").replace(model={"eta": 1e300}, train={"epochs": 0.02, "test_every": 0}),
+        train(load_config("tiny").replace(model={"eta": 1e300, "gamma": 0}, train={"epochs": 0.02, "test_every": 0}),
               out=tmp_path / "d.h5", progress=False)
     assert main(["info", str(tmp_path / "nosuch.h5")]) == 2
     assert "no such run file" in capsys.readouterr().err
