@@ -377,6 +377,12 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
     def do_test():
         nonlocal n_tests
+        if cfg.model.feedback == "learned":  # B learns too, at its own rate: name that rate when B went first
+            for l in range(1, net.m):
+                F = net.feedback_matrix(l)
+                if F is not None and not np.isfinite(F).all():
+                    raise ConfigError(f"training diverged: the feedback weights into {net.names[l]} are not finite at "
+                                      f"step {step:,} (model.eta_feedback = {cfg.model.eta_feedback:g} too large?)")
         for l in range(1, net.m + 1):  # a pass over the weights per test pass: cheap beside the test
             if not (np.isfinite(net.W[l - 1]).all() and np.isfinite(net.b[l - 1]).all()):
                 raise ConfigError(f"training diverged: the weights into {net.names[l]} are not finite at step "

@@ -1067,6 +1067,15 @@ def test_diverged_training_and_library_errors_are_named(tmp_path, capsys):
     assert "not enough memory" in capsys.readouterr().err
 
 
+def test_diverged_learned_feedback_names_its_own_rate(tmp_path):
+    """With learned feedback, a B blown up by model.eta_feedback is named as such: the
+    error said 'model.eta too large?' about the forward weights B had dragged along."""
+    cfg = load_config("tiny").replace(model={"feedback": "learned", "eta_feedback": 1e30},
+                                      train={"epochs": 0.01, "test_every": 0})
+    with pytest.raises(ConfigError, match="feedback weights into h1 are not finite.*model.eta_feedback = 1e\\+30"):
+        train(cfg, out=tmp_path / "d.h5", progress=False)
+
+
 def test_a_library_error_says_where_it_was_raised(capsys, monkeypatch, tmp_path):
     """spikefa's own refusals are one line; an error raised inside a library (or on a
     spikefa line that is not a `raise`) may be spikefa's fault, so its line also says where
