@@ -75,8 +75,10 @@ def _axes(ax, figsize=(6.0, 3.5)):
 def save(fig, path, *, dpi: int = 150) -> Path:
     """Save a figure (or the figure of an axes) as PNG, PDF or SVG, chosen by the suffix."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a file name such as {path / 'figure.png'}")
     if path.suffix.lower() not in FORMATS:
-        raise ValueError(f"cannot write {path.name}: the suffix must be one of {', '.join(FORMATS)}")
+        raise ValueError(f"cannot write {path}: the suffix must be one of {', '.join(FORMATS)}")
     fig = getattr(fig, "figure", fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

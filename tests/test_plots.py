@@ -264,3 +264,13 @@ def test_fig4_and_traces_of_runs_with_fewer_or_unreached_windows(tmp_path):
     assert titles == ["window 0 (steps 0-99)", "window 1 (steps 2,500-2,599)"]
     with pytest.raises(ValueError, match="window 2;.*not complete: its recordings reach step 3,000 so far"):
         plots.raster(cut, "h1", 2)
+
+
+def test_save_to_a_folder_or_without_a_suffix_names_the_whole_path(tmp_path):
+    """`spikefa plot ... -o DIR` said 'cannot write DIR-name: the suffix must be ...' with
+    only the last part of the path and no word that it is a folder."""
+    ax = Figure().add_subplot()
+    with pytest.raises(ValueError, match=f"{tmp_path} is a folder: give a file name such as .*figure.png"):
+        plots.save(ax, tmp_path)
+    with pytest.raises(ValueError, match=f"cannot write {tmp_path / 'sub' / 'x'}: the suffix"):
+        plots.save(ax, tmp_path / "sub" / "x")
