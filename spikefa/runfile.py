@@ -234,6 +234,13 @@ def _readable(path):
             # h5py's "object 'test' doesn't exist": the file lacks a part every run file has
             raise RunFileError(f"{path} is damaged or not a complete spikefa file: "
                                f"{exc.args[0] if exc.args else exc}") from None
+        except RunFileError:
+            raise
+        except OSError as exc:
+            # h5py's "Can't synchronously read data (filter returned failure during read)":
+            # a part of the file's bytes is damaged; say which file (and, where known, what)
+            raise RunFileError(f"{path} is damaged: a read failed{getattr(exc, 'spikefa_what', '')} "
+                               f"({' '.join(str(exc).split())})") from None
 
 
 # A file this process has open already (a notebook's own h5py.File) opens again only with the
@@ -663,7 +670,11 @@ class Run:
             g = f["final"][layer]
             if name not in g:
                 raise ValueError(f"{self.path}: {layer} has no final {name!r}; it has: {', '.join(g)}")
-            return g[name][...]
+            try:
+                return g[name][...]
+            except OSError as exc:
+                exc.spikefa_what = f" in /final/{layer}/{name}"
+                raise
 
     def _check_layer(self, layer, *, allow_input: bool = True) -> None:
         names = self.layers if allow_input else self.layers[1:]

@@ -942,6 +942,27 @@ def test_damaged_run_files_give_one_line_errors(tmp_path, capsys):
         assert "damaged" in capsys.readouterr().err
 
 
+def test_damaged_bytes_inside_a_run_file_name_the_file_and_dataset(tmp_path, capsys):
+    """Damaged bytes in a compressed dataset (a bad disk or copy) made spikefa test say only
+    h5py's 'Can't synchronously read data (filter returned failure during read)', naming
+    neither the file nor what was damaged."""
+    from spikefa.cli import main
+
+    good = train(load_config("tiny").replace(train={"epochs": 0.02, "test_every": 0}),
+                 out=tmp_path / "good.h5", progress=False).path
+    with h5py.File(good, "r") as f:
+        chunk = f["final/h1/W"].id.get_chunk_info(0)
+    data = bytearray(good.read_bytes())
+    data[chunk.byte_offset:chunk.byte_offset + chunk.size] = b"\xff" * chunk.size
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(RunFileError, match=f"{bad} is damaged: a read failed in /final/h1/W"):
+        Run(bad).final("h1", "W")
+    assert main(["test", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad} is damaged" in err and "/final/h1/W" in err and "raised in" not in err
+
+
 def test_integer_settings_refuse_nan_and_inf():
     for key, value in (("model.layers", [784, float("nan"), 10]), ("run.seed", float("inf")),
                        ("train.steps_per_image", float("nan"))):
