@@ -73,6 +73,7 @@ SAMPLED_AFTER = {
 }
 TARGET_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_ROWS = 1 << 16
+MAX_CHUNK_BYTES = (1 << 32) - 1  # HDF5's limit on the size of one chunk
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -384,10 +385,16 @@ class H5Sink:
         """Create the datasets of ``path`` (or check the existing ones) and set its attributes."""
         group = self.h5.require_group(path)
         rows = self.chunk_rows
+        widest = max(np.dtype(dt).itemsize * max(1, int(np.prod(shape))) for dt, shape in fields.values())
         if not rows:
-            widest = max(np.dtype(dt).itemsize * max(1, int(np.prod(shape))) for dt, shape in fields.values())
             rows = 1 << int(math.log2(max(1, TARGET_CHUNK_BYTES // widest)))
             rows = max(16, min(MAX_CHUNK_ROWS, rows))
+        elif rows * widest > MAX_CHUNK_BYTES:
+            from .config import ConfigError
+
+            raise ConfigError(f"record.chunk_rows = {rows} is not allowed: a chunk (and buffer) of {path} would "
+                              f"hold {rows * widest:,} bytes, over HDF5's limit of {MAX_CHUNK_BYTES:,} per chunk "
+                              f"(at most {MAX_CHUNK_BYTES // widest:,} rows here; 0 picks about 1 MiB per chunk)")
         shuffled = dict(self.compression)
         if shuffled:
             shuffled["shuffle"] = True

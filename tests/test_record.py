@@ -557,3 +557,13 @@ def test_test_passes_record_no_feedback_and_windows_name_them(tmp_path):
                           (lambda: run.rates("h9"), "unknown layer")):
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_chunk_rows_past_hdf5s_chunk_limit_is_named(tmp_path):
+    """record.chunk_rows = 10**8 tried to allocate a 292 GiB buffer for the input rates and
+    ended in 'not enough memory ... is a size such as model.layers too large?', which
+    pointed away from the key at fault; past HDF5's 4 GiB per chunk it cannot work at all."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.01, "test_every": 0},
+                                      record={"chunk_rows": 10**8, "probes": ["fig4"]})
+    with pytest.raises((ConfigError, runfile.RunFileError), match=r"record.chunk_rows = 100000000 is not allowed: .*rates.* over HDF5's limit"):
+        train(cfg, out=tmp_path / "c.h5", progress=False)
