@@ -344,15 +344,31 @@ class RunWriter:
 
 
 def _refuse_live_writer(path) -> None:
-    """Refuse to replace a run file that another process on this host is still writing.
+    """Refuse to replace a file that is not a spikefa run file (a mistyped --out), or a run
+    file that another process on this host is still writing.
     (Truncated under its SWMR writer, the file is corrupted, and the writer, the new run
     and readers after them hang in HDF5's retries.) A file that is no HDF5 file, or whose
     attributes cannot be read, has no writer to protect."""
+    if path.stat().st_size and not h5py.is_hdf5(path):
+        raise RunFileError(f"{path} is not a spikefa run file (not even HDF5), so --overwrite (overwrite=True) "
+                           "will not replace it: give the run another --out, or remove the file yourself")
     try:
-        with h5py.File(path, "r", swmr=True, locking=False) as f:
+        try:
+            f = _open_read(path, _READ_FLAGS[2:])  # not SWMR: that open checks the end of file
+        except OSError as exc:
+            if _TRUNCATED.search(str(exc)):
+                return  # cut short (SWMR reads of it would retry for minutes): nothing to protect
+            f = h5py.File(path, "r", swmr=True, locking=False)  # open for writing, by a writer alive or killed
+        with f:
+            if "schema_version" not in f.attrs and "rng_state" not in f.attrs:
+                raise RunFileError(f"{path} is an HDF5 file but not a spikefa run file, so --overwrite "
+                                   "(overwrite=True) will not replace it: give the run another --out, or remove "
+                                   "the file yourself")
             if bool(f.attrs.get("complete", False)):
                 return
             pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+    except RunFileError:
+        raise
     except (OSError, ValueError, TypeError):
         return
     if writer_state(path, pid, host) == "running":

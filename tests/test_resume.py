@@ -390,6 +390,31 @@ def test_overwrite_refuses_a_run_file_another_process_is_writing(tmp_path):
     assert not checkpoint_path(out).exists()
 
 
+def test_overwrite_replaces_only_run_files(tmp_path):
+    """--overwrite with a mistyped --out (a model file, notes) replaced that file with a run
+    file; it is refused, and an empty file or a damaged run file is still replaced."""
+    cfg = short_cfg()
+    notes = tmp_path / "model.toml"
+    notes.write_text("[model]\neta = 2e-2\n")
+    with pytest.raises(RunFileError, match="not a spikefa run file.*will not replace it"):
+        create_run_file(notes, cfg, total_steps=1000, overwrite=True)
+    assert notes.read_text() == "[model]\neta = 2e-2\n"
+    other = tmp_path / "data.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.arange(3)
+    with pytest.raises(RunFileError, match="HDF5 file but not a spikefa run file"):
+        create_run_file(other, cfg, total_steps=1000, overwrite=True)
+    empty = tmp_path / "empty.h5"
+    empty.write_bytes(b"")
+    create_run_file(empty, cfg, total_steps=1000, overwrite=True)
+    run = tmp_path / "run.h5"
+    create_run_file(run, cfg, total_steps=1000)
+    data = run.read_bytes()
+    run.write_bytes(data[: len(data) // 2])  # cut short: still a run file to start again
+    create_run_file(run, cfg, total_steps=1000, overwrite=True)
+    assert Run(run).test_curve()["step"].size == 0
+
+
 # ---------------------------------------------------------------------------- pipes
 def test_curve_piped_into_head_exits_quietly(tmp_path):
     """`spikefa curve RUN.h5 | head -1`: head closes the pipe after one line, long before
