@@ -398,10 +398,7 @@ class H5Sink:
         shuffled = dict(self.compression)
         if shuffled:
             shuffled["shuffle"] = True
-        for key, value in (attrs or {}).items():
-            if key in group.attrs and not _same(group.attrs[key], value):
-                raise ValueError(f"{group.name} was recorded with {key} = {_show(group.attrs[key])}, "
-                                 f"now {_show(value)}; a resumed run must record the same [record] probes")
+        _check_attrs(group, attrs)
         self.series[path] = _Series(group, fields, rows, shuffled)
         group.attrs.update(attrs or {})
 
@@ -425,6 +422,29 @@ def bisect_dataset(ds, value: int, side: str = "left", lo: int = 0, hi: int | No
         else:
             hi = mid
     return lo
+
+
+def _check_attrs(group, attrs) -> None:
+    """A recorded group's attributes must match what the probes would record now."""
+    for key, value in (attrs or {}).items():
+        if key in group.attrs and not _same(group.attrs[key], value):
+            raise ValueError(f"{group.name} was recorded with {key} = {_show(group.attrs[key])}, "
+                             f"now {_show(value)}; a resumed run must record the same [record] probes")
+
+
+class _CheckSink:
+    """A sink that only compares the groups already in a file (opened read-only) with what
+    the probes would declare: a resume checks its probes before it changes the file."""
+
+    checking = True
+
+    def __init__(self, h5):
+        self.h5 = h5
+
+    def declare(self, path: str, fields: dict, attrs: dict | None = None) -> None:
+        group = self.h5.get(path)
+        if group is not None:
+            _check_attrs(group, attrs)
 
 
 def _same(a, b) -> bool:
@@ -520,11 +540,12 @@ class Recorder:
 
     def _declare(self, sink: H5Sink) -> None:
         rp = self.params
-        root = sink.h5.require_group("record")
-        root.attrs["probes"] = json.dumps(list(rp.probes))
-        root.attrs["windows"] = self.windows if len(self.windows) else np.zeros((0, 2), np.int64)
-        root.attrs["spike_format"] = rp.spike_format
-        root.attrs["test_steps"] = rp.test_steps
+        if not getattr(sink, "checking", False):
+            root = sink.h5.require_group("record")
+            root.attrs["probes"] = json.dumps(list(rp.probes))
+            root.attrs["windows"] = self.windows if len(self.windows) else np.zeros((0, 2), np.int64)
+            root.attrs["spike_format"] = rp.spike_format
+            root.attrs["test_steps"] = rp.test_steps
         if self.channels:
             for phase in self._phases():
                 for ch in self.channels:
@@ -559,6 +580,17 @@ class Recorder:
                 for what in SATURATION_FIELDS:
                     fields[f"{what}/{name}"] = (np.float64, ())
             sink.declare("saturation", fields, dict(every=self.measure_every))
+
+    def check(self, h5) -> None:
+        """Refuse (RunFileError, as :meth:`attach` does) probes that differ from those
+        already recorded in ``h5`` (a run file open for reading), without changing it: what
+        a resume checks first."""
+        from .runfile import RunFileError
+
+        try:
+            self._declare(_CheckSink(h5))
+        except ValueError as exc:
+            raise RunFileError(str(exc)) from None
 
     def attach(self, h5, net, step: int = 0, *, sink: H5Sink | None = None) -> None:
         """Create (or, on resume, check and cut back) the datasets in the writable file ``h5``.

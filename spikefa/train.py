@@ -268,6 +268,10 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
         if diffs:
             raise ConfigError(f"{out} was run with a different model; only "
                               + ", ".join(sorted(f"{a}.{b}" for a, b in RESUMABLE_KEYS)) + " may change: " + "; ".join(diffs))
+        # probes that differ from the recorded ones are refused before the file changes (it was
+        # marked incomplete, its config replaced and the resume listed, and then refused)
+        with runfile._readable(out) as f:
+            record.Recorder(cfg, total_steps=total_steps).check(f)
         info = runfile.load_checkpoint(out, net, rng)
         step, n_tests, wall0 = info["step"], info["n_tests"], info["wall_s"]
         if step > total_steps:

@@ -439,3 +439,21 @@ def test_curve_piped_into_head_exits_quietly(tmp_path):
     spikefa.stderr.close()
     assert first.decode().startswith("step,images,epoch,error")
     assert spikefa.returncode == 0 and err == b"", err.decode()
+
+
+def test_a_resume_refused_for_its_probes_leaves_the_run_file_as_it_was(tmp_path, capsys):
+    """A resume with other probes was refused only once the file had been changed: a complete
+    run then read 'stopped', its config named the refused probes, a resume was listed, and
+    spikefa info suggested the very command that had failed."""
+    from spikefa.cli import main
+
+    out = tmp_path / "p.h5"
+    argv = ["train", "tiny", "--epochs", "0.02", "-o", str(out), "-q"]
+    assert main(argv + ["--record", "spikes layers=h1 random=5"]) == 0
+    before = Run(out).summary()
+    assert main(argv + ["--resume", "--record", "spikes layers=h1 random=7"]) == 2
+    assert "must record the same [record] probes" in capsys.readouterr().err
+    after = Run(out)
+    assert after.complete and after.summary()["state"] == "complete"
+    assert after.resumes == [] and after.config.record.probes == ("spikes layers=h1 random=5",)
+    assert after.summary()["command"] == before["command"]
