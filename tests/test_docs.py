@@ -53,3 +53,27 @@ def test_file_format_examples_run(fig4_run, monkeypatch):
     blocks = python_blocks("docs/file-format.md")
     assert len(blocks) == 2
     run_blocks(blocks, fig4_run, monkeypatch, edits=[('"run.h5"', '"runs/small-fig4.h5"')])
+
+
+def test_every_model_file_key_is_documented_where_docs_model_md_says():
+    """docs/model.md said every key of a model file is written out in
+    models/lillicrap2016-fig4.toml, which has no [record] table: those keys are in
+    docs/file-format.md's [record] table, and model.md now says so."""
+    import tomllib
+
+    from spikefa.config import Config
+
+    model_file = tomllib.loads((ROOT / "models" / "lillicrap2016-fig4.toml").read_text())
+    in_model_file = {f"{s}.{k}" for s, table in model_file.items() if isinstance(table, dict) for k in table}
+    record_table = (ROOT / "docs" / "file-format.md").read_text().split("## What is recorded: `[record]`")[1]
+    for key in Config().flat():
+        if "." not in key:  # name, description
+            assert key in model_file, key
+            continue
+        section, name = key.split(".", 1)
+        if section == "record":
+            assert f"| `{name}` |" in record_table, key
+        else:
+            assert key in in_model_file, key
+    intro = (ROOT / "docs" / "model.md").read_text().split("The ones a study most often changes")[0]
+    assert "[record]" in intro and "file-format.md" in intro
