@@ -26,6 +26,7 @@ Readings of the paper's Methods for these figures, where it leaves a choice:
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import tomllib
@@ -36,6 +37,8 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from spikefa import rate
+
+log = logging.getLogger(__name__)
 from spikefa.measures import angle_deg, normalized_squared_error
 
 EXPERIMENTS = ("fig2", "fig3a", "fig3d", "fig5")
@@ -190,6 +193,10 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
     """
     _check_name(name)
     cfg = load_experiment_config(name, quick, config)
+    if data_dir is not None and not (name == "fig3a" and cfg["data"]["dataset"] == "mnist"):
+        log.warning("spikefa: note: the data folder %s is not used: experiment %s%s reads %s", data_dir, name,
+                    " --quick" if quick else "",
+                    "the bundled MNIST subset" if name == "fig3a" else "no data (its task is synthetic)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -512,3 +512,13 @@ def test_cli_experiment_writes_under_runs_by_default(tmp_path, monkeypatch, caps
     assert printed["files"] == [f"runs/rate-fig5-quick/fig5.{e}" for e in ("png", "pdf", "json")]
     assert "curves" not in printed and printed["summary"]["phase_angle_end"][1] < 80
     assert not (tmp_path / "results").exists()
+
+
+def test_a_data_folder_an_experiment_does_not_read_is_noted(tmp_path, caplog):
+    """`spikefa experiment fig3a --quick --data DIR` (the bundled subset) or fig2 (a
+    synthetic task) ignored --data without a word, while `spikefa train` notes it."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        run_experiment("fig2", tmp_path / "o", quick=True, data_dir=tmp_path / "mnist", progress=False)
+    assert "the data folder" in caplog.text and "is not used" in caplog.text and "fig2" in caplog.text
