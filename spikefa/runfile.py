@@ -381,14 +381,17 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
     path = Path(path)
     if path.is_dir():
         raise RunFileError(f"{path} is a folder: give a run file's name, such as {path / 'run.h5'}")
+    exists = (f"{path} exists; pass --resume (in Python, resume=True) to continue it or "
+              "--overwrite (overwrite=True) to start again")
     if path.exists() and not overwrite:
-        raise RunFileError(f"{path} exists; pass --resume (in Python, resume=True) to continue it or "
-                           "--overwrite (overwrite=True) to start again")
+        raise RunFileError(exists)
     if path.exists():
         _refuse_live_writer(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(path, "w", libver="latest") as f:
+        # without overwrite, created exclusively: of two runs started at once with the same
+        # --out, the second is refused instead of truncating the file under the first
+        with h5py.File(path, "w" if overwrite else "x", libver="latest") as f:
             f.attrs.update(
                 schema_version=SCHEMA_VERSION, spikefa_version=__version__,
                 numpy_version=np.__version__, numba_version=numba.__version__,
@@ -399,6 +402,10 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
             g = f.create_group("test")
             for name, dt in TEST_FIELDS.items():
                 g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(256,))
+    except FileExistsError as exc:
+        if exc.filename is None and path.is_file():  # h5py's exclusive create, not mkdir's
+            raise RunFileError(exists) from None
+        raise RunFileError(f"cannot write the run file {path}: {exc}") from None
     except OSError as exc:
         raise RunFileError(f"cannot write the run file {path}: {exc}") from None
     checkpoint_path(path).unlink(missing_ok=True)

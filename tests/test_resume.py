@@ -457,3 +457,16 @@ def test_a_resume_refused_for_its_probes_leaves_the_run_file_as_it_was(tmp_path,
     assert after.complete and after.summary()["state"] == "complete"
     assert after.resumes == [] and after.config.record.probes == ("spikes layers=h1 random=5",)
     assert after.summary()["command"] == before["command"]
+
+
+def test_two_runs_started_at_once_with_one_out_do_not_share_it(tmp_path, monkeypatch):
+    """Two runs started together with the same --out both passed the 'exists' check before
+    either had made the file, and the second truncated it under the first (whose SWMR
+    writer then hung). The file is created exclusively: the second is refused."""
+    cfg = short_cfg()
+    out = tmp_path / "same.h5"
+    create_run_file(out, cfg, total_steps=1000)  # the first run made it just now
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: False if self == out else real_exists(self))
+    with pytest.raises(RunFileError, match="exists; pass --resume"):
+        create_run_file(out, cfg, total_steps=1000)  # the second had found no file
