@@ -271,7 +271,8 @@ def _print_info(info):
         r = info[name]
         if r is not None:
             reads = ", ".join(f"{k[6:]} {100 * r[k]:.2f}%" for k in ("error_last", "error_sum", "error_prob") if k in r)
-            print(f"{name} test pass: {100 * r['error']:.2f}% at {r['epoch']:.4g} epochs ({reads}; {r['n_test']:,} images)")
+            at = _count(float(f"{r['epoch']:.4g}"), "epoch")
+            print(f"{name} test pass: {100 * r['error']:.2f}% at {at} ({reads}; {r['n_test']:,} images)")
     if not info["test_passes"]:
         print("no test pass yet")
     print(f"{_count(info['test_passes'], 'test pass')}, {_duration(info['wall_s'])} of run time, "

@@ -713,6 +713,11 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     # started from Python (pytest), so it is continued from Python
     assert "state: stopped" in out and f"steps done: {info['steps_done']:,} of" in out
     assert "continue it with: the same train() call with resume=True" in out
+    assert f"last test pass: {100 * curve['error'][-1]:.2f}% at {curve['epoch'][-1]:.4g} epochs (" in out
+    one = train(cfg.replace(train={"epochs": 1, "test_every": 0}), out=tmp_path / "one.h5", progress=False).path
+    assert main(["info", str(one)]) == 0
+    said = capsys.readouterr().out
+    assert "(1 of 1 epoch)" in said and "% at 1 epoch (" in said and "1 test pass," in said and "0 resumes" in said
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
