@@ -198,7 +198,15 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
                     " --quick" if quick else "",
                     "the bundled MNIST subset" if name == "fig3a" else "no data (its task is synthetic)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.is_file():
+        raise ValueError(f"{out_dir} is a file: an experiment writes a folder (its figure and numbers); "
+                         f"give a folder, such as {out_dir.with_suffix('')}-{name}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot make the folder {out_dir}: {exc.strerror or exc}"
+                         + (" (a part of that path is a file)" if isinstance(exc, (FileExistsError, NotADirectoryError))
+                            else "")) from None
     start = time.perf_counter()
     if name == "fig3a":
         summary, curves = _run_fig3a(cfg, seed, data_dir, progress)

@@ -514,6 +514,24 @@ def test_cli_experiment_writes_under_runs_by_default(tmp_path, monkeypatch, caps
     assert not (tmp_path / "results").exists()
 
 
+def test_an_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    """--out names a folder: a file there, or a file in its path, is said in one line,
+    before the experiment runs (it said 'a part of that path is a file' with a line
+    blaming pathlib)."""
+    from spikefa.cli import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["experiment", "fig5", "--quick", "--out", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"spikefa: error: {tmp_path / 'notes.txt'} is a file: an experiment writes a folder (its figure "
+                   f"and numbers); give a folder, such as {tmp_path / 'notes'}-fig5\n")
+    assert main(["experiment", "fig5", "--quick", "--out", str(tmp_path / "notes.txt" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"spikefa: error: cannot make the folder {tmp_path / 'notes.txt' / 'sub'}: ")
+    assert "(a part of that path is a file)" in err and "raised in" not in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_a_data_folder_an_experiment_does_not_read_is_noted(tmp_path, caplog):
     """`spikefa experiment fig3a --quick --data DIR` (the bundled subset) or fig2 (a
     synthetic task) ignored --data without a word, while `spikefa train` notes it."""
