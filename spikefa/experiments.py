@@ -37,9 +37,9 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from spikefa import rate
+from spikefa.measures import angle_deg, normalized_squared_error
 
 log = logging.getLogger(__name__)
-from spikefa.measures import angle_deg, normalized_squared_error
 
 EXPERIMENTS = ("fig2", "fig3a", "fig3d", "fig5")
 

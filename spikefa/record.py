@@ -436,8 +436,6 @@ class _CheckSink:
     """A sink that only compares the groups already in a file (opened read-only) with what
     the probes would declare: a resume checks its probes before it changes the file."""
 
-    checking = True
-
     def __init__(self, h5):
         self.h5 = h5
 
@@ -539,13 +537,9 @@ class Recorder:
         return ("train", "test") if self.params.test else ("train",)
 
     def _declare(self, sink: H5Sink) -> None:
+        """Declare every series to ``sink`` (an :class:`H5Sink`, or a :class:`_CheckSink`
+        that only compares them with the file's)."""
         rp = self.params
-        if not getattr(sink, "checking", False):
-            root = sink.h5.require_group("record")
-            root.attrs["probes"] = json.dumps(list(rp.probes))
-            root.attrs["windows"] = self.windows if len(self.windows) else np.zeros((0, 2), np.int64)
-            root.attrs["spike_format"] = rp.spike_format
-            root.attrs["test_steps"] = rp.test_steps
         if self.channels:
             for phase in self._phases():
                 for ch in self.channels:
@@ -601,6 +595,12 @@ class Recorder:
         self.sink = sink or H5Sink(h5, chunk_rows=self.params.chunk_rows)
         if step > 0 and len(self.params.windows) and "record" in h5 and "windows" in h5["record"].attrs:
             self.windows = keep_begun_windows(h5["record"].attrs["windows"][...], self.windows, step)
+        root = h5.require_group("record")
+        rp = self.params
+        root.attrs["probes"] = json.dumps(list(rp.probes))
+        root.attrs["windows"] = self.windows if len(self.windows) else np.zeros((0, 2), np.int64)
+        root.attrs["spike_format"] = rp.spike_format
+        root.attrs["test_steps"] = rp.test_steps
         try:
             self._declare(self.sink)
         except ValueError as exc:
