@@ -371,9 +371,21 @@ def _refuse_live_writer(path) -> None:
         raise
     except (OSError, ValueError, TypeError):
         return
-    if writer_state(path, pid, host) == "running":
+    if writer_state(path, pid, host) == "running" and (pid == os.getpid() or _held_open(path)):
         raise RunFileError(f"{path} is being written by process {pid}; stop it first (Ctrl-C, or "
                            f"kill -INT {pid}), or give this run another --out")
+
+
+def _held_open(path) -> bool:
+    """Whether a writer holds ``path`` open now: a plain read-only open (not SWMR, with
+    locks) is refused while it does (the superblock's open-for-write mark, or its lock).
+    A run stopped in a process that lives on (a notebook's kernel) names that process as
+    its writer, but has closed the file."""
+    try:
+        h5py.File(path, "r").close()
+    except OSError:
+        return True  # held, or left marked by a killed writer: the writer's pid decides
+    return False
 
 
 def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = False) -> Path:

@@ -375,10 +375,18 @@ def test_overwrite_refuses_a_run_file_another_process_is_writing(tmp_path):
     cfg = short_cfg()
     out = tmp_path / "busy.h5"
     create_run_file(out, cfg, total_steps=1000)
-    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # a writer as RunWriter is one: its pid in the file, which it holds open in SWMR mode
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os, socket, sys, time, h5py
+f = h5py.File({str(out)!r}, "a", libver="latest")
+f.attrs.update(writer_pid=os.getpid(), writer_host=socket.gethostname())
+f.flush()
+f.swmr_mode = True
+print("writing", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
     try:
-        with h5py.File(out, "a") as f:
-            f.attrs.update(writer_pid=writer.pid, writer_host=socket.gethostname())
+        assert writer.stdout.readline().strip() == "writing"
         checkpoint_path(out).write_bytes(b"the running run's checkpoint")
         with pytest.raises(RunFileError, match=f"being written by process {writer.pid}"):
             create_run_file(out, cfg, total_steps=1000, overwrite=True)
@@ -388,6 +396,27 @@ def test_overwrite_refuses_a_run_file_another_process_is_writing(tmp_path):
         writer.wait()
     create_run_file(out, cfg, total_steps=1000, overwrite=True)  # its writer gone: allowed
     assert not checkpoint_path(out).exists()
+
+
+def test_overwrite_replaces_a_stopped_run_whose_process_lives_on(tmp_path):
+    """A run stopped (Ctrl-C, or an error) in a process that lives on, a notebook's kernel,
+    still names that process as its writer, but the file is closed: --overwrite from
+    another process was refused ('being written by process N ... kill -INT N') although
+    nothing writes it, and stayed refused for as long as the kernel ran."""
+    import socket
+
+    cfg = short_cfg()
+    out = tmp_path / "stopped.h5"
+    create_run_file(out, cfg, total_steps=1000)
+    kernel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with h5py.File(out, "a", libver="latest") as f:  # the writer closed the file when it stopped
+            f.attrs.update(writer_pid=kernel.pid, writer_host=socket.gethostname())
+        create_run_file(out, cfg, total_steps=1000, overwrite=True)
+        assert Run(out).test_curve()["step"].size == 0
+    finally:
+        kernel.kill()
+        kernel.wait()
 
 
 def test_overwrite_replaces_only_run_files(tmp_path):
