@@ -384,17 +384,7 @@ class H5Sink:
     def declare(self, path: str, fields: dict, attrs: dict | None = None) -> None:
         """Create the datasets of ``path`` (or check the existing ones) and set its attributes."""
         group = self.h5.require_group(path)
-        rows = self.chunk_rows
-        widest = max(np.dtype(dt).itemsize * max(1, int(np.prod(shape))) for dt, shape in fields.values())
-        if not rows:
-            rows = 1 << int(math.log2(max(1, TARGET_CHUNK_BYTES // widest)))
-            rows = max(16, min(MAX_CHUNK_ROWS, rows))
-        elif rows * widest > MAX_CHUNK_BYTES:
-            from .config import ConfigError
-
-            raise ConfigError(f"record.chunk_rows = {rows} is not allowed: a chunk (and buffer) of {path} would "
-                              f"hold {rows * widest:,} bytes, over HDF5's limit of {MAX_CHUNK_BYTES:,} per chunk "
-                              f"(at most {MAX_CHUNK_BYTES // widest:,} rows here; 0 picks about 1 MiB per chunk)")
+        rows = _chunk_rows(path, fields, self.chunk_rows)
         shuffled = dict(self.compression)
         if shuffled:
             shuffled["shuffle"] = True
@@ -424,6 +414,22 @@ def bisect_dataset(ds, value: int, side: str = "left", lo: int = 0, hi: int | No
     return lo
 
 
+def _chunk_rows(path: str, fields: dict, rows: int) -> int:
+    """Rows per chunk of ``path``: ``rows`` (``record.chunk_rows``), refused past HDF5's
+    limit per chunk, or with 0 about 1 MiB per chunk of the widest field."""
+    widest = max(np.dtype(dt).itemsize * max(1, int(np.prod(shape))) for dt, shape in fields.values())
+    if not rows:
+        rows = 1 << int(math.log2(max(1, TARGET_CHUNK_BYTES // widest)))
+        return max(16, min(MAX_CHUNK_ROWS, rows))
+    if rows * widest > MAX_CHUNK_BYTES:
+        from .config import ConfigError
+
+        raise ConfigError(f"record.chunk_rows = {rows} is not allowed: a chunk (and buffer) of {path} would "
+                          f"hold {rows * widest:,} bytes, over HDF5's limit of {MAX_CHUNK_BYTES:,} per chunk "
+                          f"(at most {MAX_CHUNK_BYTES // widest:,} rows here; 0 picks about 1 MiB per chunk)")
+    return rows
+
+
 def _check_attrs(group, attrs) -> None:
     """A recorded group's attributes must match what the probes would record now."""
     for key, value in (attrs or {}).items():
@@ -436,10 +442,12 @@ class _CheckSink:
     """A sink that only compares the groups already in a file (opened read-only) with what
     the probes would declare: a resume checks its probes before it changes the file."""
 
-    def __init__(self, h5):
+    def __init__(self, h5, chunk_rows: int = 0):
         self.h5 = h5
+        self.chunk_rows = int(chunk_rows)
 
     def declare(self, path: str, fields: dict, attrs: dict | None = None) -> None:
+        _chunk_rows(path, fields, self.chunk_rows)  # a resume may change record.chunk_rows
         group = self.h5.get(path)
         if group is not None:
             _check_attrs(group, attrs)
@@ -582,7 +590,7 @@ class Recorder:
         from .runfile import RunFileError
 
         try:
-            self._declare(_CheckSink(h5))
+            self._declare(_CheckSink(h5, self.params.chunk_rows))
         except ValueError as exc:
             raise RunFileError(str(exc)) from None
 

@@ -499,3 +499,17 @@ def test_two_runs_started_at_once_with_one_out_do_not_share_it(tmp_path, monkeyp
     monkeypatch.setattr(Path, "exists", lambda self: False if self == out else real_exists(self))
     with pytest.raises(RunFileError, match="exists; pass --resume"):
         create_run_file(out, cfg, total_steps=1000)  # the second had found no file
+
+
+def test_a_resume_refused_for_its_chunk_rows_leaves_the_run_file_as_it_was(tmp_path):
+    """record.chunk_rows past HDF5's limit per chunk, given to a resume, was refused only
+    once the file had been changed: the complete run then read 'stopped', with the refused
+    value in its config and a resume listed."""
+    rec = {"probes": ["spikes layers=h1 random=5"]}
+    cfg = load_config("tiny").replace(train={"epochs": 0.02, "test_every": 0}, record=rec)
+    out = train(cfg, out=tmp_path / "c.h5", progress=False).path
+    with pytest.raises(RunFileError, match="record.chunk_rows = 100000000 is not allowed"):
+        train(cfg.replace(record={**rec, "chunk_rows": 10**8}, train={"epochs": 0.04}), out=out, resume=True,
+              progress=False)
+    run = Run(out)
+    assert run.complete and run.resumes == [] and run.config.record.chunk_rows == 0
