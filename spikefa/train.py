@@ -381,16 +381,18 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
     def do_test():
         nonlocal n_tests
-        if cfg.model.feedback == "learned":  # B learns too, at its own rate: name that rate when B went first
-            for l in range(1, net.m):
-                F = net.feedback_matrix(l)
-                if F is not None and not np.isfinite(F).all():
-                    raise ConfigError(f"training diverged: the feedback weights into {net.names[l]} are not finite at "
-                                      f"step {step:,} (model.eta_feedback = {cfg.model.eta_feedback:g} too large?)")
-        for l in range(1, net.m + 1):  # a pass over the weights per test pass: cheap beside the test
-            if not (np.isfinite(net.W[l - 1]).all() and np.isfinite(net.b[l - 1]).all()):
-                raise ConfigError(f"training diverged: the weights into {net.names[l]} are not finite at step "
-                                  f"{step:,} (model.eta = {cfg.model.eta:g} too large?)")
+        # a pass over the weights per test pass: cheap beside the test. B learns too (learned
+        # feedback), at its own rate, and W and B drag each other along: name what blew up
+        bad_w = [l for l in range(1, net.m + 1) if not (np.isfinite(net.W[l - 1]).all() and np.isfinite(net.b[l - 1]).all())]
+        bad_b = [l for l in range(1, net.m) if cfg.model.feedback == "learned"
+                 and net.feedback_matrix(l) is not None and not np.isfinite(net.feedback_matrix(l)).all()]
+        if bad_w or bad_b:
+            what = ([f"the feedback weights into {net.names[bad_b[0]]}"] if bad_b else []) + \
+                   ([f"the weights into {net.names[bad_w[0]]}"] if bad_w else [])
+            rates = ([f"model.eta = {cfg.model.eta:g}"] if bad_w else []) + \
+                    ([f"model.eta_feedback = {cfg.model.eta_feedback:g}"] if bad_b else [])
+            raise ConfigError(f"training diverged: {' and '.join(what)} are not finite at step {step:,} "
+                              f"({' or '.join(rates)} too large?)")
         hook = test_hook(step) if test_hook is not None else None
         if bar is not None:  # the bar stands still during the test pass: say why
             bar.set_postfix_str(f"testing on {len(test_y):,} images", refresh=True)

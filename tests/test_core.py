@@ -1098,8 +1098,15 @@ def test_diverged_learned_feedback_names_its_own_rate(tmp_path):
     error said 'model.eta too large?' about the forward weights B had dragged along."""
     cfg = load_config("tiny").replace(model={"feedback": "learned", "eta_feedback": 1e30},
                                       train={"epochs": 0.01, "test_every": 0})
-    with pytest.raises(ConfigError, match="feedback weights into h1 are not finite.*model.eta_feedback = 1e\\+30"):
+    with pytest.raises(ConfigError, match="feedback weights into h1 .*are not finite.*model.eta_feedback = 1e\\+30"):
         train(cfg, out=tmp_path / "d.h5", progress=False)
+    # forward weights blown up by model.eta drag the learning B along: both are named, with
+    # their values (the error blamed eta_feedback = 0.0001, the default, alone)
+    cfg = load_config("tiny").replace(model={"feedback": "learned", "eta": 1e300, "gamma": 0},
+                                      train={"epochs": 0.01, "test_every": 0})
+    with pytest.raises(ConfigError, match="weights into h1 are not finite.*model.eta = 1e\\+300 or "
+                                          "model.eta_feedback = 0.0001 too large"):
+        train(cfg, out=tmp_path / "w.h5", progress=False)
 
 
 def test_a_library_error_says_where_it_was_raised(capsys, monkeypatch, tmp_path):
