@@ -150,7 +150,8 @@ def step_bytes(net, spikes) -> dict:
         fwd += rows[l - 1] * row
         if net.wiring.learn[l - 1]:
             # rows that spiked at least once in a window of K steps, read and written once
-            # (fewer than K steps: the one window they make, else the mean of no windows is NaN)
+            # (fewer than K steps: the one window they make, else the mean of no windows is NaN;
+            # its rows over K then undercount a full window's, so bench with steps >= K)
             touched = np.mean([pre[t:t + K].any(axis=0).sum() for t in range(0, max(pre.shape[0] - K, 0) + 1, K)])
             upd += 2 * touched * row / K
     fb = sum(F.nbytes for F, on in zip(net.wiring.F, net.wiring.on) if on)

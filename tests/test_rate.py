@@ -480,7 +480,7 @@ def test_unknown_experiment_and_config_key(tmp_path):
     bad.write_text(text.replace("steps = 5000", "steps = true"))             # a number, not a bool
     with pytest.raises(ValueError, match="train.steps"):
         load_experiment_config("fig2", path=bad)
-    # a float key written as an integer is a float (TOML writes 1.0 as 1 too)
+    # a float key written as an integer is accepted (its value stays the int 1)
     bad.write_text(text.replace("target_init = 1.0", "target_init = 1"))
     assert load_experiment_config("fig2", path=bad)["task"]["target_init"] == 1
     # a Fig. 3d learner must have the target's input and output sizes
