@@ -39,11 +39,14 @@ previous checkpoint.
 from __future__ import annotations
 
 import errno
+import io
 import json
+import logging
 import os
 import re
 import shlex
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -59,6 +62,8 @@ from . import __version__
 from .config import Config, config_from_dict, layer_names
 
 SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+
 LOCK_RETRY_S = 60.0  # how long a writer waits for a reader that holds a file lock
 # Writers fill whole chunks in their own buffers and never read them back, so HDF5's chunk
 # cache would only hold memory: up to 8 MiB per dataset by HDF5 2.0's default, hundreds of
@@ -151,9 +156,20 @@ def recover(path) -> None:
     and HDF5 then refuses to open the file for writing (``h5clear -s`` would clear it).
     What was flushed is intact and readable in SWMR mode, so it is copied into a fresh
     file that replaces the old one. Refuses if the writer is still alive on this host.
+
+    A writer killed outside SWMR mode (while it wrote the final weights, or set the file
+    up for a run) leaves a mark that SWMR readers refuse too; the file is then read as it
+    was when it last left SWMR mode (:func:`_open_left_open`), and a part its writer was
+    in the middle of writing, if damaged, is dropped (a resume writes it again).
     """
     path = Path(path)
-    with h5py.File(path, "r", swmr=True, locking=False) as f:
+    try:
+        src = h5py.File(path, "r", swmr=True, locking=False)
+    except OSError as exc:
+        if _LEFT_OPEN not in str(exc):
+            raise
+        src = _open_left_open(path)
+    with src as f:
         pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
         if writer_state(path, pid, host) == "running":
             raise RunFileError(f"{path} is being written by process {pid}; stop it first")
@@ -161,8 +177,101 @@ def recover(path) -> None:
         with h5py.File(tmp, "w", libver="latest") as g:
             g.attrs.update(f.attrs)
             for name in f:
-                f.copy(f[name], g, name=name)
+                try:
+                    f.copy(f[name], g, name=name)
+                except (OSError, KeyError, RuntimeError, ValueError):
+                    if name in g:
+                        del g[name]
+                    log.warning("spikefa: note: %s: dropped /%s, which its killed writer left unfinished", path, name)
     os.replace(tmp, path)
+
+
+# h5py's message for a file marked open by a plain (not SWMR) writer, opened in SWMR mode
+_LEFT_OPEN = "not already open for SWMR writing"
+
+
+def _lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 hash (``hashlittle``), HDF5's metadata checksum."""
+    M = 0xFFFFFFFF
+
+    def rot(x, k):
+        return ((x << k) | (x >> (32 - k))) & M
+
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n + initval) & M
+    i = 0
+    while n > 12:
+        x, y, z = struct.unpack_from("<3I", data, i)
+        a, b, c = (a + x) & M, (b + y) & M, (c + z) & M
+        a = (a - c) & M; a ^= rot(c, 4); c = (c + b) & M  # noqa: E702
+        b = (b - a) & M; b ^= rot(a, 6); a = (a + c) & M  # noqa: E702
+        c = (c - b) & M; c ^= rot(b, 8); b = (b + a) & M  # noqa: E702
+        a = (a - c) & M; a ^= rot(c, 16); c = (c + b) & M  # noqa: E702
+        b = (b - a) & M; b ^= rot(a, 19); a = (a + c) & M  # noqa: E702
+        c = (c - b) & M; c ^= rot(b, 4); b = (b + a) & M  # noqa: E702
+        n -= 12
+        i += 12
+    if n == 0:
+        return c
+    x, y, z = struct.unpack_from("<3I", data[i:] + bytes(12 - n))
+    a, b, c = (a + x) & M, (b + y) & M, (c + z) & M
+    c ^= b; c = (c - rot(b, 14)) & M  # noqa: E702
+    a ^= c; a = (a - rot(c, 11)) & M  # noqa: E702
+    b ^= a; b = (b - rot(a, 25)) & M  # noqa: E702
+    c ^= b; c = (c - rot(b, 16)) & M  # noqa: E702
+    a ^= c; a = (a - rot(c, 4)) & M  # noqa: E702
+    b ^= a; b = (b - rot(a, 14)) & M  # noqa: E702
+    c ^= b; c = (c - rot(b, 24)) & M  # noqa: E702
+    return c
+
+
+class _FlagsCleared(io.RawIOBase):
+    """A read-only view of an HDF5 file whose superblock (version 2 or 3, what the latest
+    format writes) reads with its status flags cleared, as ``h5clear -s`` would write it,
+    without changing the file."""
+
+    def __init__(self, path):
+        self._f = open(path, "rb")
+        head = bytearray(self._f.read(64))
+        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
+            self._f.close()
+            raise RunFileError(f"{path} was left open by a writer that was killed, in a format spikefa cannot "
+                               "read past (h5clear -s, from the HDF5 tools, clears it)")
+        n = 12 + 4 * head[9]  # signature, version, sizes, flags, then four addresses
+        head[11] = 0
+        struct.pack_into("<I", head, n, _lookup3(bytes(head[:n])))
+        self._head = bytes(head[:n + 4])
+        self._f.seek(0)
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, offset, whence=0):
+        return self._f.seek(offset, whence)
+
+    def tell(self):
+        return self._f.tell()
+
+    def readinto(self, buf):
+        pos = self._f.tell()
+        got = self._f.readinto(buf)
+        if got and pos < len(self._head):
+            k = min(len(self._head) - pos, got)
+            memoryview(buf)[:k] = self._head[pos:pos + k]
+        return got
+
+    def close(self):
+        self._f.close()
+        super().close()
+
+
+def _open_left_open(path) -> h5py.File:
+    """A run file whose plain (not SWMR) writer was killed, read as it was when that writer
+    opened it (what was written after is not linked in until HDF5 flushes its metadata)."""
+    return h5py.File(_FlagsCleared(path), "r")
 
 
 def writer_state(path, pid: int, host: str) -> str:
@@ -221,6 +330,19 @@ def _readable(path):
             f = _open_read(path)
             break
         except OSError as exc:
+            if _LEFT_OPEN in str(exc):
+                # marked open by a plain writer: one that is finishing or starting a run
+                # (wait for it), or one that was killed there (read what it left)
+                f = _open_left_open(path)
+                pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+                if writer_state(path, pid, host) != "running":
+                    break
+                f.close()
+                if attempt == 19:
+                    raise RunFileError(f"cannot read {path} now: process {pid} is writing it outside SWMR mode "
+                                       "(starting or finishing a run); try again in a moment") from None
+                time.sleep(0.1)
+                continue
             if attempt == 19 or not Path(path).exists():
                 why = " ".join(str(exc).split())  # h5py's messages span lines
                 if "file signature not found" in why:

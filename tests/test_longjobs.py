@@ -1,0 +1,76 @@
+"""What a user of long runs meets when a run is cut off or its files are disturbed
+(user study f): a writer killed while it writes outside SWMR mode, a run file deleted
+while the run goes on, what `spikefa info` says of a running run. The tiny model for a
+few hundred steps, so the file takes seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from spikefa.config import load_config
+from spikefa.runfile import Run, RunFileError, checkpoint_path
+from spikefa.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("h1", "h2", "out")
+
+
+def short_cfg(**changes):
+    sections = dict(train={"epochs": 0.05, "test_every": 60}, test={"n_test": 50}, run={"block_steps": 100})
+    for section, keys in changes.items():
+        sections[section] = {**sections.get(section, {}), **keys}
+    return load_config("tiny").replace(**sections)
+
+
+def env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+KILLED_IN_FINAL_WRITES = """
+import os, signal, h5py
+from spikefa import runfile
+from spikefa.config import load_config
+from spikefa.train import train
+
+def killed(path, net):  # SIGKILL in the middle of writing the final weights
+    f = h5py.File(path, "a", libver="latest")
+    f.create_group("final/h1").create_dataset("W", data=net.weights(1))
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+runfile.write_final = killed
+cfg = load_config("tiny").replace(train={{"epochs": 0.05, "test_every": 60}}, test={{"n_test": 50}},
+                                  run={{"block_steps": 100}})
+train(cfg, out={out!r}, progress=False)
+"""
+
+
+def test_a_run_killed_while_writing_its_final_weights_stays_readable_and_resumes(tmp_path):
+    """After the loop the run file leaves SWMR mode to write the final weights (seconds for
+    the paper's network). A SIGKILL then left the file marked open by a plain writer: every
+    spikefa command, `--resume` included, failed with h5py's 'file is not already open for
+    SWMR writing', although the docs say a killed run leaves a readable file that --resume
+    repairs."""
+    out = tmp_path / "k.h5"
+    proc = subprocess.run([sys.executable, "-c", KILLED_IN_FINAL_WRITES.format(out=str(out))], env=env(),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    run = Run(out)  # readable, as the docs promise of a killed run
+    s = run.summary()
+    assert s["state"] == "stopped" and not run.complete
+    assert s["test_passes"] == 2 and s["steps_done"] == 500
+    train(short_cfg(), out=out, resume=True, progress=False)
+    full = tmp_path / "full.h5"
+    train(short_cfg(), out=full, progress=False)
+    assert Run(out).complete
+    for layer in LAYERS:
+        np.testing.assert_array_equal(Run(out).final(layer, "W"), Run(full).final(layer, "W"))
+    np.testing.assert_array_equal(Run(out).test_curve()["error"], Run(full).test_curve()["error"])
