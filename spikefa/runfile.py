@@ -136,7 +136,8 @@ def _open_for_write(path) -> h5py.File:
     repaired = False
     while True:
         try:
-            return h5py.File(path, "a", libver="latest", rdcc_nbytes=WRITE_CHUNK_CACHE)
+            # "r+", not "a": a run file deleted under its run is not made anew, empty
+            return h5py.File(path, "r+", libver="latest", rdcc_nbytes=WRITE_CHUNK_CACHE)
         except OSError as exc:
             msg = str(exc)
             if "already open for write" in msg and not repaired:
@@ -447,14 +448,26 @@ class RunWriter:
             raise
         self.file = f
         _WRITERS[self.key] = f
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+
+    def still_there(self) -> bool:
+        """Whether the path still names the file this writer writes (not deleted, not
+        replaced by another file)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity
 
     def close(self) -> None:
         f = _WRITERS.pop(self.key, None)
         if f is None:
             return
+        there = self.still_there()
         f.close()
         pending = _PENDING.pop(self.key, None)
-        if pending:
+        if pending and there:  # (never into a file that took the deleted one's name)
             with _writable(self.path) as g:
                 g.attrs.update(pending)
 

@@ -250,8 +250,10 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
         if branch_step > total_steps:
             raise ConfigError(f"{ck} is at step {branch_step}, past the {total_steps} steps of "
                               f"train.epochs = {cfg.train.epochs}")
-        runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
+        # read before the run file is made: making it removes the checkpoint of its name,
+        # which is the one branched from when the new run takes the old one's --out
         info = runfile.read_checkpoint(ck, net, rng)
+        runfile.create_run_file(out, cfg, total_steps=total_steps, overwrite=overwrite)
         step = info["step"]
         extra = info.get("extra", {})
         # steps_done starts at the branch, so `spikefa info` reads the run's place before its first checkpoint
@@ -451,6 +453,13 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
                 bar.update(step - step0)
             if stop.requested:
                 raise KeyboardInterrupt
+            if not writer.still_there():
+                ck = runfile.checkpoint_path(out)
+                raise runfile.RunFileError(
+                    f"the run file {out} was deleted or replaced while the run was going (noticed at step {step:,}), "
+                    f"and with it its test curve and recordings; the network at this step is kept in {ck}: "
+                    f"the same command with --branch-from {shlex.quote(str(ck))} instead of --resume continues it "
+                    "in a new run file")
             if test_every and step % test_every == 0 and step < total_steps:
                 do_test()
             if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:

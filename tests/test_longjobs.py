@@ -74,3 +74,36 @@ def test_a_run_killed_while_writing_its_final_weights_stays_readable_and_resumes
     for layer in LAYERS:
         np.testing.assert_array_equal(Run(out).final(layer, "W"), Run(full).final(layer, "W"))
     np.testing.assert_array_equal(Run(out).test_curve()["error"], Run(full).test_curve()["error"])
+
+
+class DeleteAt:
+    """A recorder that deletes the run file when the block ending at ``step`` has run."""
+
+    def __init__(self, out, step):
+        self.out, self.step = out, step
+
+    def on_block(self, net, step0, outputs):
+        if step0 + outputs["spikes"].shape[0] == self.step:
+            os.remove(self.out)
+
+
+def test_a_run_file_deleted_while_the_run_goes_on_stops_it_with_a_clear_error(tmp_path):
+    """The run went on writing into the deleted file to its end (hours, for a long run),
+    then created a new file under the old name holding only the final weights and
+    attributes, and failed with 'not a spikefa run file (no schema_version)'; that file
+    then blocked --overwrite ('an HDF5 file but not a spikefa run file')."""
+    out = tmp_path / "d.h5"
+    with pytest.raises(RunFileError, match="deleted or replaced while the run was going") as info:
+        train(short_cfg(), out=out, progress=False, recorder=DeleteAt(out, 200))
+    assert "--branch-from" in str(info.value)
+    assert not out.exists()  # no half-empty file made under its name
+    ck = checkpoint_path(out)
+    with h5py.File(ck, "r") as f:
+        assert int(f.attrs["step"]) == 200
+    # what the message says to do works, and continues the same trajectory
+    res = train(short_cfg(), out=out, progress=False, branch_from=ck)
+    full = tmp_path / "full.h5"
+    train(short_cfg(), out=full, progress=False)
+    assert res.steps == 500
+    for layer in LAYERS:
+        np.testing.assert_array_equal(Run(out).final(layer, "W"), Run(full).final(layer, "W"))
