@@ -892,11 +892,12 @@ class Run:
         n_pass = int(curve["step"].size)
         resumes = self.resumes
         ckpt = checkpoint_path(self.path)
-        ckpt_step = None
+        ckpt_step, ckpt_wall = None, 0.0
         if ckpt.exists():
             try:
                 with _open_read(ckpt, _READ_FLAGS[2:]) as f:
                     ckpt_step = int(f.attrs["step"])
+                    ckpt_wall = float(f.attrs.get("wall_s", 0.0))
             except (OSError, KeyError):
                 ckpt_step = None  # being replaced right now, or not a checkpoint
         # how far it got: the checkpoint, or further where test passes or flushed recordings
@@ -914,9 +915,10 @@ class Run:
             "checkpoint_step": ckpt_step, "test_passes": n_pass,
             "last": row(n_pass - 1) if n_pass else None,
             "best": row(int(np.nanargmin(curve["error"]))) if n_pass else None,
-            # run time at the newest of the last test pass and the last checkpoint
+            # run time at the newest of the last test pass and the last checkpoint (whose
+            # time reaches the attributes only when a running run's writer closes)
             "wall_s": max(float(curve["wall_s"][-1]) if n_pass and "wall_s" in curve else 0.0,
-                          float(self.attrs.get("wall_s", 0.0))),
+                          float(self.attrs.get("wall_s", 0.0)), ckpt_wall if ckpt_step is not None else 0.0),
             "created": str(self.attrs.get("created", "")),
             # the command it last ran with: the newest resume's, else the one that started it
             "command": str(([self.attrs.get("command", "")] + [r["command"] for r in resumes if r.get("command")])[-1]),

@@ -107,3 +107,26 @@ def test_a_run_file_deleted_while_the_run_goes_on_stops_it_with_a_clear_error(tm
     assert res.steps == 500
     for layer in LAYERS:
         np.testing.assert_array_equal(Run(out).final(layer, "W"), Run(full).final(layer, "W"))
+
+
+class SummaryAt:
+    """A recorder that reads the run's summary when the block ending at ``step`` has run."""
+
+    def __init__(self, out, step):
+        self.out, self.step, self.summary = out, step, None
+
+    def on_block(self, net, step0, outputs):
+        if step0 + outputs["spikes"].shape[0] == self.step:
+            self.summary = Run(self.out).summary()
+
+
+def test_info_of_a_running_run_counts_the_run_time_of_its_checkpoint(tmp_path):
+    """`spikefa info` said '0 s of run time' for a running run until its first test pass
+    (minutes to hours with the long model), although its checkpoint holds the run time."""
+    out = tmp_path / "w.h5"
+    probe = SummaryAt(out, 400)
+    train(short_cfg(train={"test_every": 0}, run={"checkpoint_minutes": 1e-6}), out=out, progress=False,
+          recorder=probe)
+    s = probe.summary
+    assert s["state"] == "running" and s["test_passes"] == 0 and s["checkpoint_step"] == 300
+    assert s["wall_s"] > 0
