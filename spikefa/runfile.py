@@ -646,6 +646,16 @@ def save_checkpoint(path, net, *, rng, step: int, n_tests: int, wall_s: float, e
     """
     ck = checkpoint_path(path)
     tmp = Path(str(ck) + ".tmp")
+    try:
+        _write_checkpoint(tmp, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall_s, extra=extra)
+        os.replace(tmp, ck)
+    except OSError as exc:
+        why = " ".join(str(exc).split())
+        raise RunFileError(f"cannot write the checkpoint {ck} (a full disk, or a folder that cannot be "
+                           f"written?): {why}") from None
+
+
+def _write_checkpoint(tmp, net, *, rng, step, n_tests, wall_s, extra) -> None:
     with h5py.File(tmp, "w") as f:
         f.attrs.update(config=net.config.to_json(), step=int(step), n_tests=int(n_tests), wall_s=float(wall_s),
                        rng_state=json.dumps(rng.bit_generator.state), spikefa_version=__version__)
@@ -660,7 +670,6 @@ def save_checkpoint(path, net, *, rng, step: int, n_tests: int, wall_s: float, e
             f.create_dataset(f"state/{name}", data=arr)
         for name, arr in (extra or {}).items():
             f.create_dataset(f"extra/{name}", data=np.asarray(arr))
-    os.replace(tmp, ck)
 
 
 def checkpoint_config(path, *, with_step: bool = False):

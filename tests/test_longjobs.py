@@ -130,3 +130,13 @@ def test_info_of_a_running_run_counts_the_run_time_of_its_checkpoint(tmp_path):
     s = probe.summary
     assert s["state"] == "running" and s["test_passes"] == 0 and s["checkpoint_step"] == 300
     assert s["wall_s"] > 0
+
+
+def test_a_checkpoint_that_cannot_be_written_is_named_in_the_error(tmp_path):
+    """A checkpoint write that failed (a full disk, a folder that cannot be written) ended
+    the run with h5py's bare 'Unable to synchronously create file (... run.h5.ckpt.tmp ...)',
+    not saying that it was the checkpoint that could not be written."""
+    out = tmp_path / "c.h5"
+    Path(str(out) + ".ckpt.tmp").mkdir()
+    with pytest.raises(RunFileError, match=r"cannot write the checkpoint .*c\.h5\.ckpt"):
+        train(short_cfg(), out=out, progress=False)
