@@ -255,21 +255,14 @@ def test_image_label_count_mismatch(fake_bundle):
     assert "2000 images" in msg and "1999 labels" in msg and TRAIN_LABELS in msg
 
 
-def test_label_out_of_range(fake_bundle):
+@pytest.mark.parametrize("label", [12, 10])
+def test_label_out_of_range(fake_bundle, label):
+    """Digits are 0..9: 10, the first value outside, is refused too (the boundary, not
+    just any big value)."""
     labels = np.frombuffer(_subset_raw(TRAIN_LABELS), np.uint8, offset=8).copy()
-    labels[3] = 12
+    labels[3] = label
     (fake_bundle / f"{TRAIN_LABELS}{data.SUBSET_SUFFIX}.gz").write_bytes(gzip.compress(_idx(labels)))
-    with pytest.raises(DataError, match="label value 12"):
-        data._load_from(fake_bundle, "train", 2000, None, "", suffix=data.SUBSET_SUFFIX)
-
-
-
-def test_label_ten_is_out_of_range(fake_bundle):
-    """Digits are 0..9: the first value outside is 10 (the boundary, not just any big value)."""
-    labels = np.frombuffer(_subset_raw(TRAIN_LABELS), np.uint8, offset=8).copy()
-    labels[3] = 10
-    (fake_bundle / f"{TRAIN_LABELS}{data.SUBSET_SUFFIX}.gz").write_bytes(gzip.compress(_idx(labels)))
-    with pytest.raises(DataError, match="label value 10 outside 0..9"):
+    with pytest.raises(DataError, match=f"label value {label} outside 0..9"):
         data._load_from(fake_bundle, "train", 2000, None, "", suffix=data.SUBSET_SUFFIX)
 
 
