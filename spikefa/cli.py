@@ -617,6 +617,10 @@ def _main(argv) -> int:
         args = build_parser().parse_args(argv)
         if argv[:1] != ["train"]:  # training has its StopRequest (main); elsewhere SIGTERM is Ctrl-C
             signal.signal(signal.SIGTERM, _sigterm)
+            if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+                # started in the background (`&`, nohup), which ignores SIGINT: `kill -INT`
+                # stops a sweep or experiment as it stops a training run
+                signal.signal(signal.SIGINT, signal.default_int_handler)
         args.func(args)
     except (ConfigError, DataError, RunFileError) as exc:
         print(f"spikefa: error: {exc}", file=sys.stderr)

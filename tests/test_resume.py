@@ -328,6 +328,29 @@ def test_ctrl_c_to_spikefa_train_exits_130_with_the_resume_hint(tmp_path):
     assert checkpoint_path(out).exists() and not Run(out).complete
 
 
+def test_sigint_stops_a_command_started_in_the_background(tmp_path):
+    """A job started with `&` or nohup inherits SIGINT ignored: `spikefa train` took it back,
+    other commands (a sweep, an experiment) ran on to their end after `kill -INT`."""
+    out = tmp_path / "fig2"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "spikefa", "experiment", "fig2", "--out", str(out)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert out.exists(), proc.communicate()[1] if proc.poll() is not None else "no output folder after 120 s"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "spikefa: interrupted" in err and not (out / "fig2.json").exists()
+
+
 def test_overwrite_removes_the_old_checkpoint(tmp_path, capsys, monkeypatch):
     """A run file created anew with overwrite takes the old run's checkpoint with it; so
     `spikefa train ... --overwrite` stopped before its first checkpoint says it must start
