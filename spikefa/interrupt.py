@@ -8,6 +8,7 @@ its end.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -50,9 +51,11 @@ class StopRequest:
             raise KeyboardInterrupt
         if not self.requested:
             # a block of the full network takes seconds: say at once that the stop was heard
+            hurry = ("Ctrl-C again stops without waiting" if signum == signal.SIGINT else
+                     f"a SIGINT (Ctrl-C, or kill -INT {os.getpid()}) stops without waiting")
             print(f"\nspikefa: {signal.Signals(signum).name} received: stopping at the end of this block (the "
                   "first, if training is still starting) to write a checkpoint (--resume continues from it); "
-                  "Ctrl-C again stops without waiting", file=sys.stderr, flush=True)
+                  f"{hurry}", file=sys.stderr, flush=True)
         self.requested = True
 
     def install(self) -> None:

@@ -903,6 +903,14 @@ def test_stop_request_says_at_once_that_it_heard(capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(KeyboardInterrupt):
         stop._handler(signal.SIGINT, None)
+    # after a SIGTERM (kill PID) there was no first Ctrl-C to repeat: it names SIGINT
+    term = StopRequest()
+    term._handler(signal.SIGTERM, None)
+    said = capsys.readouterr().err
+    assert "SIGTERM received" in said and f"a SIGINT (Ctrl-C, or kill -INT {os.getpid()}) stops without waiting" in said
+    assert "again" not in said
+    with pytest.raises(KeyboardInterrupt):
+        term._handler(signal.SIGINT, None)
 
 
 def test_train_feedback_given_twice_is_refused(capsys):
