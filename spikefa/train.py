@@ -274,14 +274,18 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
         # marked incomplete, its config replaced and the resume listed, and then refused)
         with runfile._readable(out) as f:
             record.Recorder(cfg, total_steps=total_steps).check(f)
+            was_complete = bool(f.attrs.get("complete", False))
         info = runfile.load_checkpoint(out, net, rng)
         step, n_tests, wall0 = info["step"], info["n_tests"], info["wall_s"]
         if step > total_steps:
             raise ConfigError(f"{out} is at step {step:,}, past the {total_steps:,} steps of train.epochs = "
                               f"{cfg.train.epochs:g}: a resume can raise the epochs, not lower them")
-        if step == total_steps:
+        if step == total_steps and was_complete:
             log.warning("spikefa: note: %s is already at its %g epochs: nothing to train (raise --epochs to "
                         "continue it)", out, cfg.train.epochs)
+        elif step == total_steps:
+            log.warning("spikefa: note: %s was cut off after its last step: finishing it (its last test pass "
+                        "and final weights)", out)
         extra = info.get("extra", {})
         runfile.truncate_tests(out, n_tests)
         runfile.set_attrs(out, complete=False, total_steps=total_steps, config=cfg.to_json())

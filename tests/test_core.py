@@ -998,6 +998,13 @@ def test_resume_past_its_end_and_a_folder_as_run_file(tmp_path, capsys, caplog):
         train(cfg.replace(train={"epochs": 0.01}), out=out, resume=True, progress=False)
     again = train(cfg, out=out, resume=True, progress=False)
     assert again.steps == 200 and "nothing to train" in caplog.text
+    # cut off after its last step (killed while it wrote its final weights): it is finished
+    caplog.clear()
+    with h5py.File(out, "a") as f:
+        f.attrs["complete"] = False
+    again = train(cfg, out=out, resume=True, progress=False)
+    assert again.steps == 200 and Run(out).complete
+    assert "was cut off after its last step: finishing it" in caplog.text and "nothing to train" not in caplog.text
     (tmp_path / "folder").mkdir()
     assert main(["train", "tiny", "--out", str(tmp_path / "folder"), "--overwrite", "-q"]) == 2
     assert "is a folder" in capsys.readouterr().err
