@@ -604,17 +604,17 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
             data_dir = str(saved)
     test_x, test_y = load_data(data_cfg, split, data_dir, cfg.test.n_test)
     n_train = train_set_size(cfg)
-    bar = on_block = None
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(test_y), unit="image", desc=f"testing {Path(path).name}", mininterval=0.5, leave=False)
-        M = cfg.test.steps_per_image
 
-        def on_block(net, step0, outputs):
-            bar.update(outputs["spikes"].shape[0] // M)
+    def count_images(net, step0, outputs):
+        bar.update(outputs["spikes"].shape[0] // cfg.test.steps_per_image)
+
     try:
-        res = evaluate(net, test_x, test_y, seed_key=seed_key, on_block=on_block)
+        res = evaluate(net, test_x, test_y, seed_key=seed_key, on_block=count_images if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()

@@ -8,30 +8,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from spikefa.config import load_config
 from spikefa.runfile import Run, RunFileError, checkpoint_path
 from spikefa.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("h1", "h2", "out")
+from test_resume import LAYERS, spikefa_env
+from test_resume import short_cfg as resume_cfg
 
 
 def short_cfg(**changes):
-    sections = dict(train={"epochs": 0.05, "test_every": 60}, test={"n_test": 50}, run={"block_steps": 100})
-    for section, keys in changes.items():
-        sections[section] = {**sections.get(section, {}), **keys}
-    return load_config("tiny").replace(**sections)
-
-
-def env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    """test_resume's short run, 500 steps long."""
+    return resume_cfg(**{**changes, "train": {"epochs": 0.05, **changes.get("train", {})}})
 
 
 KILLED_IN_FINAL_WRITES = """
@@ -60,7 +51,7 @@ def test_a_run_killed_while_writing_its_final_weights_stays_readable_and_resumes
     SWMR writing', although the docs say a killed run leaves a readable file that --resume
     repairs."""
     out = tmp_path / "k.h5"
-    proc = subprocess.run([sys.executable, "-c", KILLED_IN_FINAL_WRITES.format(out=str(out))], env=env(),
+    proc = subprocess.run([sys.executable, "-c", KILLED_IN_FINAL_WRITES.format(out=str(out))], env=spikefa_env(),
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
     run = Run(out)  # readable, as the docs promise of a killed run

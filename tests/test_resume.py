@@ -45,6 +45,30 @@ def ckpt_step(out) -> int:
     return checkpoint_config(out, with_step=True)[1]
 
 
+def spikefa_env() -> dict:
+    """The environment of a `python -m spikefa` subprocess: this checkout first on the path."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def signal_once_started(argv, started: Path, cwd, sig=signal.SIGINT, **popen) -> tuple[int, str]:
+    """Run `python -m spikefa *argv`, send it ``sig`` once ``started`` exists (its run file
+    or output folder: it is working), and return its exit status and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "spikefa", *argv], env=spikefa_env(), cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert started.exists(), proc.communicate()[1] if proc.poll() is not None else f"no {started} after 120 s"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
 class RaiseAt:
     """A recorder that raises ``exc`` when the block ending at ``step`` has run."""
 
@@ -309,21 +333,8 @@ def test_ctrl_c_to_spikefa_train_exits_130_with_the_resume_hint(tmp_path):
     exits with status 130, says where the checkpoint is and how to continue, and leaves a
     checkpoint."""
     out = tmp_path / "c.h5"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "spikefa", "train", "tiny", "--epochs", "20", "-o", str(out), "-q"],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert out.exists(), proc.communicate()[1] if proc.poll() is not None else "no run file after 120 s"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    code, err = signal_once_started(["train", "tiny", "--epochs", "20", "-o", str(out), "-q"], out, tmp_path)
+    assert code == 130, err
     assert "--resume" in err and f"written to {out}.ckpt" in err and "spikefa: interrupted" in err
     assert checkpoint_path(out).exists() and not Run(out).complete
 
@@ -332,22 +343,9 @@ def test_sigint_stops_a_command_started_in_the_background(tmp_path):
     """A job started with `&` or nohup inherits SIGINT ignored: `spikefa train` took it back,
     other commands (a sweep, an experiment) ran on to their end after `kill -INT`."""
     out = tmp_path / "fig2"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "spikefa", "experiment", "fig2", "--out", str(out)],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        deadline = time.monotonic() + 120
-        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert out.exists(), proc.communicate()[1] if proc.poll() is not None else "no output folder after 120 s"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    code, err = signal_once_started(["experiment", "fig2", "--out", str(out)], out, tmp_path,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert code == 130, err
     assert "spikefa: interrupted" in err and not (out / "fig2.json").exists()
 
 
@@ -393,8 +391,6 @@ def test_overwrite_refuses_a_run_file_another_process_is_writing(tmp_path):
     """--overwrite of a run that another live process is still writing is refused, naming
     that process: it truncated the file under the SWMR writer, and both processes (and any
     reader after them) then hung in HDF5's retries, deaf to Ctrl-C and SIGTERM."""
-    import socket
-
     cfg = short_cfg()
     out = tmp_path / "busy.h5"
     create_run_file(out, cfg, total_steps=1000)
@@ -480,8 +476,7 @@ def test_curve_piped_into_head_exits_quietly(tmp_path):
             ds.resize((n,))
             ds[...] = first
         f["test/step"][...] = np.arange(1, n + 1)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    spikefa = subprocess.Popen([sys.executable, "-m", "spikefa", "curve", str(out)], env=env,
+    spikefa = subprocess.Popen([sys.executable, "-m", "spikefa", "curve", str(out)], env=spikefa_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     head = subprocess.Popen(["head", "-1"], stdin=spikefa.stdout, stdout=subprocess.PIPE)
     spikefa.stdout.close()  # head alone reads the pipe now
