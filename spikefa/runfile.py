@@ -334,8 +334,20 @@ def _readable(path):
             if _LEFT_OPEN in str(exc):
                 # marked open by a plain writer: one that is finishing or starting a run
                 # (wait for it), or one that was killed there (read what it left)
-                f = _open_left_open(path)
-                pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+                f = None
+                try:
+                    f = _open_left_open(path)
+                    pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+                except OSError as exc2:
+                    # its writer is in the middle of writing the very bytes read here: wait
+                    if f is not None:
+                        f.close()
+                    if attempt == 19:
+                        why = " ".join(str(exc2).split())
+                        raise RunFileError(f"cannot read {path}: it is being written outside SWMR mode "
+                                           f"(starting or finishing a run), or is damaged ({why})") from None
+                    time.sleep(0.1)
+                    continue
                 if writer_state(path, pid, host) != "running":
                     break
                 f.close()

@@ -131,3 +131,35 @@ def test_a_checkpoint_that_cannot_be_written_is_named_in_the_error(tmp_path):
     Path(str(out) + ".ckpt.tmp").mkdir()
     with pytest.raises(RunFileError, match=r"cannot write the checkpoint .*c\.h5\.ckpt"):
         train(short_cfg(), out=out, progress=False)
+
+
+def test_a_reader_that_meets_a_plain_writer_mid_write_waits_instead_of_failing(tmp_path, monkeypatch):
+    """While a plain (not SWMR) writer starts or finishes a run, a reader opens the file
+    through the 'left open' view and reads its writer's pid. Caught mid-write, that read
+    raised h5py's 'len not positive after adjustment for EOA' out of Run.progress() (CI saw
+    it once in test_sigkill_leaves_a_readable_incomplete_file); now the reader waits and
+    asks again, as it does for a writer it sees alive."""
+    from spikefa import runfile
+    out = tmp_path / "r.h5"
+    train(short_cfg(), out=out, progress=False)
+    real_read, real_left_open = runfile._open_read, runfile._open_left_open
+    calls = {"read": 0, "left_open": 0}
+
+    def read(path, *args):
+        if args:  # the check for truncation, not a SWMR open
+            return real_read(path, *args)
+        calls["read"] += 1
+        if calls["read"] == 1:  # the file is marked open by a plain writer
+            raise OSError(f"Unable to synchronously open file ({runfile._LEFT_OPEN})")
+        return real_read(path, *args)
+
+    def left_open(path):
+        calls["left_open"] += 1
+        f = real_left_open(path)
+        f.close()
+        raise OSError("Can't synchronously read data (len not positive after adjustment for EOA)")
+
+    monkeypatch.setattr(runfile, "_open_read", read)
+    monkeypatch.setattr(runfile, "_open_left_open", left_open)
+    assert Run(out).progress()["complete"]
+    assert calls["left_open"] == 1 and calls["read"] >= 2  # it waited, then read the file
