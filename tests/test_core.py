@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 import spikefa
-from spikefa import kernels
 from spikefa.config import ConfigError, available_models, config_from_dict, load_config
 from spikefa.data import DataError, load_subset
-from spikefa.network import BACKENDS, init_network, input_probabilities
+from spikefa.network import init_network, input_probabilities
 from spikefa.runfile import Run, RunFileError, checkpoint_path
 from spikefa.train import check_images, evaluate, test_run, train
 

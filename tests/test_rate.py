@@ -253,18 +253,9 @@ def test_sparse_fa_removed_entries_stay_zero():
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
-    """Every experiment once, quick mode, seed 0 (fig3a only if the MNIST loader is
-    there: it reads the bundled subset)."""
+    """Every experiment once, quick mode, seed 0 (fig3a reads the bundled MNIST subset)."""
     out = tmp_path_factory.mktemp("rate")
-    results = {}
-    for name in EXPERIMENTS:
-        if name == "fig3a":
-            try:
-                import spikefa.data  # noqa: F401
-            except ImportError:
-                continue
-        results[name] = run_experiment(name, out, quick=True, seed=0, progress=False)
-    return results
+    return {name: run_experiment(name, out, quick=True, seed=0, progress=False) for name in EXPERIMENTS}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

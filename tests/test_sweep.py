@@ -8,7 +8,6 @@ workers serves the module; the kill-and-resume test starts its own sweep process
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import re
