@@ -893,8 +893,8 @@ class Run:
         """Where the run stands, from the file alone (also while it is being written):
         model, seed, feedback, steps and epochs done of the total (the furthest of the last
         checkpoint, test pass and flushed recording), ``state`` (``"complete"``,
-        ``"running"`` while its writer process is alive on this host, ``"unknown"`` when it
-        was written on another host, else ``"stopped"``),
+        ``"running"`` while its writer process is alive on this host and holds the file open,
+        ``"unknown"`` when it was written on another host, else ``"stopped"``),
         the checkpoint's step, the number of test passes, the last and the best pass (every
         read-out), wall time, and the resumes. What ``spikefa info`` prints."""
         cfg = self.config
@@ -904,6 +904,8 @@ class Run:
         epochs = (lambda steps: round(steps / per_epoch, 4)) if per_epoch else (lambda steps: None)
         pid, host = int(self.attrs.get("writer_pid", -1)), str(self.attrs.get("writer_host", ""))
         state = "complete" if prog["complete"] else writer_state(self.path, pid, host)
+        if state == "running" and pid != os.getpid() and not _held_open(self.path):
+            state = "stopped"  # stopped in a process that lives on (a notebook's kernel)
         curve = self.test_curve()
         fields = [k for k in ("epoch", "step", "error", "error_last", "error_sum", "error_prob", "n_test") if k in curve]
 

@@ -163,3 +163,42 @@ def test_a_reader_that_meets_a_plain_writer_mid_write_waits_instead_of_failing(t
     monkeypatch.setattr(runfile, "_open_left_open", left_open)
     assert Run(out).progress()["complete"]
     assert calls["left_open"] == 1 and calls["read"] >= 2  # it waited, then read the file
+
+
+STOPPED_IN_A_LIVE_KERNEL = """
+import sys, time
+from spikefa.config import load_config
+from spikefa.train import train
+
+class Stop:
+    def on_block(self, net, step0, outputs):
+        if step0 >= 200:
+            raise KeyboardInterrupt  # Ctrl-C in a notebook: the run stops, the kernel lives on
+
+cfg = load_config("tiny").replace(train={{"epochs": 0.05, "test_every": 0}}, test={{"n_test": 50}},
+                                  run={{"block_steps": 100}})
+try:
+    train(cfg, out={out!r}, progress=False, recorder=Stop())
+except KeyboardInterrupt:
+    pass
+print("stopped", flush=True)
+time.sleep(120)
+"""
+
+
+def test_info_of_a_run_stopped_in_a_process_that_lives_on_says_stopped(tmp_path):
+    """A run stopped by Ctrl-C in a notebook names the kernel as its writer, and the kernel
+    lives on; `spikefa info` said it was 'running' until the kernel was shut down, although
+    nothing wrote the file (and --overwrite already knew: it is refused only while the
+    writer holds the file open)."""
+    out = tmp_path / "n.h5"
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_IN_A_LIVE_KERNEL.format(out=str(out))], env=spikefa_env(),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "stopped", proc.stderr.read()
+        run = Run(out)
+        assert run.attrs["writer_pid"] == proc.pid and proc.poll() is None  # its writer lives on
+        assert run.summary()["state"] == "stopped"
+    finally:
+        proc.kill()
+        proc.wait()
