@@ -469,7 +469,7 @@ def model_arrays(net: Network, images, labels, *, steps_per_image=None, uniforms
         learn=np.asarray(w.learn, bool), fb_on=np.asarray(w.on, bool), fb_src=np.asarray(w.src, np.int64),
         fb_transport=np.asarray(w.scale_idx, np.int64) >= 0, fb_learns=np.asarray(w.learns, bool),
         pixels=input_probabilities(images, 1.0), labels=labels.astype(np.int64),
-        steps_per_image=np.int64(steps_per_image),
+        steps_per_image=np.int64(steps_per_image), readout=np.array(cfg.test.readout),
     )
     st = net.state
     for l in range(1, m + 1):
@@ -647,8 +647,18 @@ def main(argv=None):
         for readout, counts in (("last", per_step[:, -1]), ("sum", per_step.sum(axis=1))):
             results[f"guess_{readout}"] = np.argmax(counts, axis=1)
             errors[readout] = float(np.mean(results[f"guess_{readout}"] != labels))
-        print(f"test error {errors['last']:.2%} on {n_img} images (read-out at the last of each image's {k} steps; "
-              f"{errors['sum']:.2%} with the spikes summed over them)")
+        last = f"read-out at the last of each image's {k} steps"
+        summed = "with the spikes summed over them"
+        # first the run's own read-out (test.readout), as spikefa's test error is
+        readout = str(arrays["readout"]) if "readout" in arrays else "last"
+        if readout == "sum":
+            print(f"test error {errors['sum']:.2%} on {n_img} images (read-out: output spikes summed over each "
+                  f"image's {k} steps, the run's test.readout; {errors['last']:.2%} at the last step)")
+        else:
+            print(f"test error {errors['last']:.2%} on {n_img} images ({last}; {errors['sum']:.2%} {summed})")
+            if readout != "last":
+                print(f"(the run's test.readout is {readout!r}, which spikefa reads from firing probabilities; "
+                      "this script reads spikes only)")
     if args.out:
         np.savez_compressed(args.out, **results)
         print(f"saved {args.out}")

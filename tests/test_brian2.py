@@ -180,6 +180,13 @@ def test_exported_test_script_reports_spikefas_test_error(tmp_path, capsys):
     with np.load(tmp_path / "res.npz") as f:
         np.testing.assert_array_equal(f["guess_last"], want["last"])
         np.testing.assert_array_equal(f["guess_sum"], want["sum"])
+    # a run that reads out summed spikes (test.readout = "sum") heads with that error, as spikefa does
+    net_sum = init_network(cfg.replace(test={"readout": "sum"}))
+    script, npz = export.write_script(net_sum, tmp_path / "s.py", images, labels, uniforms=uniforms, plastic=False)
+    runpy.run_path(str(script))["main"](["--data", str(npz), "--steps", str(10 * M)])
+    said = capsys.readouterr().out
+    assert (f"test error {err['sum']:.2%} on 10 images (read-out: output spikes summed over each image's {M} "
+            f"steps, the run's test.readout; {err['last']:.2%} at the last step)") in said, said
     # training (plasticity on): no test error
     script, npz = export.write_script(net, tmp_path / "p.py", images, labels, uniforms=uniforms)
     runpy.run_path(str(script))["main"](["--data", str(npz), "--steps", "10"])
