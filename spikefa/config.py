@@ -284,8 +284,11 @@ def _validate(cfg: Config) -> Config:
                   record=record)
 
 
-def config_from_dict(d: dict) -> Config:
-    """Validate a nested dict (as read from TOML or a run file) into a :class:`Config`."""
+def config_from_dict(d: dict, *, check: bool = True) -> Config:
+    """Validate a nested dict (as read from TOML or a run file) into a :class:`Config`.
+
+    With ``check=False`` only its layout is checked (its tables and keys), not its values:
+    how a run file written under an earlier, looser check is read."""
     if not isinstance(d, dict):
         raise ConfigError(f"a model must be a table of tables, got {type(d).__name__}")
     kwargs: dict[str, Any] = {}
@@ -305,7 +308,7 @@ def config_from_dict(d: dict) -> Config:
             if k not in names:
                 raise ConfigError(f"unknown key {key}.{k}; valid keys of [{key}]: {', '.join(names)}")
         kwargs[key] = cls(**value)
-    return _validate(Config(**kwargs))
+    return _validate(Config(**kwargs)) if check else Config(**kwargs)
 
 
 def models_dir() -> Path:

@@ -59,7 +59,7 @@ import numba
 import numpy as np
 
 from . import __version__
-from .config import Config, config_from_dict, layer_names
+from .config import Config, ConfigError, config_from_dict, layer_names
 
 SCHEMA_VERSION = 2
 log = logging.getLogger(__name__)
@@ -829,7 +829,15 @@ class Run:
             raise RunFileError(f"cannot read the run file {self.path}: {' '.join(str(exc).split())}") from None
         if "config" not in self.attrs:
             raise RunFileError(f"{self.path} is damaged: it has no config attribute")
-        self.config = config_from_dict(json.loads(self.attrs["config"]))
+        stored = json.loads(self.attrs["config"])
+        try:
+            self.config = config_from_dict(stored)
+        except ConfigError as exc:
+            # written before a check this version makes (a run whose eta * gamma >= 1, say):
+            # its results stay readable, as they were written; resuming it is still refused
+            log.warning("spikefa: note: %s: its config fails a check of this spikefa version (%s); "
+                        "read as written", self.path, exc)
+            self.config = config_from_dict(stored, check=False)
         self.complete = bool(self.attrs.get("complete", False))
         self.layers = layer_names(self.config.n_layers)
 

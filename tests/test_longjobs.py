@@ -202,3 +202,28 @@ def test_info_of_a_run_stopped_in_a_process_that_lives_on_says_stopped(tmp_path)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_run_file_written_under_a_looser_check_stays_readable(tmp_path, caplog, capsys):
+    """model.eta * model.gamma >= 1 became an error in a later version; a run file written
+    before, with such a config, could no longer be opened at all (Run, spikefa info, plot:
+    'model.eta * model.gamma = ... is not allowed'), its results lost to the reader. It is
+    now read as written, with a note; resuming it is still refused."""
+    import json
+
+    from spikefa.cli import main
+    from spikefa.config import ConfigError, config_from_dict
+
+    out = tmp_path / "old.h5"
+    train(short_cfg(), out=out, progress=False)
+    with h5py.File(out, "a") as f:
+        d = json.loads(f.attrs["config"])
+        d["model"]["eta"] = 1e10  # eta * gamma = 100 with the default gamma
+        f.attrs["config"] = json.dumps(d)
+    with pytest.raises(ConfigError, match=r"model.eta \* model.gamma"):
+        config_from_dict(d)
+    run = Run(out)
+    assert run.config.model.eta == 1e10 and run.complete
+    assert "fails a check of this spikefa version" in caplog.text and "model.eta * model.gamma" in caplog.text
+    assert main(["info", str(out)]) == 0
+    assert "complete" in capsys.readouterr().out
