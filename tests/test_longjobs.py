@@ -227,3 +227,42 @@ def test_a_run_file_written_under_a_looser_check_stays_readable(tmp_path, caplog
     assert "fails a check of this spikefa version" in caplog.text and "model.eta * model.gamma" in caplog.text
     assert main(["info", str(out)]) == 0
     assert "complete" in capsys.readouterr().out
+
+
+KILLED_PLAIN_WRITER = """
+import os, signal, h5py
+f = h5py.File({path!r}, "a", libver={libver!r})
+f.attrs["late"] = 2
+f.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("libver", [("v108", "v108"), "latest"])  # superblock version 2, 3
+def test_the_view_of_a_file_left_open_reads_as_h5clear_would_write_it(tmp_path, libver):
+    """runfile._FlagsCleared shows a file whose plain writer was killed with the status
+    flags of its superblock cleared and the superblock's checksum made anew: its bytes
+    are a file that HDF5's own driver opens (h5py reads the view through a Python file
+    object, whose driver does not check the flags, so a view that left them set, or a
+    checksum that does not match them, went unnoticed when read back through h5py)."""
+    from spikefa import runfile
+
+    path = tmp_path / "left.h5"
+    with h5py.File(path, "w", libver=libver) as f:
+        f.attrs["early"] = 1
+        f["x"] = np.arange(5)
+    proc = subprocess.run([sys.executable, "-c", KILLED_PLAIN_WRITER.format(path=str(path), libver=libver)])
+    assert proc.returncode == -9
+    data = path.read_bytes()
+    assert data[11] != 0  # the killed writer's mark
+    view = runfile._FlagsCleared(path)
+    try:
+        cleared = view.read()
+    finally:
+        view.close()
+    assert len(cleared) == len(data) and cleared[11] == 0 and cleared[:11] == data[:11]
+    copy = tmp_path / "cleared.h5"
+    copy.write_bytes(cleared)
+    with h5py.File(copy, "r") as f:  # HDF5's own driver checks the flags and the checksum
+        assert f.attrs["early"] == 1 and list(f["x"][...]) == [0, 1, 2, 3, 4]
+    assert path.read_bytes() == data  # the file itself is not changed
