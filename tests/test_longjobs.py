@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -266,3 +267,89 @@ def test_the_view_of_a_file_left_open_reads_as_h5clear_would_write_it(tmp_path, 
     with h5py.File(copy, "r") as f:  # HDF5's own driver checks the flags and the checksum
         assert f.attrs["early"] == 1 and list(f["x"][...]) == [0, 1, 2, 3, 4]
     assert path.read_bytes() == data  # the file itself is not changed
+
+
+SWMR_WRITER = """
+import os, socket, time, h5py
+f = h5py.File({path!r}, "a", libver="latest")
+f.attrs.update(writer_pid=os.getpid(), writer_host=socket.gethostname())
+f.flush()
+f.swmr_mode = True
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
+def test_recover_refuses_a_file_whose_writer_is_alive(tmp_path):
+    """recover() copies a run file into a new one that takes its name: for a writer that
+    is alive (it only looks killed, e.g. on a file system without locks) that would swap
+    the file under it; it is refused, naming the writer, and the file stays as it was."""
+    from spikefa import runfile
+
+    out = tmp_path / "live.h5"
+    runfile.create_run_file(out, short_cfg(), total_steps=500)
+    writer = subprocess.Popen([sys.executable, "-c", SWMR_WRITER.format(path=str(out))], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        inode = os.stat(out).st_ino
+        with pytest.raises(RunFileError, match=f"being written by process {writer.pid}"):
+            runfile.recover(out)
+        assert os.stat(out).st_ino == inode and not (tmp_path / "live.h5.recover").exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_recover_drops_a_part_its_killed_writer_left_unfinished(tmp_path, monkeypatch, caplog):
+    """A part of the file that cannot be copied (its killed writer was in the middle of
+    writing it) is dropped whole, with a note naming it, and the rest is kept: no half
+    copy is left for a resume to trip over."""
+    from spikefa import runfile
+
+    out = train(short_cfg(train={"epochs": 0.02}), out=tmp_path / "u.h5", progress=False).path
+    curve = Run(out).test_curve()["error"]
+    real_copy = h5py.Group.copy
+
+    def copy(self, source, dest, name=None, **kw):
+        real_copy(self, source, dest, name=name, **kw)
+        if name == "final":  # copied in part, then the damaged bytes
+            raise OSError("Can't synchronously read data (filter returned failure during read)")
+
+    monkeypatch.setattr(h5py.Group, "copy", copy)
+    runfile.recover(out)
+    monkeypatch.undo()
+    with h5py.File(out, "r") as f:
+        assert "final" not in f and "test" in f and f.attrs["complete"]
+    np.testing.assert_array_equal(Run(out).test_curve()["error"], curve)
+    assert "dropped /final, which its killed writer left unfinished" in caplog.text
+
+
+LOCKING_READER = """
+import time, h5py
+f = h5py.File({path!r}, "r")  # a plain reader holds the file's lock
+print("reading", flush=True)
+time.sleep(1.5)
+f.close()
+"""
+
+
+def test_a_writer_waits_for_a_reader_that_holds_the_file_lock(tmp_path):
+    """A plain h5py reader (a notebook's h5py.File(path, "r")) holds the file's lock; a
+    write (set_attrs, a test row, a resume's checks) waits for it to let go instead of
+    failing at once with HDF5's 'unable to lock file'."""
+    from spikefa import runfile
+
+    out = tmp_path / "l.h5"
+    runfile.create_run_file(out, short_cfg(), total_steps=500)
+    reader = subprocess.Popen([sys.executable, "-c", LOCKING_READER.format(path=str(out))], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert reader.stdout.readline().strip() == "reading"
+        t0 = time.monotonic()
+        runfile.set_attrs(out, n_train=7)
+        assert time.monotonic() - t0 > 1.0  # it waited for the reader to let go
+    finally:
+        reader.kill()
+        reader.wait()
+    assert Run(out).attrs["n_train"] == 7
