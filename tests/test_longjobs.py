@@ -353,3 +353,56 @@ def test_a_writer_waits_for_a_reader_that_holds_the_file_lock(tmp_path):
         reader.kill()
         reader.wait()
     assert Run(out).attrs["n_train"] == 7
+
+
+PLAIN_WRITER_FINISHING = """
+import os, socket, time, h5py
+f = h5py.File({path!r}, "a", libver="latest")  # a plain writer, as at the end of a run
+f.attrs.update(writer_pid=os.getpid(), writer_host=socket.gethostname())
+f.flush()
+print("writing", flush=True)
+time.sleep(0.5)
+f.attrs["complete"] = True  # its last write
+f.close()
+time.sleep(60)
+"""
+
+
+def test_a_reader_waits_for_a_live_plain_writer_to_finish(tmp_path):
+    """A file marked open by a plain writer that is alive (finishing or starting a run) is
+    read once that writer is done, not through the view of the file as it was when the
+    writer opened it, which would say the run is not complete."""
+    out = tmp_path / "f.h5"
+    train(short_cfg(train={"epochs": 0.02}), out=out, progress=False)
+    with h5py.File(out, "a") as f:
+        f.attrs["complete"] = False
+    writer = subprocess.Popen([sys.executable, "-c", PLAIN_WRITER_FINISHING.format(path=str(out))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        assert Run(out).progress()["complete"]
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_a_file_that_looks_truncated_for_an_instant_is_asked_again(tmp_path, monkeypatch):
+    """A file that a plain writer is in the middle of writing can look truncated to HDF5
+    for an instant; the check asks again before it calls the file truncated."""
+    from spikefa import runfile
+
+    out = train(short_cfg(train={"epochs": 0.02}), out=tmp_path / "t.h5", progress=False).path
+    real_read = runfile._open_read
+    calls = {"plain": 0}
+
+    def read(path, *args):
+        if args:  # the check for truncation: a plain open
+            calls["plain"] += 1
+            if calls["plain"] == 1:
+                raise OSError("Unable to synchronously open file (truncated file: eof = 1024, "
+                              "sblock->base_addr = 0, stored_eof = 4096)")
+        return real_read(path, *args)
+
+    monkeypatch.setattr(runfile, "_open_read", read)
+    assert Run(out).progress()["complete"]
+    assert calls["plain"] >= 2
