@@ -417,6 +417,24 @@ time.sleep(60)
     assert not checkpoint_path(out).exists()
 
 
+def test_overwrite_refuses_a_run_file_this_process_is_writing(tmp_path):
+    """A run file that this very process holds open for writing (a run going on in another
+    thread of a notebook's kernel) is refused too. (HDF5 lets a process open a file that it
+    has open for writing itself, so the check that asks whether a writer holds the file
+    cannot tell; the writer's pid does.)"""
+    from spikefa.runfile import RunWriter
+
+    cfg = short_cfg()
+    out = tmp_path / "own.h5"
+    create_run_file(out, cfg, total_steps=1000)
+    with RunWriter(out):
+        with pytest.raises(RunFileError, match=f"being written by process {os.getpid()}"):
+            create_run_file(out, cfg, total_steps=1000, overwrite=True)
+        assert Run(out).summary()["state"] == "running"
+    assert Run(out).summary()["state"] == "stopped"
+    create_run_file(out, cfg, total_steps=1000, overwrite=True)  # closed: allowed
+
+
 def test_overwrite_replaces_a_stopped_run_whose_process_lives_on(tmp_path):
     """A run stopped (Ctrl-C, or an error) in a process that lives on, a notebook's kernel,
     still names that process as its writer, but the file is closed: --overwrite from
