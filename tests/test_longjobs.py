@@ -101,6 +101,34 @@ def test_a_run_file_deleted_while_the_run_goes_on_stops_it_with_a_clear_error(tm
         np.testing.assert_array_equal(Run(out).final(layer, "W"), Run(full).final(layer, "W"))
 
 
+class ReplaceAt:
+    """A recorder that puts another HDF5 file in the run file's place when the block
+    ending at ``step`` has run (a copy of an older run restored over it, say)."""
+
+    def __init__(self, out, step):
+        self.out, self.step = out, step
+
+    def on_block(self, net, step0, outputs):
+        if step0 + outputs["spikes"].shape[0] == self.step:
+            other = self.out.with_name("other.h5")
+            with h5py.File(other, "w") as f:
+                f.attrs["mine"] = 1
+            os.replace(other, self.out)
+
+
+def test_a_run_file_replaced_while_the_run_goes_on_stops_it_and_the_new_file_is_left_alone(tmp_path):
+    """A file put in the run file's place during the run (not deleted: the path names
+    another file) stops the run as a deleted one does, and the attributes the run held
+    back for its closing writes do not go into that other file."""
+    out = tmp_path / "r.h5"
+    with pytest.raises(RunFileError, match="deleted or replaced while the run was going"):
+        train(short_cfg(), out=out, progress=False, recorder=ReplaceAt(out, 200))
+    with h5py.File(out, "r") as f:
+        assert dict(f.attrs) == {"mine": 1} and list(f) == []
+    with h5py.File(checkpoint_path(out), "r") as f:
+        assert int(f.attrs["step"]) == 200
+
+
 class SummaryAt:
     """A recorder that reads the run's summary when the block ending at ``step`` has run."""
 
