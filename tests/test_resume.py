@@ -305,6 +305,35 @@ def test_resume_with_more_epochs_keeps_the_windows_already_recorded(tmp_path, mo
     np.testing.assert_array_equal(Run(again).windows, Run(one).windows)
 
 
+def test_keep_begun_windows_at_the_resume_step():
+    """A window that begins exactly at the resume step has not begun: the resumed run's
+    window takes its place (once, not beside it); windows begun before it stay, in time
+    order even as an older file listed them."""
+    from spikefa.record import keep_begun_windows
+
+    same = [[0, 50], [500, 550], [950, 1000]]
+    np.testing.assert_array_equal(keep_begun_windows(same, same, 500), same)
+    longer = [[0, 50], [1000, 1050], [1950, 2000]]
+    np.testing.assert_array_equal(keep_begun_windows(same, longer, 500), [[0, 50], [1000, 1050], [1950, 2000]])
+    np.testing.assert_array_equal(keep_begun_windows(same, longer, 501), [[0, 50], [500, 550], [1000, 1050],
+                                                                           [1950, 2000]])
+    listed = [[950, 1000], [0, 50], [500, 550]]  # a file from before windows were put in time order
+    np.testing.assert_array_equal(keep_begun_windows(listed, longer, 960), [[0, 50], [500, 550], [950, 1000],
+                                                                            [1000, 1050], [1950, 2000]])
+
+
+def test_resume_with_more_epochs_records_to_the_new_end_without_windows(tmp_path):
+    """Without record.windows a run records all of itself; resumed with more epochs, it
+    records on to the new end (the whole-run window it stored is not a begun window to keep)."""
+    rec = {"probes": ["spikes layers=h1 random=5"]}
+    out = train(short_cfg(record=rec, train={"epochs": 0.02, "test_every": 0}), out=tmp_path / "w.h5",
+                progress=False).path
+    train(short_cfg(record=rec, train={"epochs": 0.04, "test_every": 0}), out=out, resume=True, progress=False)
+    run = Run(out)
+    np.testing.assert_array_equal(run.windows, [[0, 400]])
+    np.testing.assert_array_equal(run.stimulus().step, np.arange(400))
+
+
 # ---------------------------------------------------------------------------- stop and overwrite
 def test_a_stop_request_ends_the_run_at_the_block_with_a_checkpoint(tmp_path, capsys):
     """Ctrl-C during training (the StopRequest's handler, called here from a callback at
