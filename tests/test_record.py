@@ -567,3 +567,22 @@ def test_chunk_rows_past_hdf5s_chunk_limit_is_named(tmp_path):
                                       record={"chunk_rows": 10**8, "probes": ["fig4"]})
     with pytest.raises((ConfigError, runfile.RunFileError), match=r"record.chunk_rows = 100000000 is not allowed: .*rates.* over HDF5's limit"):
         train(cfg, out=tmp_path / "c.h5", progress=False)
+
+
+def test_chunk_rows_0_picks_about_a_mebibyte_within_its_bounds(tmp_path):
+    """record.chunk_rows = 0 (docs/file-format.md): rows per chunk, a power of two, make at
+    most about 1 MiB of the widest field, at most 65,536 rows (narrow series) and at least
+    16 (a field wider than 64 KiB per row); a chunk_rows given is taken as it is."""
+    from spikefa.record import H5Sink
+
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        sink = H5Sink(f, chunk_rows=0)
+        sink.declare("narrow", {"step": (np.int64, ()), "label": (np.int16, ())})
+        sink.declare("layer", {"step": (np.int64, ()), "values": (np.float32, (784,))})
+        sink.declare("wide", {"step": (np.int64, ()), "values": (np.float32, (100_000,))})
+        assert f["narrow/step"].chunks == (65536,) and f["narrow/label"].chunks == (65536,)
+        assert f["layer/values"].chunks == (256, 784)  # 1 MiB / 3,136 bytes = 334 rows, down to 256
+        assert f["wide/values"].chunks == (16, 100_000)
+        given = H5Sink(f, chunk_rows=100)
+        given.declare("given", {"step": (np.int64, ()), "values": (np.float32, (784,))})
+        assert f["given/values"].chunks == (100, 784) and given.series["given"].buf["values"].shape == (100, 784)
