@@ -80,6 +80,19 @@ class RaiseAt:
             raise self.exc("stopped by the test")
 
 
+class RaiseAtRecorder(Recorder):
+    """The run's own recorder, raising KeyboardInterrupt when the block ending at ``step`` has run."""
+
+    def __init__(self, cfg, step):
+        super().__init__(cfg, total_steps=1000)
+        self.stop_at = step
+
+    def on_block(self, net, step0, outputs):
+        super().on_block(net, step0, outputs)
+        if step0 + outputs["spikes"].shape[0] == self.stop_at:
+            raise KeyboardInterrupt
+
+
 def assert_same_run(full, resumed, names=("W", "b", "V", "U")):
     for layer in LAYERS:
         for name in names:
@@ -332,6 +345,36 @@ def test_resume_with_more_epochs_records_to_the_new_end_without_windows(tmp_path
     run = Run(out)
     np.testing.assert_array_equal(run.windows, [[0, 400]])
     np.testing.assert_array_equal(run.stimulus().step, np.arange(400))
+
+
+def test_resume_with_a_model_that_records_no_probes_keeps_the_runs_probes(tmp_path):
+    """A model file whose own [record] table has no probes (measure_every only), run with
+    --record and resumed with --resume alone, asks nothing of the probes: the run goes on
+    recording what it recorded, instead of recording nothing after the resume."""
+    model_rec = {"measure_every": 50}
+    probes = {**model_rec, "probes": ["spikes layers=h1 random=5"]}
+    out = tmp_path / "m.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(short_cfg(record=probes), out=out, progress=False,
+              recorder=RaiseAtRecorder(short_cfg(record=probes), 300))
+    assert ckpt_step(out) == 300
+    train(short_cfg(record=model_rec), out=out, resume=True, progress=False)
+    run = Run(out)
+    assert run.complete and run.config.record.probes == ("spikes layers=h1 random=5",)
+    np.testing.assert_array_equal(run.stimulus().step, np.arange(1000))
+
+
+def test_a_branch_at_the_end_of_its_checkpoint_finishes_with_the_new_test_settings(tmp_path):
+    """A branch from a checkpoint at the very step the branch's epochs end (not past it) is
+    allowed: it trains nothing and tests the network with the branch's test settings."""
+    cfg = short_cfg(train={"epochs": 0.02, "test_every": 0})
+    a = train(cfg, out=tmp_path / "a.h5", progress=False)
+    b = train(cfg.replace(test={"n_test": 100}), out=tmp_path / "b.h5", branch_from=a.path, progress=False)
+    run = Run(b.path)
+    assert b.steps == a.steps == 200 and run.complete and run.attrs["branch_step"] == 200
+    curve = run.test_curve()
+    assert list(curve["step"]) == [200] and list(curve["n_test"]) == [100]
+    np.testing.assert_array_equal(run.final("h1", "W"), Run(a.path).final("h1", "W"))
 
 
 # ---------------------------------------------------------------------------- stop and overwrite
