@@ -489,6 +489,31 @@ time.sleep(60)
     assert not checkpoint_path(out).exists()
 
 
+def test_overwrite_refuses_an_old_format_run_file_another_process_is_writing(tmp_path):
+    """A run file of schema 1 (not in the latest HDF5 format) is written without SWMR and
+    its superblock carries no open-for-write mark: only the writer's file lock says that it
+    holds the file, and --overwrite is refused by it as for a file of the latest format."""
+    out = tmp_path / "old.h5"
+    with h5py.File(out, "w", libver="earliest") as f:
+        f.attrs.update(schema_version=1, complete=False)
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os, socket, time, h5py
+f = h5py.File({str(out)!r}, "a")
+f.attrs.update(writer_pid=os.getpid(), writer_host=socket.gethostname())
+f.flush()
+print("writing", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        with pytest.raises(RunFileError, match=f"being written by process {writer.pid}"):
+            create_run_file(out, short_cfg(), total_steps=1000, overwrite=True)
+    finally:
+        writer.kill()
+        writer.wait()
+    create_run_file(out, short_cfg(), total_steps=1000, overwrite=True)  # its writer gone: allowed
+
+
 def test_overwrite_refuses_a_run_file_this_process_is_writing(tmp_path):
     """A run file that this very process holds open for writing (a run going on in another
     thread of a notebook's kernel) is refused too. (HDF5 lets a process open a file that it
