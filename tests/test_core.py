@@ -718,14 +718,25 @@ def test_info_says_where_a_run_stands(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "(1 of 1 epoch)" in said and "% at 1 epoch (" in said and "1 test pass," in said and "0 resumes" in said
 
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # a writer alive that holds the file open, as RunWriter does (SWMR), names itself in it
+    sleeper = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys, h5py
+f = h5py.File({str(path)!r}, "a", libver="latest")
+f.attrs["writer_pid"] = os.getpid()
+f.flush()
+f.swmr_mode = True
+print("writing", flush=True)
+sys.stdin.readline()  # until told to stop
+f.close()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        with h5py.File(path, "a") as f:
-            f.attrs["writer_pid"] = sleeper.pid
+        assert sleeper.stdout.readline().strip() == "writing"
         assert Run(path).summary()["state"] == "running"
+        sleeper.communicate("stop\n", timeout=60)
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
     assert Run(path).summary()["state"] == "stopped"  # its writer is gone
     from spikefa.runfile import checkpoint_path
 
