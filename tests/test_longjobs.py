@@ -434,3 +434,29 @@ def test_a_file_that_looks_truncated_for_an_instant_is_asked_again(tmp_path, mon
     monkeypatch.setattr(runfile, "_open_read", read)
     assert Run(out).progress()["complete"]
     assert calls["plain"] >= 2
+
+
+class DeleteInFinalTest:
+    """A recorder that deletes the run file during the test pass after the last block."""
+
+    def __init__(self, out, total):
+        self.out, self.total = out, total
+
+    def on_block(self, net, step0, outputs):
+        pass
+
+    def test_hook(self, train_step):
+        def hook(net, step0, outputs):
+            if train_step == self.total and self.out.exists():
+                os.remove(self.out)
+        return hook
+
+
+def test_a_run_file_deleted_during_the_final_test_pass_is_not_made_anew(tmp_path):
+    """Deleted after the last block's check, during the final test pass: the final weights
+    and attributes are not written into a new file of the same name (which would hold
+    nothing else, and block --overwrite as 'not a spikefa run file')."""
+    out = tmp_path / "f.h5"
+    with pytest.raises(RunFileError, match="f.h5"):
+        train(short_cfg(), out=out, progress=False, recorder=DeleteInFinalTest(out, 500))
+    assert not out.exists()
