@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -354,10 +355,10 @@ def test_recover_drops_a_part_its_killed_writer_left_unfinished(tmp_path, monkey
 
 
 LOCKING_READER = """
-import time, h5py
+import sys, h5py
 f = h5py.File({path!r}, "r")  # a plain reader holds the file's lock
 print("reading", flush=True)
-time.sleep(1.5)
+sys.stdin.readline()  # until told to let go
 f.close()
 """
 
@@ -371,12 +372,19 @@ def test_a_writer_waits_for_a_reader_that_holds_the_file_lock(tmp_path):
     out = tmp_path / "l.h5"
     runfile.create_run_file(out, short_cfg(), total_steps=500)
     reader = subprocess.Popen([sys.executable, "-c", LOCKING_READER.format(path=str(out))], stdout=subprocess.PIPE,
-                              text=True)
+                              stdin=subprocess.PIPE, text=True)
     try:
         assert reader.stdout.readline().strip() == "reading"
         t0 = time.monotonic()
+
+        def let_go():  # told after 1 s, whatever the load (the reader holds the lock till then)
+            time.sleep(1.0)
+            reader.stdin.write("done\n")
+            reader.stdin.flush()
+
+        threading.Thread(target=let_go, daemon=True).start()
         runfile.set_attrs(out, n_train=7)
-        assert time.monotonic() - t0 > 1.0  # it waited for the reader to let go
+        assert time.monotonic() - t0 >= 1.0  # it waited for the reader to let go
     finally:
         reader.kill()
         reader.wait()
@@ -389,7 +397,7 @@ f = h5py.File({path!r}, "a", libver="latest")  # a plain writer, as at the end o
 f.attrs.update(writer_pid=os.getpid(), writer_host=socket.gethostname())
 f.flush()
 print("writing", flush=True)
-time.sleep(0.5)
+time.sleep(0.3)  # the reader asks for 2 s before it gives up
 f.attrs["complete"] = True  # its last write
 f.close()
 time.sleep(60)
