@@ -175,15 +175,20 @@ def recover(path) -> None:
         if writer_state(path, pid, host) == "running":
             raise RunFileError(f"{path} is being written by process {pid}; stop it first")
         tmp = path.with_name(path.name + ".recover")
-        with h5py.File(tmp, "w", libver="latest") as g:
-            g.attrs.update(f.attrs)
-            for name in f:
-                try:
-                    f.copy(f[name], g, name=name)
-                except (OSError, KeyError, RuntimeError, ValueError):
-                    if name in g:
-                        del g[name]
-                    log.warning("spikefa: note: %s: dropped /%s, which its killed writer left unfinished", path, name)
+        try:
+            with h5py.File(tmp, "w", libver="latest") as g:
+                g.attrs.update(f.attrs)
+                for name in f:
+                    try:
+                        f.copy(f[name], g, name=name)
+                    except (OSError, KeyError, RuntimeError, ValueError):
+                        if name in g:
+                            del g[name]
+                        log.warning("spikefa: note: %s: dropped /%s, which its killed writer left unfinished",
+                                    path, name)
+        except BaseException:  # Ctrl-C, a full disk: no half copy left beside the file, which is untouched
+            tmp.unlink(missing_ok=True)
+            raise
     os.replace(tmp, path)
 
 

@@ -354,6 +354,25 @@ def test_recover_drops_a_part_its_killed_writer_left_unfinished(tmp_path, monkey
     assert "dropped /final, which its killed writer left unfinished" in caplog.text
 
 
+def test_recover_cut_off_leaves_no_half_copy_and_the_file_untouched(tmp_path, monkeypatch):
+    """recover() copies into RUN.h5.recover and then renames it; a Ctrl-C (or a full disk)
+    during the copy left that half copy behind, beside a file that it had not touched."""
+    from spikefa import runfile
+
+    out = train(short_cfg(train={"epochs": 0.02}), out=tmp_path / "c.h5", progress=False).path
+    before = out.read_bytes()
+
+    def copy(self, source, dest, name=None, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(h5py.Group, "copy", copy)
+    with pytest.raises(KeyboardInterrupt):
+        runfile.recover(out)
+    monkeypatch.undo()
+    assert not (tmp_path / "c.h5.recover").exists()
+    assert out.read_bytes() == before
+
+
 LOCKING_READER = """
 import sys, h5py
 f = h5py.File({path!r}, "r")  # a plain reader holds the file's lock
