@@ -415,6 +415,15 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         done = runfile.Run(out).test_curve()["step"]
         return bool(done.size) and int(done[-1]) == step
 
+    def refuse_if_gone():
+        if not writer.still_there():
+            ck = runfile.checkpoint_path(out)
+            raise runfile.RunFileError(
+                f"the run file {out} was deleted or replaced while the run was going (noticed at step {step:,}), "
+                f"and with it its test curve and recordings; the network at this step is kept in {ck}: "
+                f"the same command with --branch-from {shlex.quote(str(ck))} instead of --resume continues it "
+                "in a new run file")
+
     def checkpoint():
         if rec_flush is not None:
             rec_flush()  # the run file holds every recorded step up to the checkpoint
@@ -457,13 +466,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
                 bar.update(step - step0)
             if stop.requested:
                 raise KeyboardInterrupt
-            if not writer.still_there():
-                ck = runfile.checkpoint_path(out)
-                raise runfile.RunFileError(
-                    f"the run file {out} was deleted or replaced while the run was going (noticed at step {step:,}), "
-                    f"and with it its test curve and recordings; the network at this step is kept in {ck}: "
-                    f"the same command with --branch-from {shlex.quote(str(ck))} instead of --resume continues it "
-                    "in a new run file")
+            refuse_if_gone()
             if test_every and step % test_every == 0 and step < total_steps:
                 do_test()
             if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:
@@ -472,6 +475,7 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
                 last_ckpt = time.perf_counter()
         if not tested_now():
             do_test()
+            refuse_if_gone()  # (the last test pass can take minutes)
     except BaseException as exc:
         # Ctrl-C, SIGTERM or an error: keep what was done; the file stays incomplete. Outside
         # a block's kernel call the network, generator and step agree, and a checkpoint

@@ -482,8 +482,12 @@ class DeleteInFinalTest:
 def test_a_run_file_deleted_during_the_final_test_pass_is_not_made_anew(tmp_path):
     """Deleted after the last block's check, during the final test pass: the final weights
     and attributes are not written into a new file of the same name (which would hold
-    nothing else, and block --overwrite as 'not a spikefa run file')."""
+    nothing else, and block --overwrite as 'not a spikefa run file'). The error is the one a
+    deletion during training gives, saying how to go on (it was h5py's bare 'cannot write
+    the run file ...: [Errno 2] ...')."""
     out = tmp_path / "f.h5"
-    with pytest.raises(RunFileError, match="f.h5"):
+    with pytest.raises(RunFileError, match="f.h5 was deleted or replaced .* at step 500.*--branch-from"):
         train(short_cfg(), out=out, progress=False, recorder=DeleteInFinalTest(out, 500))
     assert not out.exists()
+    res = train(short_cfg(), out=out, progress=False, branch_from=checkpoint_path(out))  # as the error says
+    assert res.steps == 500 and Run(out).complete
