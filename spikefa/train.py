@@ -263,9 +263,12 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
             raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
         saved = runfile.checkpoint_config(out)
         if cfg.record != saved.record and (cfg.record == RecordParams() or (saved.record.probes and not cfg.record.probes)):
-            # nothing asked of the recorder this time (`--resume` alone, as the stop message
-            # says): it records what it did, rather than silently dropping its probes
-            cfg = cfg.replace(record=saved.to_dict()["record"])
+            # no probes asked for this time (`--resume` alone, as the stop message says): it
+            # records what it did, rather than silently dropping its probes; a record key set
+            # now (--set record.flush_seconds=5) is kept over the saved one
+            default, asked = Config().to_dict()["record"], cfg.to_dict()["record"]
+            cfg = cfg.replace(record={**saved.to_dict()["record"],
+                                      **{k: v for k, v in asked.items() if k != "probes" and v != default[k]}})
         diffs = _compatible(saved, cfg)
         if diffs:
             raise ConfigError(f"{out} was run with a different model; only "
