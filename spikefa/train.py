@@ -264,11 +264,18 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
         saved = runfile.checkpoint_config(out)
         if cfg.record != saved.record and (cfg.record == RecordParams() or (saved.record.probes and not cfg.record.probes)):
             # no probes asked for this time (`--resume` alone, as the stop message says): it
-            # records what it did, rather than silently dropping its probes; a record key set
-            # now (--set record.flush_seconds=5) is kept over the saved one
-            default, asked = Config().to_dict()["record"], cfg.to_dict()["record"]
-            cfg = cfg.replace(record={**saved.to_dict()["record"],
-                                      **{k: v for k, v in asked.items() if k != "probes" and v != default[k]}})
+            # records what it did, rather than silently dropping its probes; how often it
+            # flushes may change (--set record.flush_seconds=5), what it records stays, and a
+            # note names any other record key asked for now that is not taken
+            default, asked, kept = Config().to_dict()["record"], cfg.to_dict()["record"], saved.to_dict()["record"]
+            if asked["flush_seconds"] != default["flush_seconds"]:
+                kept["flush_seconds"] = asked["flush_seconds"]
+            ignored = [f"record.{k} = {v!r} (the run's: {kept[k]!r})" for k, v in asked.items()
+                       if v != default[k] and v != kept[k]]
+            if ignored:
+                log.warning("spikefa: note: %s goes on recording as it did, since no probes were given: not taken "
+                            "from this resume: %s", out, "; ".join(ignored))
+            cfg = cfg.replace(record=kept)
         diffs = _compatible(saved, cfg)
         if diffs:
             raise ConfigError(f"{out} was run with a different model; only "

@@ -364,19 +364,23 @@ def test_resume_with_a_model_that_records_no_probes_keeps_the_runs_probes(tmp_pa
     np.testing.assert_array_equal(run.stimulus().step, np.arange(1000))
 
 
-def test_resume_without_probes_keeps_the_runs_probes_and_a_record_key_set_now(tmp_path):
+def test_resume_without_probes_keeps_the_runs_probes_and_a_record_key_set_now(tmp_path, caplog):
     """--resume --set record.flush_seconds=5 (no probes asked): the run's probes go on, and
-    the key set now is kept; the whole saved [record] table replaced the asked one, so
-    the setting was dropped without a word."""
+    how often it flushes is taken; the whole saved [record] table replaced the asked one,
+    so the setting was dropped without a word. Other record keys asked for (what it
+    records) stay the run's, and a note says so."""
     probes = {"probes": ["spikes layers=h1 random=5"], "windows": ["0:100", "end:100"], "chunk_rows": 64}
     out = tmp_path / "f.h5"
     with pytest.raises(KeyboardInterrupt):
         train(short_cfg(record=probes), out=out, progress=False,
               recorder=RaiseAtRecorder(short_cfg(record=probes), 300))
-    train(short_cfg(record={"flush_seconds": 5.0}), out=out, resume=True, progress=False)
+    train(short_cfg(record={"flush_seconds": 5.0, "measure_every": 50}), out=out, resume=True, progress=False)
     rec = Run(out).config.record
     assert rec.flush_seconds == 5.0
     assert rec.probes == ("spikes layers=h1 random=5",) and rec.windows == ("0:100", "end:100") and rec.chunk_rows == 64
+    # what it records stays as it was (the measures' cadence too), with a note saying so
+    assert rec.measure_every == 1000
+    assert "not taken from this resume: record.measure_every = 50 (the run's: 1000)" in caplog.text
 
 
 def test_a_branch_at_the_end_of_its_checkpoint_finishes_with_the_new_test_settings(tmp_path):
