@@ -303,6 +303,32 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _writer_holds_lock(path) -> bool:
+    """Whether a live process holds ``path`` open for writing by HDF5's file lock: the
+    exclusive ``flock`` a writer takes when it opens the file (before it marks the file open
+    for writing) and keeps until it closes it. The kernel releases it when its process
+    dies, so a killed writer holds none. Asked without blocking, with a shared lock that is
+    let go at once. False where it cannot be told: HDF5's file locking turned off
+    (``HDF5_USE_FILE_LOCKING=FALSE``), a file system without locks, no ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (and with it the shared lock, if it was granted)
+    return False
+
+
 @contextmanager
 def _writable(path):
     """The file for writing: this process's open writer if there is one, else opened here."""
@@ -343,21 +369,31 @@ def _readable(path):
                 try:
                     f = _open_left_open(path)
                     pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
-                except OSError as exc2:
+                except Exception as exc2:  # noqa: BLE001 - h5py raises OSError, RuntimeError, KeyError...
                     # its writer is in the middle of writing the very bytes read here: wait
+                    # (a torn read is any of h5py's errors: 'len not positive after adjustment
+                    # for EOA' is an OSError, 'wrong fractal heap header signature' a RuntimeError)
                     if f is not None:
                         f.close()
                     if attempt == 19:
+                        if _writer_holds_lock(path):
+                            raise RunFileError(f"cannot read {path} now: another process is writing it outside "
+                                               "SWMR mode (starting or finishing a run); try again in a moment") from None
                         why = " ".join(str(exc2).split())
                         raise RunFileError(f"cannot read {path}: it is being written outside SWMR mode "
                                            f"(starting or finishing a run), or is damaged ({why})") from None
                     time.sleep(0.1)
                     continue
-                if writer_state(path, pid, host) != "running":
-                    break
+                # The pid read here is the one on disk when the writer opened the file: a
+                # writer that is creating the file, or has not flushed its own pid yet, is
+                # not named. HDF5's lock says whether a live writer holds the file.
+                running = writer_state(path, pid, host) == "running"
+                if not running and not _writer_holds_lock(path):
+                    break  # killed there: read what it left
                 f.close()
                 if attempt == 19:
-                    raise RunFileError(f"cannot read {path} now: process {pid} is writing it outside SWMR mode "
+                    who = f"process {pid}" if running else "another process"
+                    raise RunFileError(f"cannot read {path} now: {who} is writing it outside SWMR mode "
                                        "(starting or finishing a run); try again in a moment") from None
                 time.sleep(0.1)
                 continue
@@ -418,6 +454,10 @@ def _refuse_truncated(path) -> None:
             if not found:
                 return  # not for this check to judge: the SWMR open below says what is wrong
         time.sleep(0.1)
+    if _writer_holds_lock(path):
+        # still being written (a large setup, a slow disk, a loaded machine): not truncated;
+        # the SWMR open below finds it marked open by that writer and waits for it
+        return
     have, want = (int(x) for x in found.groups())
     raise RunFileError(f"{path} is truncated: {have:,} of its {want:,} bytes are there "
                        "(a copy cut short, or a full disk?)")

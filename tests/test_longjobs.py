@@ -195,6 +195,59 @@ def test_a_reader_that_meets_a_plain_writer_mid_write_waits_instead_of_failing(t
     assert calls["left_open"] == 1 and calls["read"] >= 2  # it waited, then read the file
 
 
+PAUSED_IN_A_PLAIN_WRITE = """
+import sys
+from spikefa import runfile
+from spikefa.config import load_config
+
+def pause(*args):
+    print("paused", flush=True)
+    sys.stdin.readline()  # until the test has read the file
+    return ""
+
+cfg = load_config("tiny")
+if sys.argv[2] == "create":
+    runfile.source_revision = pause  # called inside create_run_file's write, before its attributes
+    runfile.create_run_file(sys.argv[1], cfg, total_steps=1000)
+else:
+    runfile.create_run_file(sys.argv[1], cfg, total_steps=1000)
+    runfile.RunWriter(sys.argv[1], setup=pause).close()  # paused where a recorder makes its datasets
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("phase", ["create", "setup"])
+def test_a_reader_waits_for_a_live_writer_that_has_not_named_itself_yet(tmp_path, monkeypatch, phase):
+    """A run file is written outside SWMR mode while it is created and while its writer
+    sets it up for the loop, before the writer has written (and flushed) its pid. A reader
+    then took the pid it found (none, or the last writer's) for a dead writer's and read
+    the half-written file: 'is truncated' for a file being created, a stale view, or any
+    of h5py's errors for a torn read (CI: RuntimeError 'wrong fractal heap header
+    signature' from Run.progress() in test_sigkill_leaves_a_readable_incomplete_file).
+    HDF5's file lock says that a live writer holds the file: the reader waits for it."""
+    from spikefa import runfile
+
+    out = tmp_path / "w.h5"
+    writer = subprocess.Popen([sys.executable, "-c", PAUSED_IN_A_PLAIN_WRITE, str(out), phase], env=spikefa_env(),
+                              cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    waits = []
+    monkeypatch.setattr(runfile.time, "sleep", waits.append)  # the writer stays paused: no need to wait
+    try:
+        assert writer.stdout.readline().strip() == "paused"
+        with pytest.raises(RunFileError, match="is writing it outside SWMR mode.*try again in a moment"):
+            Run(out).progress()
+        assert waits  # it waited for the writer before it said so
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "closed"
+        p = Run(out).progress()  # the writer has closed the file (and lives on)
+        assert p["total_steps"] == 1000 and not p["complete"]
+    finally:
+        writer.kill()
+        writer.wait()
+
+
 STOPPED_IN_A_LIVE_KERNEL = """
 import sys, time
 from spikefa.config import load_config
