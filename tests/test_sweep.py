@@ -308,8 +308,10 @@ def _finished(out: Path) -> list[dict]:
     return [e for e in sw.read_log(out) if e["event"] == "finished"]
 
 
-def _wait_finished(out: Path, n: int, proc, timeout=90.0) -> None:
-    """Until the sweep in ``proc`` has logged ``n`` finished runs in all."""
+def _wait_finished(out: Path, n: int, proc, timeout=300.0) -> None:
+    """Until the sweep in ``proc`` has logged ``n`` finished runs in all. The first wait
+    holds the Dask cluster's start, the workers' imports and, on a cold Numba cache, the
+    kernels' compile (30 to 90 s on a loaded 2-core machine) before two runs end."""
     t0 = time.time()
     while len(_finished(out)) < n:
         assert proc.poll() is None, "the sweep ended before it could be killed"
