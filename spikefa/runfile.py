@@ -833,14 +833,19 @@ class Stimulus(NamedTuple):
     image: np.ndarray
 
 
-def _row_range(ds, window) -> tuple[int, int]:
+def _row_range(ds, window, *columns) -> tuple[int, int]:
+    """The rows of the sorted ``step`` column ``ds`` in ``window``, no further than the
+    shortest of ``columns``, the other columns of its series. (A writer appends to a
+    series column by column, resizing each before it fills it: a reader of a running run
+    can find ``step`` a chunk longer than the columns after it, for an instant.)"""
     from .record import bisect_dataset
 
+    n = min([ds.shape[0], *(c.shape[0] for c in columns)])
     if window is None:
-        return 0, ds.shape[0]
+        return 0, n
     a, b = int(window[0]), int(window[1])
-    i0 = bisect_dataset(ds, a)
-    return i0, bisect_dataset(ds, b, lo=i0)
+    i0 = bisect_dataset(ds, a, hi=n)
+    return i0, bisect_dataset(ds, b, lo=i0, hi=n)
 
 
 class Run:
@@ -1075,7 +1080,8 @@ class Run:
         """Spike events of the recorded units of ``layer`` (indices within the layer)."""
         with _readable(self.path) as f:
             g = self._group(f, phase, layer, "spikes")
-            i0, i1 = _row_range(g["step"], self._window(window, phase))
+            i0, i1 = _row_range(g["step"], self._window(window, phase),
+                                g["index"] if g.attrs["format"] == "events" else g["bits"])
             steps = g["step"][i0:i1]
             if g.attrs["format"] == "events":
                 return Spikes(steps, g["index"][i0:i1])
@@ -1091,14 +1097,14 @@ class Run:
             neurons = g.attrs["neurons"][...].astype(np.int64)
             window = self._window(window, phase)
             if g.attrs["format"] == "packed":
-                i0, i1 = _row_range(g["step"], window)
+                i0, i1 = _row_range(g["step"], window, g["bits"])
                 bits = np.unpackbits(g["bits"][i0:i1], axis=1, count=neurons.size).astype(bool)
                 return Raster(g["step"][i0:i1], neurons, bits)
             st = f[f"record/{phase}/stimulus/step"]
             j0, j1 = _row_range(st, window)
             steps = st[j0:j1]
             steps = steps[steps % int(g.attrs["every"]) == 0]
-            i0, i1 = _row_range(g["step"], window)
+            i0, i1 = _row_range(g["step"], window, g["index"])
             ev_step, ev_index = g["step"][i0:i1], g["index"][i0:i1]
             out = np.zeros((steps.size, neurons.size), bool)
             out[np.searchsorted(steps, ev_step), np.searchsorted(neurons, ev_index)] = True
@@ -1113,7 +1119,7 @@ class Run:
             raise ValueError(f"kind = {kind!r}; a trace is one of psp (V), feedback_psp (U), modulator (m)")
         with _readable(self.path) as f:
             g = self._group(f, phase, layer, kind)
-            i0, i1 = _row_range(g["step"], self._window(window, phase))
+            i0, i1 = _row_range(g["step"], self._window(window, phase), g["values"])
             return Trace(g["step"][i0:i1], g.attrs["neurons"][...].astype(np.int64), g["values"][i0:i1])
 
     def stimulus(self, window=None, *, phase: str = "train") -> Stimulus:
@@ -1124,7 +1130,7 @@ class Run:
                 raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r} (record with "
                                    "spikefa train ... --record PROBE, e.g. --record fig4, or in Python "
                                    "record={'probes': ['fig4']} in the config)")
-            i0, i1 = _row_range(g["step"], self._window(window, phase))
+            i0, i1 = _row_range(g["step"], self._window(window, phase), g["label"], g["image"])
             return Stimulus(g["step"][i0:i1], g["label"][i0:i1], g["image"][i0:i1])
 
     def test_passes(self) -> dict:
