@@ -1106,6 +1106,10 @@ class Run:
             steps = steps[steps % int(g.attrs["every"]) == 0]
             i0, i1 = _row_range(g["step"], window, g["index"])
             ev_step, ev_index = g["step"][i0:i1], g["index"][i0:i1]
+            # each series is flushed when its own buffer is full: while the run is written, the
+            # events can reach past the stimulus steps flushed so far; those rows are not there yet
+            held = ev_step <= (steps[-1] if steps.size else -1)
+            ev_step, ev_index = ev_step[held], ev_index[held]
             out = np.zeros((steps.size, neurons.size), bool)
             out[np.searchsorted(steps, ev_step), np.searchsorted(neurons, ev_index)] = True
             return Raster(steps, neurons, out)

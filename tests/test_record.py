@@ -372,6 +372,23 @@ def test_a_series_read_while_its_columns_grow_one_after_the_other_keeps_its_rows
             np.testing.assert_array_equal(raster.spikes, want_raster.spikes[:raster.step.size])
 
 
+def test_an_events_raster_read_while_the_stimulus_lags_has_the_rows_flushed_so_far(tmp_path):
+    """In the events format each series is flushed when its own buffer fills, so a reader of
+    a running run can find spike events past the last stimulus step flushed: raster() then
+    raised IndexError. It returns the rows of the stimulus steps there, with their spikes."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.02, "test_every": 0}, record={
+        "probes": ["spikes layers=all"], "chunk_rows": 64, "spike_format": "events"})
+    path = train(cfg, out=tmp_path / "e.h5", progress=False).path
+    want = Run(path).raster("h2")
+    assert want.spikes[-64:].any()  # events in the rows cut off below
+    with h5py.File(path, "a") as f:  # the stimulus' last chunk not flushed yet
+        for column in ("step", "label", "image"):
+            f[f"record/train/stimulus/{column}"].resize(want.step.size - 64, axis=0)
+    raster = Run(path).raster("h2")
+    np.testing.assert_array_equal(raster.step, want.step[:-64])
+    np.testing.assert_array_equal(raster.spikes, want.spikes[:-64])
+
+
 def test_complete_only_when_finished(tmp_path):
     cfg = fig4_cfg(epochs=0.02)
     with pytest.raises(KeyboardInterrupt):
