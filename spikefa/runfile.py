@@ -848,6 +848,22 @@ def _row_range(ds, window, *columns) -> tuple[int, int]:
     return i0, bisect_dataset(ds, b, lo=i0, hi=n)
 
 
+def _rows_together(columns: dict) -> dict:
+    """``columns`` (arrays, or dicts of them, one row per sample) cut to the rows that all
+    of them hold. (The writer of a running run grows a table column by column: a reader
+    can find one column a row, or a chunk, longer than another for an instant.)"""
+    def lengths(d):
+        for v in d.values():
+            yield from (lengths(v) if isinstance(v, dict) else (v.shape[0],))
+
+    n = min(lengths(columns), default=0)
+
+    def cut(d):
+        return {k: cut(v) if isinstance(v, dict) else v[:n] for k, v in d.items()}
+
+    return cut(columns)
+
+
 class Run:
     """Read-only view of a run file: metadata at once, arrays only when asked for.
 
@@ -894,7 +910,8 @@ class Run:
     def test_curve(self) -> dict:
         """The test passes as a dict of 1-D arrays (see TEST_FIELDS)."""
         with _readable(self.path) as f:
-            return {k: f["test"][k][...] for k in TEST_FIELDS if k in f["test"]}  # older files lack newer fields
+            # (older files lack newer fields)
+            return _rows_together({k: f["test"][k][...] for k in TEST_FIELDS if k in f["test"]})
 
     @property
     def resumes(self) -> list[dict]:
@@ -1149,10 +1166,11 @@ class Run:
             g = f.get("record/test/passes")
             if g is None:
                 return dict(train_step=np.zeros(0, np.int64), start=np.zeros(0, np.int64), stop=np.zeros(0, np.int64))
-            start = g["start"][...]
+            passes = _rows_together(dict(train_step=g["train_step"][...], start=g["start"][...]))
+            start = passes["start"]
             end = f["record/test/stimulus/step"]
             last = int(end[end.shape[0] - 1]) + 1 if end.shape[0] else 0
-            return dict(train_step=g["train_step"][...], start=start, stop=np.append(start[1:], last))
+            return dict(passes, stop=np.append(start[1:], last))
 
     def angles(self) -> dict:
         """Alignment angles in degrees over training: ``step`` (steps done), and per hidden
@@ -1162,8 +1180,8 @@ class Run:
             if "angles" not in f:
                 raise RunFileError(f"{self.path}: no angles were recorded (record.measure_every = 0)")
             g = f["angles"]
-            return dict(step=g["step"][...], weight={k: v[...] for k, v in g["weight"].items()},
-                        modulator={k: v[...] for k, v in g["modulator"].items()})
+            return _rows_together(dict(step=g["step"][...], weight={k: v[...] for k, v in g["weight"].items()},
+                                       modulator={k: v[...] for k, v in g["modulator"].items()}))
 
     def saturation(self) -> dict:
         """Saturation over training: ``step`` (steps done) and, per non-input layer,
@@ -1178,7 +1196,7 @@ class Run:
             for what, group in g.items():  # the measures the file holds (spikefa.record.SATURATION_FIELDS)
                 if what != "step":
                     out[what] = {k: v[...] for k, v in group.items()}
-            return out
+            return _rows_together(out)
 
     def rates(self, layer: str | None = None) -> dict:
         """Firing rates (spikes per step) over the ``span`` steps before each ``step``
@@ -1196,7 +1214,7 @@ class Run:
                 # a few thousand rows at a time: the per-unit table can be large
                 out["mean"] = {name: np.concatenate([np.zeros(0, np.float32)] + [
                     g[name][i:i + 4096].mean(axis=1) for i in range(0, g[name].shape[0], 4096)]) for name in self.layers}
-            return out
+            return _rows_together(out)
 
     def __repr__(self):
         return f"Run({str(self.path)!r}, model={self.config.name!r}, complete={self.complete})"

@@ -411,6 +411,37 @@ def test_an_events_raster_read_while_the_events_lag_shows_only_rows_flushed_toge
     np.testing.assert_array_equal(raster.spikes, want.spikes[:-64])
 
 
+def test_tables_read_while_their_columns_grow_keep_their_rows_together(tmp_path):
+    """The test curve, angles, saturation, rates and test passes are grown column by column
+    as well: a reader of a running run could find one column a row longer than another and
+    get arrays that do not line up (a plot of them fails). Each comes back cut to the rows
+    all its columns hold."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.02, "test_every": 10}, record={
+        "measure_every": 50, "probes": ["spikes layers=out"], "test": True, "test_steps": 10})
+    path = train(cfg, out=tmp_path / "g.h5", progress=False).path
+    run = Run(path)
+    want = dict(curve=run.test_curve(), angles=run.angles(), saturation=run.saturation(), rates=run.rates(),
+                rates_h1=run.rates("h1"), passes=run.test_passes())
+    assert want["curve"]["step"].size >= 3 and want["angles"]["step"].size >= 3
+    with h5py.File(path, "a") as f:  # the first column of each grown by a row, the others not yet
+        for table in ("test/step", "angles/step", "saturation/step", "rates/step", "record/test/passes/train_step"):
+            ds = f[table]
+            ds.resize(ds.shape[0] + 1, axis=0)
+    run = Run(path)
+    got = dict(curve=run.test_curve(), angles=run.angles(), saturation=run.saturation(), rates=run.rates(),
+               rates_h1=run.rates("h1"), passes=run.test_passes())
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}/") if isinstance(v, dict) else [(prefix + k, v)]
+
+    for name in want:
+        w, g = dict(flat(want[name])), dict(flat(got[name]))
+        assert w.keys() == g.keys()
+        for key in w:
+            np.testing.assert_array_equal(g[key], w[key], err_msg=f"{name}: {key}")
+
+
 def test_complete_only_when_finished(tmp_path):
     cfg = fig4_cfg(epochs=0.02)
     with pytest.raises(KeyboardInterrupt):
