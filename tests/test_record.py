@@ -294,7 +294,9 @@ def test_sigkill_leaves_a_readable_incomplete_file(tmp_path):
     complete file that records every step once."""
     path = tmp_path / "k.h5"
     script = tmp_path / "k.py"
-    script.write_text(KILL_SCRIPT.format(epochs=1.0))
+    # 40,000 steps (about 5 s): the kill lands long before the end even if this process
+    # stalls for seconds after it has seen step 500 (10,000 steps left about one)
+    script.write_text(KILL_SCRIPT.format(epochs=4.0))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(script), str(path)], env=env, cwd=tmp_path,
                             stderr=subprocess.PIPE)
@@ -319,7 +321,7 @@ def test_sigkill_leaves_a_readable_incomplete_file(tmp_path):
     run = Run(path)
     assert not run.complete
     p = run.progress()
-    assert 500 <= p["steps_recorded"] < 10_000 and not p["complete"]
+    assert 500 <= p["steps_recorded"] < 40_000 and not p["complete"]
     r = run.raster("h2")
     assert r.step.size >= p["steps_recorded"]
     np.testing.assert_array_equal(r.step, np.arange(r.step.size))  # every flushed step, in order
@@ -327,13 +329,13 @@ def test_sigkill_leaves_a_readable_incomplete_file(tmp_path):
 
     # resume: the file is repaired, data after the checkpoint dropped, every step recorded once
     res = train(load_config("tiny").replace(
-        train={"epochs": 1.0, "test_every": 0}, test={"n_test": 50},
+        train={"epochs": 4.0, "test_every": 0}, test={"n_test": 50},
         run={"block_steps": 50, "checkpoint_minutes": 0.002},
         record={"probes": ["spikes layers=all", "psp layers=h1 random=3"], "chunk_rows": 64, "flush_seconds": 0.05}),
         out=path, resume=True, progress=False)
     run = Run(res.path)
     assert run.complete
-    np.testing.assert_array_equal(run.raster("h2").step, np.arange(10_000))
+    np.testing.assert_array_equal(run.raster("h2").step, np.arange(40_000))
     np.testing.assert_array_equal(run.raster("h2", (0, live.step.size)).spikes, live.spikes)
     with h5py.File(path, "r") as f:
         assert f.attrs["complete"]
