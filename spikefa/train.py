@@ -20,7 +20,7 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -262,7 +262,9 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
         if not runfile.checkpoint_path(out).exists():
             raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
         saved = runfile.checkpoint_config(out)
-        if cfg.record != saved.record and (cfg.record == RecordParams() or (saved.record.probes and not cfg.record.probes)):
+        # nothing asked of the recorder but, at most, how often it flushes
+        nothing_asked = replace(cfg.record, flush_seconds=RecordParams.flush_seconds) == RecordParams()
+        if cfg.record != saved.record and (nothing_asked or (saved.record.probes and not cfg.record.probes)):
             # no probes asked for this time (`--resume` alone, as the stop message says): it
             # records what it did, rather than silently dropping its probes; how often it
             # flushes may change (--set record.flush_seconds=5), what it records stays, and a

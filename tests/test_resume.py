@@ -383,6 +383,22 @@ def test_resume_without_probes_keeps_the_runs_probes_and_a_record_key_set_now(tm
     assert "not taken from this resume: record.measure_every = 50 (the run's: 1000)" in caplog.text
 
 
+def test_resume_of_a_run_without_probes_takes_a_flush_seconds_set_now(tmp_path):
+    """A run without probes whose [record] table differs from the defaults (measures every
+    50 steps), resumed with --resume --set record.flush_seconds=5: as with --resume alone,
+    it goes on recording as it did and flushes as asked now. The flush setting made the
+    asked table differ from the defaults, so the defaults replaced the run's table, and the
+    resume was refused ('/rates was recorded with every = 50, now 1000')."""
+    rec = {"measure_every": 50}
+    out = tmp_path / "n.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(short_cfg(record=rec), out=out, progress=False, recorder=RaiseAtRecorder(short_cfg(record=rec), 300))
+    train(short_cfg(record={"flush_seconds": 5.0}), out=out, resume=True, progress=False)
+    run = Run(out)
+    assert run.complete and run.config.record.measure_every == 50 and run.config.record.flush_seconds == 5.0
+    np.testing.assert_array_equal(run.angles()["step"], np.arange(0, 1001, 50))
+
+
 def test_a_branch_at_the_end_of_its_checkpoint_finishes_with_the_new_test_settings(tmp_path):
     """A branch from a checkpoint at the very step the branch's epochs end (not past it) is
     allowed: it trains nothing and tests the network with the branch's test settings."""
