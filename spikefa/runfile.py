@@ -304,12 +304,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def _writer_holds_lock(path) -> bool:
-    """Whether a live process holds ``path`` open for writing by HDF5's file lock: the
-    exclusive ``flock`` a writer takes when it opens the file (before it marks the file open
-    for writing) and keeps until it closes it. The kernel releases it when its process
-    dies, so a killed writer holds none. Asked without blocking, with a shared lock that is
-    let go at once. False where it cannot be told: HDF5's file locking turned off
-    (``HDF5_USE_FILE_LOCKING=FALSE``), a file system without locks, no ``fcntl``."""
+    """Whether a live process holds ``path`` open for writing outside SWMR mode, by HDF5's
+    file lock: the exclusive ``flock`` a writer takes when it opens the file (before it
+    marks the file open for writing) and keeps until it closes it or starts SWMR mode,
+    which lets it go (a SWMR writer is told by its mark, not by this). The kernel releases
+    it when its process dies, so a killed writer holds none. Asked without blocking, with
+    a shared lock that is let go at once. False where it cannot be told: HDF5's file
+    locking turned off (``HDF5_USE_FILE_LOCKING=FALSE``), a file system without locks, no
+    ``fcntl``."""
     try:
         import fcntl
     except ImportError:  # not POSIX
@@ -444,7 +446,7 @@ def _refuse_truncated(path) -> None:
     Ctrl-C.) A plain read-only open checks it; it is refused while a SWMR writer has the
     file open, and then the file is not truncated but growing. A file that a plain writer
     is in the middle of writing can look truncated for an instant: asked again for a
-    second before it is called truncated."""
+    second before it is called truncated, and not called so while a writer holds its lock."""
     for attempt in range(10):
         try:
             _open_read(path, _READ_FLAGS[2:]).close()  # not SWMR: that open checks the end of file
