@@ -299,10 +299,11 @@ def test_a_run_file_written_under_a_looser_check_stays_readable(tmp_path, caplog
 
     out = tmp_path / "old.h5"
     train(short_cfg(), out=out, progress=False)
-    with h5py.File(out, "a") as f:
-        d = json.loads(f.attrs["config"])
-        d["model"]["eta"] = 1e10  # eta * gamma = 100 with the default gamma
-        f.attrs["config"] = json.dumps(d)
+    for path in (out, checkpoint_path(out)):  # an old run's checkpoint holds the same config
+        with h5py.File(path, "a") as f:
+            d = json.loads(f.attrs["config"])
+            d["model"]["eta"] = 1e10  # eta * gamma = 100 with the default gamma
+            f.attrs["config"] = json.dumps(d)
     with pytest.raises(ConfigError, match=r"model.eta \* model.gamma"):
         config_from_dict(d)
     run = Run(out)
@@ -310,6 +311,9 @@ def test_a_run_file_written_under_a_looser_check_stays_readable(tmp_path, caplog
     assert "fails a check of this spikefa version" in caplog.text and "model.eta * model.gamma" in caplog.text
     assert main(["info", str(out)]) == 0
     assert "complete" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"model.eta \* model.gamma"):  # resuming it stays refused
+        train(short_cfg(train={"epochs": 0.1}), out=out, resume=True, progress=False)
+    assert Run(out).complete
 
 
 KILLED_PLAIN_WRITER = """
