@@ -177,6 +177,7 @@ def test_exported_test_script_reports_spikefas_test_error(tmp_path, capsys):
     err = {r: np.mean(g != labels[:10]) for r, g in want.items()}
     assert (f"test error {err['last']:.2%} on 10 images (read-out at the last of each image's {M} steps; "
             f"{err['sum']:.2%} with the spikes summed over them)") in said, said
+    assert "test.readout" not in said  # the run's own read-out is the last step's
     with np.load(tmp_path / "res.npz") as f:
         np.testing.assert_array_equal(f["guess_last"], want["last"])
         np.testing.assert_array_equal(f["guess_sum"], want["sum"])
@@ -187,6 +188,14 @@ def test_exported_test_script_reports_spikefas_test_error(tmp_path, capsys):
     said = capsys.readouterr().out
     assert (f"test error {err['sum']:.2%} on 10 images (read-out: output spikes summed over each image's {M} "
             f"steps, the run's test.readout; {err['last']:.2%} at the last step)") in said, said
+    # one that reads out firing probabilities (test.readout = "prob"), which the script cannot: it says so
+    net_prob = init_network(cfg.replace(test={"readout": "prob"}))
+    script, npz = export.write_script(net_prob, tmp_path / "q.py", images, labels, uniforms=uniforms, plastic=False)
+    runpy.run_path(str(script))["main"](["--data", str(npz), "--steps", str(10 * M)])
+    said = capsys.readouterr().out
+    assert f"test error {err['last']:.2%} on 10 images (read-out at the last of each image's {M} steps; " in said
+    assert ("(the run's test.readout is 'prob', which spikefa reads from firing probabilities; this script reads "
+            "spikes only)") in said, said
     # training (plasticity on): no test error
     script, npz = export.write_script(net, tmp_path / "p.py", images, labels, uniforms=uniforms)
     runpy.run_path(str(script))["main"](["--data", str(npz), "--steps", "10"])
