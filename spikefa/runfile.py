@@ -982,7 +982,11 @@ class Run:
         pid, host = int(self.attrs.get("writer_pid", -1)), str(self.attrs.get("writer_host", ""))
         state = "complete" if prog["complete"] else writer_state(self.path, pid, host)
         if state == "running" and pid != os.getpid() and not _held_open(self.path):
-            state = "stopped"  # stopped in a process that lives on (a notebook's kernel)
+            # stopped in a process that lives on (a notebook's kernel), unless the run is
+            # writing its checkpoint (at the end, or at a stop), with the run file closed
+            ck_tmp = Path(str(checkpoint_path(self.path)) + ".tmp")
+            if not (ck_tmp.exists() and _held_open(ck_tmp)):
+                state = "stopped"
         curve = self.test_curve()
         fields = [k for k in ("epoch", "step", "error", "error_last", "error_sum", "error_prob", "n_test") if k in curve]
 

@@ -265,6 +265,13 @@ try:
 except KeyboardInterrupt:
     pass
 print("stopped", flush=True)
+sys.stdin.readline()
+import h5py  # then, as a run does at its end or at a stop: writes its checkpoint, the run file closed
+f = h5py.File({out!r} + ".ckpt.tmp", "w")
+print("checkpointing", flush=True)
+sys.stdin.readline()
+f.close()
+print("checkpointed", flush=True)
 time.sleep(120)
 """
 
@@ -276,11 +283,23 @@ def test_info_of_a_run_stopped_in_a_process_that_lives_on_says_stopped(tmp_path)
     writer holds the file open)."""
     out = tmp_path / "n.h5"
     proc = subprocess.Popen([sys.executable, "-c", STOPPED_IN_A_LIVE_KERNEL.format(out=str(out))], env=spikefa_env(),
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    def next_phase(said):
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == said
+
     try:
         assert proc.stdout.readline().strip() == "stopped", proc.stderr.read()
         run = Run(out)
         assert run.attrs["writer_pid"] == proc.pid and proc.poll() is None  # its writer lives on
+        assert run.summary()["state"] == "stopped"
+        # but a live run writing its checkpoint, its run file closed meanwhile, is running
+        next_phase("checkpointing")
+        assert run.summary()["state"] == "running"
+        next_phase("checkpointed")  # (a .ckpt.tmp nobody holds is a killed writer's leftover)
         assert run.summary()["state"] == "stopped"
     finally:
         proc.kill()
