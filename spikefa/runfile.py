@@ -1127,15 +1127,14 @@ class Run:
             j0, j1 = _row_range(st, window)
             steps = st[j0:j1]
             steps = steps[steps % int(g.attrs["every"]) == 0]
+            # Each series is flushed when its own buffer is full. While the run is written (or
+            # after it was killed) stimulus rows can be there before their events: only the
+            # steps through which every series was flushed together are shown. Events can
+            # also reach past the stimulus steps there: their rows are not in the file yet.
             if phase == "train" and not self.complete and "progress/steps_recorded" in f:
-                # each series is flushed when its own buffer is full: while the run is written
-                # (or after it was killed), stimulus rows can be there before their events;
-                # only the steps through which every series was flushed together are shown
                 steps = steps[steps < int(f["progress/steps_recorded"][()])]
             i0, i1 = _row_range(g["step"], window, g["index"])
             ev_step, ev_index = g["step"][i0:i1], g["index"][i0:i1]
-            # each series is flushed when its own buffer is full: while the run is written, the
-            # events can reach past the stimulus steps flushed so far; those rows are not there yet
             held = ev_step <= (steps[-1] if steps.size else -1)
             ev_step, ev_index = ev_step[held], ev_index[held]
             out = np.zeros((steps.size, neurons.size), bool)
