@@ -415,6 +415,12 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         if bar is not None:  # the bar stands still during the test pass: say why
             bar.set_postfix_str(f"testing on {len(test_y):,} images", refresh=True)
         res = evaluate(net, test_x, test_y, seed_key=step, on_block=hook, rec_idx=getattr(hook, "rec_idx", None))
+        if hook is not None and rec_flush is not None:
+            # the pass's recordings, every series of it, reach the file before the test row's
+            # flush makes the file's new rows readable: each series is written when its own
+            # buffer fills, so the stimulus rows could be read without the events (a raster of
+            # zeros), or without the pass they belong to, until the next timed flush
+            rec_flush()
         runfile.append_test(out, dict(step=step, images=step // N, epoch=step / N / n_train, error=res.error,
                                       error_last=res.error_last, error_sum=res.error_sum, error_prob=res.error_prob, n_test=res.n_test,
                                       wall_s=wall()))

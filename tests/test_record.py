@@ -444,6 +444,39 @@ def test_tables_read_while_their_columns_grow_keep_their_rows_together(tmp_path)
             np.testing.assert_array_equal(g[key], w[key], err_msg=f"{name}: {key}")
 
 
+def test_a_test_pass_is_readable_whole_once_its_row_is_written(tmp_path, monkeypatch):
+    """Each recorded series is written when its own buffer fills: during a test pass the
+    stimulus (a row per step) fills its buffer long before the events of a sparse unit do,
+    and the pass's row in record/test/passes waits for the next timed flush. When the test
+    row's flush made them readable, a reader of the running run got a test raster with
+    rows of zeros where the unit spiked, and no pass for the test steps it could read.
+    The pass is flushed whole before its test row: what is read then is what the finished
+    file holds."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.6, "test_every": 300}, record={
+        "probes": ["spikes layers=out random=1"], "test": True, "test_steps": 300, "chunk_rows": 64,
+        "spike_format": "events", "flush_seconds": 3600.0})
+    seen = []
+    append = runfile.append_test
+
+    def append_and_read(path, row):
+        append(path, row)  # the file's flush: what a reader of the running run reads from here
+        run = Run(path)
+        seen.append((run.raster("out", (0, 10**9), phase="test"), run.test_passes()))
+
+    monkeypatch.setattr(runfile, "append_test", append_and_read)
+    path = train(cfg, out=tmp_path / "t.h5", progress=False).path
+    run = Run(path)
+    want, passes = run.raster("out", (0, 10**9), phase="test"), run.test_passes()
+    assert len(seen) >= 3 and want.spikes.any()
+    for i, (got, got_passes) in enumerate(seen):
+        k = got.step.size
+        assert k == 300 * (i + 1)
+        np.testing.assert_array_equal(got.step, want.step[:k])
+        np.testing.assert_array_equal(got.spikes, want.spikes[:k], err_msg=f"after test pass {i}")
+        for key in ("train_step", "start", "stop"):
+            np.testing.assert_array_equal(got_passes[key], passes[key][:i + 1], err_msg=f"after test pass {i}: {key}")
+
+
 def test_complete_only_when_finished(tmp_path):
     cfg = fig4_cfg(epochs=0.02)
     with pytest.raises(KeyboardInterrupt):
