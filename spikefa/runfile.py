@@ -1173,9 +1173,12 @@ class Run:
                 return dict(train_step=np.zeros(0, np.int64), start=np.zeros(0, np.int64), stop=np.zeros(0, np.int64))
             passes = _rows_together(dict(train_step=g["train_step"][...], start=g["start"][...]))
             start = passes["start"]
+            if not start.size:  # (a run that records its test passes, before the first)
+                return dict(passes, stop=np.zeros(0, np.int64))
             end = f["record/test/stimulus/step"]
             last = int(end[end.shape[0] - 1]) + 1 if end.shape[0] else 0
-            return dict(passes, stop=np.append(start[1:], last))
+            # the last pass ends where its recorded steps end so far (none yet: it is empty)
+            return dict(passes, stop=np.append(start[1:], max(last, int(start[-1]))))
 
     def angles(self) -> dict:
         """Alignment angles in degrees over training: ``step`` (steps done), and per hidden

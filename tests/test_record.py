@@ -477,6 +477,28 @@ def test_a_test_pass_is_readable_whole_once_its_row_is_written(tmp_path, monkeyp
             np.testing.assert_array_equal(got_passes[key], passes[key][:i + 1], err_msg=f"after test pass {i}: {key}")
 
 
+def test_test_passes_line_up_before_the_first_pass(tmp_path):
+    """A run that records its test passes has the passes table from its start: before the
+    first pass ends (or is flushed) it is empty, and test_passes() gave one stop for no
+    start, arrays that do not line up."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.02, "test_every": 10}, record={
+        "probes": ["spikes layers=out"], "test": True, "test_steps": 10})
+    path = train(cfg, out=tmp_path / "p.h5", progress=False).path
+    with h5py.File(path, "a") as f:  # a pass listed before its first recorded step: empty, not reversed
+        start = f["record/test/passes/start"][...]
+        assert start.size >= 2
+        n = int(np.searchsorted(f["record/test/stimulus/step"][...], start[-1]))
+        for name in ("step", "label", "image"):
+            f[f"record/test/stimulus/{name}"].resize(n, axis=0)
+    passes = Run(path).test_passes()
+    assert passes["stop"].size == start.size and passes["stop"][-1] == passes["start"][-1] == start[-1]
+    with h5py.File(path, "a") as f:  # as a reader finds it before the first pass's rows
+        for name in ("passes/train_step", "passes/start", "stimulus/step", "stimulus/label", "stimulus/image"):
+            f[f"record/test/{name}"].resize(0, axis=0)
+    passes = Run(path).test_passes()
+    assert {k: v.size for k, v in passes.items()} == dict(train_step=0, start=0, stop=0)
+
+
 def test_complete_only_when_finished(tmp_path):
     cfg = fig4_cfg(epochs=0.02)
     with pytest.raises(KeyboardInterrupt):
