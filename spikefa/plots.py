@@ -56,7 +56,9 @@ def _recorded_spans(run, phase) -> str:
     spans = ", ".join(f"{int(a)}:{int(b)}" for a, b in run.windows) or "the whole run"
     if not run.complete:  # running, stopped or killed: later windows may not be reached yet
         upto = run.progress()["steps_recorded"]
-        spans += "; the run is not complete" + (f": its recordings reach step {upto:,} so far" if upto else "")
+        spans += "; the run is not complete" + (
+            "" if upto is None else f": its recordings reach step {upto:,} so far" if upto
+            else ": nothing is recorded yet (its first block of steps is still running)")
     return spans
 
 

@@ -4,6 +4,7 @@ Fig. 4 has its panels."""
 from __future__ import annotations
 
 import matplotlib.image
+import h5py
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
@@ -264,6 +265,10 @@ def test_fig4_and_traces_of_runs_with_fewer_or_unreached_windows(tmp_path):
     assert titles == ["window 0 (steps 0-99)", "window 1 (steps 2,500-2,599)"]
     with pytest.raises(ValueError, match="window 2;.*not complete: its recordings reach step 3,000 so far"):
         plots.raster(cut, "h1", 2)
+    with h5py.File(cut.path, "a") as f:  # as a reader finds a run that has not ended its first block
+        f["progress/steps_recorded"][()] = 0
+    with pytest.raises(ValueError, match=r"window \(200, 300\);.*not complete: nothing is recorded yet"):
+        plots.raster(load(cut.path), "h1", (200, 300))
 
 
 def test_save_to_a_folder_or_without_a_suffix_names_the_whole_path(tmp_path):
