@@ -58,7 +58,7 @@ def _recorded_spans(run, phase) -> str:
         upto = run.progress()["steps_recorded"]
         spans += "; the run is not complete" + (
             "" if upto is None else f": its recordings reach step {upto:,} so far" if upto
-            else ": nothing is recorded yet (its first block of steps is still running)")
+            else ": none of its recordings has reached the file yet")
     return spans
 
 

@@ -267,7 +267,7 @@ def test_fig4_and_traces_of_runs_with_fewer_or_unreached_windows(tmp_path):
         plots.raster(cut, "h1", 2)
     with h5py.File(cut.path, "a") as f:  # as a reader finds a run that has not ended its first block
         f["progress/steps_recorded"][()] = 0
-    with pytest.raises(ValueError, match=r"window \(200, 300\);.*not complete: nothing is recorded yet"):
+    with pytest.raises(ValueError, match=r"window \(200, 300\);.*not complete: none of its recordings has reached the file yet"):
         plots.raster(load(cut.path), "h1", (200, 300))
 
 
