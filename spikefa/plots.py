@@ -347,7 +347,11 @@ def _fig4_windows(run, steps):
     single window (or a recording of the whole run), its early, middle and late parts."""
     st = run.stimulus()
     if not st.step.size:
-        raise RunFileError(f"{run.path}: nothing was recorded")
+        # a running run flushes its recordings every record.flush_seconds: until the first
+        # flush its stimulus is empty, which is not "nothing was recorded"
+        raise RunFileError(f"{run.path}: nothing was recorded" if run.complete else
+                           f"{run.path}: no recorded steps to draw yet; the run records train steps in "
+                           f"{_recorded_spans(run, 'train')}")
     w = [(int(a), int(b)) for a, b in run.windows
          if np.any((st.step >= a) & (st.step < b))]
     if len(w) >= 3:

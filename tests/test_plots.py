@@ -279,3 +279,26 @@ def test_save_to_a_folder_or_without_a_suffix_names_the_whole_path(tmp_path):
         plots.save(ax, tmp_path)
     with pytest.raises(ValueError, match=f"cannot write {tmp_path / 'sub' / 'x'}: the suffix"):
         plots.save(ax, tmp_path / "sub" / "x")
+
+
+def test_fig4_of_a_run_with_nothing_flushed_yet_says_so(tmp_path):
+    """`spikefa plot fig4` of a running run before its first flush (record.flush_seconds,
+    30 s by default) said 'nothing was recorded', as if the run recorded nothing at all; it
+    now says that nothing has reached the file yet and which steps the run records."""
+    from spikefa.record import Recorder
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.5, "test_every": 0},
+                                      record={"probes": ["fig4"], "windows": ["0:100", "50%:100", "end:100"]})
+
+    class StopFirst(Recorder):
+        def on_block(self, net, step0, outputs):
+            raise KeyboardInterrupt  # before its first block is recorded: nothing flushed
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "cut.h5", progress=False, recorder=StopFirst(cfg, total_steps=5000))
+    cut = load(tmp_path / "cut.h5")
+    assert not cut.complete and not cut.stimulus().step.size
+    with pytest.raises(RunFileError, match=r"no recorded steps to draw yet; the run records train steps in "
+                                           r"0:100, 2500:2600, 4900:5000; the run is not complete: none of "
+                                           r"its recordings has reached the file yet"):
+        plots.fig4(cut)
