@@ -553,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "it. Stimulus: images of the bundled MNIST subset in the seeded training order.")
     x.add_argument("model", help="bundled model name or path to a .toml model file")
     x.add_argument("--from", dest="run_file", metavar="RUN.h5", help="export the final weights and state of this run "
-                                                                    "(default: a fresh network)")
+                                                                    "(of a run still running or stopped: its "
+                                                                    "checkpoint; default: a fresh network)")
     x.add_argument("--out", "-o", metavar="SCRIPT.py", required=True, help="the script; the arrays go to SCRIPT.npz")
     x.add_argument("--images", type=int_at_least(1), default=100, help="images in the stimulus (default 100)")
     x.add_argument("--noise-steps", type=int_at_least(0), default=0, metavar="N",

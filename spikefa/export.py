@@ -733,7 +733,7 @@ def export_model(model, out, *, run_file=None, n_images: int = 100, noise_steps:
         The script (``.py``); its arrays go to the ``.npz`` beside it.
     run_file : path, optional
         Export the final weights and state of this run file instead (its model must be
-        ``model``).
+        ``model``); of a run still running or cut off, the state of its checkpoint.
     n_images : int
         Stimulus: images of the bundled MNIST subset (see :func:`stimulus`).
     noise_steps : int
@@ -750,15 +750,18 @@ def export_model(model, out, *, run_file=None, n_images: int = 100, noise_steps:
     source = f"model {cfg.name}, fresh network (seed {cfg.run.seed})"
     if run_file is not None:
         from .runfile import Run
-        from .train import network_from_run
+        from .train import network_from_file
 
         run = Run(run_file)
         diffs = [f"model.{k}: {v!r} (run) vs {getattr(cfg.model, k)!r}"
                  for k, v in run.config.to_dict()["model"].items() if cfg.to_dict()["model"][k] != v]
         if diffs:
             raise ConfigError(f"{run_file} was run with another model than {cfg.name}: " + "; ".join(diffs))
-        net = network_from_run(run)
-        source = f"run file {run_file} (final weights and state, {run.attrs.get('steps_done', '?')} steps)"
+        # a run still running, or stopped, has no final weights yet: its checkpoint, as
+        # spikefa test takes it
+        net, steps, _, kind = network_from_file(run_file)
+        source = (f"run file {run_file} (final weights and state, {steps} steps)" if kind == "final" else
+                  f"run file {run_file} (its checkpoint at step {steps}: the run is not complete)")
     else:
         net = init_network(cfg)
     images, labels = stimulus(net.config, n_images, "test" if test else "train")

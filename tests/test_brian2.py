@@ -577,3 +577,33 @@ def test_export_of_test_images(tmp_path):
         assert int(f["steps_per_image"]) == cfg.test.steps_per_image
         assert not bool(f["plastic"])
     assert "plasticity off (test)" in script.read_text()
+
+
+def test_export_from_a_run_that_is_not_complete_takes_its_checkpoint(tmp_path):
+    """`spikefa export-brian2 --from RUN.h5` of a run still running or stopped failed with
+    'has no final weights yet (the run is not complete) and no checkpoint' although the run
+    had a checkpoint; it now exports the checkpoint's network, as spikefa test does."""
+    from spikefa.record import Recorder
+    from spikefa.runfile import Run, checkpoint_path
+    from spikefa.train import network_from_checkpoint, train
+
+    model = tmp_path / "mini.toml"
+    model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n'
+                     'n_train = 40\nepochs = 2.0\ntest_every = 0\n[test]\nn_test = 10\n' + RUN_TABLE)
+    cfg = load_config(str(model)).replace(record={"probes": ["spikes layers=out"]})
+
+    class StopAt100(Recorder):
+        def on_block(self, net, step0, outputs):
+            super().on_block(net, step0, outputs)
+            if self.step >= 100:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "run.h5", progress=False, recorder=StopAt100(cfg, total_steps=400))
+    run = tmp_path / "run.h5"
+    assert not Run(run).complete and checkpoint_path(run).exists()
+    script, npz = export.export_model(str(model), tmp_path / "m.py", run_file=run, n_images=3)
+    net, info = network_from_checkpoint(checkpoint_path(run))
+    with np.load(npz) as f:
+        assert np.array_equal(f["W_h2"], net.weights(2).astype(np.float64))
+    assert f"checkpoint at step {info['step']}" in script.read_text()
