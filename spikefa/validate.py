@@ -159,20 +159,23 @@ def _config(model, dtype, seed) -> Config:
 
 def network_for(cfg: Config, run_file=None):
     """A fresh network of ``cfg``, or one holding the final weights and state of ``run_file``
-    (trained with the same model, in any dtype) in ``cfg``'s dtype."""
+    (trained with the same model, in any dtype; of a run not complete, its checkpoint) in
+    ``cfg``'s dtype."""
     net = init_network(cfg)
     if run_file is None:
         return net
     from .config import ConfigError
     from .runfile import Run
-    from .train import network_from_run
+    from .train import network_from_file
 
     run = Run(run_file)
     a, b = run.config.to_dict()["model"], cfg.to_dict()["model"]
     diffs = [f"model.{k}: {a[k]!r} (run) vs {b[k]!r}" for k in a if k != "dtype" and a[k] != b[k]]
     if diffs:
         raise ConfigError(f"{run_file} was run with another model than {cfg.name}: " + "; ".join(diffs))
-    src = network_from_run(run)
+    src, steps, _, kind = network_from_file(run_file)  # of a run not complete: its checkpoint, as export-brian2
+    net.source = (f"final weights and state of {run_file}" if kind == "final" else
+                  f"checkpoint (step {steps}) of {run_file}, a run not complete")
     net.invalidate_forward_cache()
     for l in range(1, net.m + 1):
         sl = net.layer_slice(l)
@@ -326,7 +329,7 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
         model=cfg.name, layers=tuple(cfg.model.layers), feedback=cfg.model.feedback, dtype=cfg.model.dtype,
         steps=steps, n_images=n_images, steps_per_image=k, seed=cfg.run.seed, target=target,
         brian2_version=brian2.__version__, rows=rows, extra=extra, first_diff=first_diff, before_first_diff=before,
-        source="fresh network" if run_file is None else f"final weights and state of {run_file}",
+        source="fresh network" if run_file is None else net.source,
         spikefa_ms_per_step=1e3 * t_sf / max(timed_steps, 1), brian2_ms_per_step=1e3 * t_b2 / max(timed_steps, 1))
 
 

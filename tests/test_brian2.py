@@ -579,13 +579,12 @@ def test_export_of_test_images(tmp_path):
     assert "plasticity off (test)" in script.read_text()
 
 
-def test_export_from_a_run_that_is_not_complete_takes_its_checkpoint(tmp_path):
-    """`spikefa export-brian2 --from RUN.h5` of a run still running or stopped failed with
-    'has no final weights yet (the run is not complete) and no checkpoint' although the run
-    had a checkpoint; it now exports the checkpoint's network, as spikefa test does."""
+
+def _stopped_run(tmp_path):
+    """A mini run stopped (as by Ctrl-C) at step 100 of 400: a checkpoint, no final weights."""
     from spikefa.record import Recorder
     from spikefa.runfile import Run, checkpoint_path
-    from spikefa.train import network_from_checkpoint, train
+    from spikefa.train import train
 
     model = tmp_path / "mini.toml"
     model.write_text('name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\n[train]\ndataset = "mnist-subset"\n'
@@ -602,8 +601,37 @@ def test_export_from_a_run_that_is_not_complete_takes_its_checkpoint(tmp_path):
         train(cfg, out=tmp_path / "run.h5", progress=False, recorder=StopAt100(cfg, total_steps=400))
     run = tmp_path / "run.h5"
     assert not Run(run).complete and checkpoint_path(run).exists()
+    return model, run
+
+
+def test_export_from_a_run_that_is_not_complete_takes_its_checkpoint(tmp_path):
+    """`spikefa export-brian2 --from RUN.h5` of a run still running or stopped failed with
+    'has no final weights yet (the run is not complete) and no checkpoint' although the run
+    had a checkpoint; it now exports the checkpoint's network, as spikefa test does."""
+    from spikefa.runfile import checkpoint_path
+    from spikefa.train import network_from_checkpoint
+
+    model, run = _stopped_run(tmp_path)
     script, npz = export.export_model(str(model), tmp_path / "m.py", run_file=run, n_images=3)
     net, info = network_from_checkpoint(checkpoint_path(run))
     with np.load(npz) as f:
         assert np.array_equal(f["W_h2"], net.weights(2).astype(np.float64))
     assert f"checkpoint at step {info['step']}" in script.read_text()
+
+
+def test_validate_from_a_run_that_is_not_complete_starts_from_its_checkpoint(tmp_path):
+    """`spikefa validate --from RUN.h5` of a run still running or stopped failed as
+    export-brian2 did ('no final weights yet ... and no checkpoint'); it starts from the
+    run's checkpoint and says so."""
+    from spikefa.runfile import checkpoint_path
+    from spikefa.train import network_from_checkpoint
+    from spikefa.validate import network_for
+
+    model, run = _stopped_run(tmp_path)
+    start = network_for(load_config(str(model)).replace(model={"dtype": "float64"}), run)
+    ck, info = network_from_checkpoint(checkpoint_path(run))
+    for l, n in enumerate(start.names[1:], start=1):
+        assert np.array_equal(start.weights(l), ck.weights(l).astype(np.float64))
+        assert np.array_equal(start.state.psp[start.layer_slice(l)], ck.state.psp[ck.layer_slice(l)])
+    rep = cross_validate(str(model), steps=10, run_file=run)
+    assert rep.passed and f"checkpoint (step {info['step']})" in str(rep)
