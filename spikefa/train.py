@@ -461,6 +461,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             # a stop that came at a test point checkpointed before the test ran: run it now,
             # where the uninterrupted run does (a test never changes the trajectory)
             do_test()
+            if stop.requested:  # a stop during that pass, as below
+                raise KeyboardInterrupt
         while step < total_steps:
             end = min(step + cfg.run.block_steps, total_steps)
             if test_every:
@@ -487,6 +489,10 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             refuse_if_gone()
             if test_every and step % test_every == 0 and step < total_steps:
                 do_test()
+                if stop.requested:
+                    # a stop that came during the pass: here, with its row written, and
+                    # not after one more block of training
+                    raise KeyboardInterrupt
             if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:
                 checkpoint()
                 runfile.set_attrs(out, steps_done=step, wall_s=wall())

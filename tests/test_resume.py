@@ -435,6 +435,37 @@ def test_a_stop_request_ends_the_run_at_the_block_with_a_checkpoint(tmp_path, ca
         assert "final" not in f
 
 
+
+def test_a_stop_request_during_a_test_pass_stops_at_its_test_point(tmp_path, capsys):
+    """Ctrl-C (or SIGTERM) during a test pass: the pass ends, its row is written, and the
+    run stops there with a checkpoint at the test point. It went on to train one more
+    block first (a kill -INT during the test at 35,000 of a 'small' run checkpointed at
+    35,500), although the message says it stops at the end of this block; the resume
+    neither repeats the test nor changes the run."""
+    cfg = short_cfg()
+    full = train(cfg, out=tmp_path / "full.h5", progress=False).path
+
+    class CtrlCInTestAt300:
+        def on_block(self, net, step0, outputs):
+            pass
+
+        def test_hook(self, train_step):
+            def hook(net, step0, outputs):
+                if train_step == 300 and step0 == 0:  # the first block of the test pass at 300
+                    from spikefa.interrupt import StopRequest
+
+                    StopRequest.installed()._handler(signal.SIGINT, None)
+            return hook
+
+    cut = tmp_path / "cut.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=cut, progress=False, recorder=CtrlCInTestAt300())
+    assert "checkpoint at step 300 written" in capsys.readouterr().err
+    assert ckpt_step(cut) == 300 and Run(cut).test_curve()["step"].tolist() == [300]
+    train(cfg, out=cut, resume=True, progress=False)
+    np.testing.assert_array_equal(Run(cut).test_curve()["step"], [300, 600, 900, 1000])
+    assert_same_run(full, cut, names=("W",))
+
 def test_ctrl_c_to_spikefa_train_exits_130_with_the_resume_hint(tmp_path):
     """End to end: SIGINT to `python -m spikefa train tiny` once it has started training
     exits with status 130, says where the checkpoint is and how to continue, and leaves a
