@@ -491,6 +491,17 @@ def render(kind: str, run, out, *, layer: str | None = None, window=None, phase:
         raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOTS)}")
     if at_step is not None and kind != "rates":
         raise ValueError(f"a step to show (--at {at_step}) applies to the rates plot only, not to {kind}")
+    # an option the plot does not take is an error, not dropped: 'plot fig4 --window 1' drew
+    # the usual three columns under the name the user asked for, as if it were window 1
+    also = "; fig4 draws the first, middle and last recording windows (--steps limits each)" if kind == "fig4" else ""
+    if window is not None and kind not in ("raster", "traces"):
+        raise ValueError(f"a window (--window) applies to the raster and traces plots only, not to {kind}{also}")
+    if phase != "train" and kind not in ("raster", "traces"):
+        raise ValueError(f"--phase {phase} applies to the raster and traces plots only, not to {kind}{also}")
+    if steps is not None and kind != "fig4":
+        raise ValueError(f"--steps applies to the fig4 plot only, not to {kind}")
+    if layer is not None and kind not in ("raster", "traces", "rates"):
+        raise ValueError(f"a layer (--layer {layer}) applies to the raster, traces and rates plots only, not to {kind}{also}")
     if isinstance(run, (list, tuple)):
         if len(run) > 1 and kind != "error":
             raise ValueError(f"plot {kind} draws one run; only 'error' draws several over each other")

@@ -93,6 +93,15 @@ def test_plot_from_the_command_line(run, tmp_path, capsys):
     assert "after 250 training steps" in ax.get_title()
     assert main(["plot", "error", str(run.path), "--at", "260", "-o", str(tmp_path / "e.png")]) == 2
     assert "rates plot only" in capsys.readouterr().err
+    # options a plot does not take are errors, not dropped (fig4 --window 1 drew the usual
+    # three columns; --phase test drew the training recordings)
+    for extra, what in ((["--window", "1"], "window"), (["--phase", "test"], "--phase test"),
+                        (["--layer", "h1"], "layer")):
+        assert main(["plot", "fig4", str(run.path), "-o", str(tmp_path / "f.png"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert what in err and "not to fig4" in err and "first, middle and last" in err
+    assert main(["plot", "error", str(run.path), "--steps", "50", "-o", str(tmp_path / "e.png")]) == 2
+    assert "fig4 plot only" in capsys.readouterr().err
     # a bad layer is named as such (it read as a damaged file), an unwritable output in one line
     assert main(["plot", "rates", str(run.path), "--layer", "h9", "-o", str(tmp_path / "r.png")]) == 2
     assert "layer 'h9'" in capsys.readouterr().err
