@@ -593,11 +593,19 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
         raise RunFileError(exists)
     if path.exists():
         _refuse_live_writer(path)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # without overwrite, created exclusively: of two runs started at once with the same
-        # --out, the second is refused instead of truncating the file under the first
-        with h5py.File(path, "w" if overwrite else "x", libver="latest") as f:
+        # --out, the second is refused instead of truncating the file under the first. With
+        # overwrite, written beside it and renamed over it: truncated in place, the old file
+        # changed under every reader that had it open (a sweep restarting a killed run, a
+        # notebook or `spikefa plot` reading it), whose next read met the new file's bytes
+        # ("bad object header version number"); renamed, they go on reading the old one
+        if overwrite:  # (through a symbolic link: the file it names is replaced)
+            real = Path(os.path.realpath(path))
+            tmp = real.with_name(f".{real.name}.{os.getpid()}.new")
+        with h5py.File(tmp or path, "w" if overwrite else "x", libver="latest") as f:
             f.attrs.update(
                 schema_version=SCHEMA_VERSION, spikefa_version=__version__,
                 numpy_version=np.__version__, numba_version=numba.__version__,
@@ -608,12 +616,18 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
             g = f.create_group("test")
             for name, dt in TEST_FIELDS.items():
                 g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(256,))
+        if tmp is not None:
+            os.replace(tmp, real)
+            tmp = None
     except FileExistsError as exc:
         if exc.filename is None and path.is_file():  # h5py's exclusive create, not mkdir's
             raise RunFileError(exists) from None
         raise RunFileError(f"cannot write the run file {path}: {exc}") from None
     except OSError as exc:
         raise RunFileError(f"cannot write the run file {path}: {exc}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     checkpoint_path(path).unlink(missing_ok=True)
     return path
 

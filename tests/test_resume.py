@@ -580,6 +580,44 @@ time.sleep(60)
     create_run_file(out, short_cfg(), total_steps=1000, overwrite=True)  # its writer gone: allowed
 
 
+
+def test_overwrite_leaves_a_reader_of_the_old_file_reading_it(tmp_path):
+    """A run started again over a stopped one (a sweep restarting a run killed without a
+    checkpoint, spikefa train --overwrite) truncated the file in place: a reader that had
+    the old file open (spikefa plot, a notebook) met the new file's bytes on its next read,
+    a RuntimeError 'bad object header version number' out of h5py. The new file now
+    replaces the old one by a rename, so the reader finishes on the old file, and the
+    folder holds no leftover temporary file."""
+    cfg = short_cfg(record={"probes": ["fig4"]}, train={"test_every": 0})
+    out = tmp_path / "run.h5"
+    train(cfg, out=out, progress=False)
+    want = Run(out).raster("h1")
+    reader = subprocess.Popen([sys.executable, "-c", """
+import sys
+import numpy as np
+from spikefa import runfile
+with runfile._readable(sys.argv[1]) as f:
+    f["test/step"].shape
+    print("open", flush=True)
+    sys.stdin.readline()
+    g = f["record/train/h1/spikes"]
+    bits = np.unpackbits(g["bits"][...], axis=1, count=g.attrs["neurons"].size)
+    print(int(bits.sum()), int(f.attrs["steps_done"]), flush=True)
+""", str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=spikefa_env())
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        create_run_file(out, cfg, total_steps=1000, overwrite=True)
+        got, err = reader.communicate("go\n", timeout=120)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert reader.returncode == 0, err
+    assert got.split() == [str(int(want.spikes.sum())), "1000"]
+    assert Run(out).attrs["steps_done"] == 0 and not Run(out).complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
+
 def test_overwrite_refuses_a_run_file_this_process_is_writing(tmp_path):
     """A run file that this very process holds open for writing (a run going on in another
     thread of a notebook's kernel) is refused too. (HDF5 lets a process open a file that it
