@@ -430,7 +430,8 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
     if trace_layer is not None:
         rows.append("traces")
     if len(rows) <= (1 if images else 0):
-        raise RunFileError(f"{run.path}: no spikes or traces were recorded for Fig. 4 (record with the probe 'fig4')")
+        hint = (run._not_set_up("train") if not rec else "") or " (record with the probe 'fig4')"
+        raise RunFileError(f"{run.path}: no spikes or traces were recorded for Fig. 4{hint}")
     heights = {"images": 0.45, out_layer: 1.6, "traces": 1.1}
     fig = fig if fig is not None else Figure(figsize=figsize, layout="constrained")
     grid = fig.add_gridspec(len(rows), len(windows), height_ratios=[heights.get(r, 1.0) for r in rows])

@@ -1077,6 +1077,15 @@ class Run:
             return {layer: tuple(k for k in KINDS if k in g[layer])
                     for layer in self.layers if layer in g}
 
+    def _not_set_up(self, phase: str) -> str:
+        """Why a run that records ``phase`` has no recordings in the file: it records them
+        (its config's probes) but its writer has not set them up yet; '' otherwise."""
+        rp = self.config.record
+        if self.complete or not rp.probes or (phase == "test" and not rp.test):
+            return ""
+        return (f"; the run records {', '.join(map(str, rp.probes))} but has not set up its recordings in the "
+                f"file yet (it is starting: read it again in a moment; or it was stopped before that)")
+
     def _window(self, window, phase: str = "train"):
         self._check_phase(phase)
         if window is None:
@@ -1107,10 +1116,10 @@ class Run:
         path = f"record/{phase}/{layer}/{kind}"
         if path not in f:
             have = ", ".join(f"{k} of {lay}" for lay, ks in self.recorded(phase).items() for k in ks)
-            raise RunFileError(f"{self.path}: {kind} of {layer} ({phase}) were not recorded; recorded: "
-                               + (have or "nothing (record with spikefa train ... --record PROBE, "
-                                  "e.g. --record fig4, or in Python record={'probes': ['fig4']} in the "
-                                  "config; see spikefa train --help)"))
+            have = have or "nothing" + (self._not_set_up(phase) or (
+                " (record with spikefa train ... --record PROBE, e.g. --record fig4, or in Python "
+                "record={'probes': ['fig4']} in the config; see spikefa train --help)"))
+            raise RunFileError(f"{self.path}: {kind} of {layer} ({phase}) were not recorded; recorded: {have}")
         return f[path]
 
     def spikes(self, layer: str, window=None, *, phase: str = "train") -> Spikes:
@@ -1172,9 +1181,9 @@ class Run:
         with _readable(self.path) as f:
             g = f.get(f"record/{phase}/stimulus")
             if g is None:
-                raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r} (record with "
-                                   "spikefa train ... --record PROBE, e.g. --record fig4, or in Python "
-                                   "record={'probes': ['fig4']} in the config)")
+                raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r}" + (
+                    self._not_set_up(phase) or " (record with spikefa train ... --record PROBE, e.g. --record "
+                    "fig4, or in Python record={'probes': ['fig4']} in the config)"))
             i0, i1 = _row_range(g["step"], self._window(window, phase), g["label"], g["image"])
             return Stimulus(g["step"][i0:i1], g["label"][i0:i1], g["image"][i0:i1])
 

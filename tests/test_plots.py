@@ -311,3 +311,33 @@ def test_fig4_of_a_run_with_nothing_flushed_yet_says_so(tmp_path):
                                            r"0:100, 2500:2600, 4900:5000; the run is not complete: none of "
                                            r"its recordings has reached the file yet"):
         plots.fig4(cut)
+
+
+def test_a_run_file_just_created_says_its_recordings_are_not_set_up_yet(tmp_path):
+    """Between creating its run file and setting up its recordings (a sweep restarting a
+    run over its old file, read at that moment), a run that records fig4 read as one that
+    records nothing: 'no spikes or traces were recorded for Fig. 4 (record with the probe
+    'fig4')' and 'nothing was recorded ... (record with spikefa train ... --record PROBE',
+    advice to train again. It now says the run records them but has not set them up yet."""
+    from spikefa.runfile import create_run_file
+
+    cfg = load_config("tiny").replace(record={"probes": ["fig4"]})
+    path = create_run_file(tmp_path / "new.h5", cfg, total_steps=1000)
+    run = load(path)
+    hint = r"the run records spikes layers=h1,h2 .* but has not set up its recordings in the file yet \(it is starting"
+    with pytest.raises(RunFileError, match="nothing was recorded in phase 'train'; " + hint):
+        plots.fig4(run)
+    with pytest.raises(RunFileError, match="no spikes or traces were recorded for Fig. 4; " + hint):
+        plots.fig4(run, windows=[(0, 100)])
+    with pytest.raises(RunFileError, match="nothing was recorded in phase 'train'; " + hint):
+        run.stimulus()
+    with pytest.raises(RunFileError, match=r"spikes of h1 \(train\) were not recorded; recorded: nothing; " + hint):
+        run.raster("h1")
+    # a run that records nothing still gets the advice to record
+    bare = load(create_run_file(tmp_path / "bare.h5", load_config("tiny"), total_steps=1000))
+    with pytest.raises(RunFileError, match=r"nothing was recorded in phase 'train' \(record with spikefa train"):
+        plots.fig4(bare)
+    with pytest.raises(RunFileError, match="record with the probe 'fig4'"):
+        plots.fig4(bare, windows=[(0, 100)])
+    with pytest.raises(RunFileError, match=r"nothing \(record with spikefa train"):
+        bare.raster("h1")
