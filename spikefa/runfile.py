@@ -405,20 +405,39 @@ def _readable(path):
                     raise RunFileError(f"{path} is not an HDF5 file, so not a spikefa run file or checkpoint") from None
                 raise RunFileError(f"cannot read {path}: {why}") from None
             time.sleep(0.1)
+    opened = _stat_key(path)
     with f:
         try:
             yield f
-        except KeyError as exc:
-            # h5py's "object 'test' doesn't exist": the file lacks a part every run file has
-            raise RunFileError(f"{path} is damaged or not a complete spikefa file: "
-                               f"{exc.args[0] if exc.args else exc}") from None
         except RunFileError:
             raise
-        except OSError as exc:
+        except (KeyError, OSError, RuntimeError) as exc:
+            # readers take no lock: a process that writes the file outside SWMR mode (a run
+            # resuming from its checkpoint, or finishing) while this one has it open changes
+            # the bytes under it, and a later read fails ('len not positive after adjustment
+            # for EOA', 'addr overflow'): a changed file, not a damaged one
+            if _stat_key(path) != opened or _writer_holds_lock(path):
+                raise RunFileError(f"{path} changed while it was read: another process wrote it (a run starting, "
+                                   f"resuming or finishing); read it again ({' '.join(str(exc).split())})") from None
+            if isinstance(exc, RuntimeError):
+                raise
+            if isinstance(exc, KeyError):
+                # h5py's "object 'test' doesn't exist": the file lacks a part every run file has
+                raise RunFileError(f"{path} is damaged or not a complete spikefa file: "
+                                   f"{exc.args[0] if exc.args else exc}") from None
             # h5py's "Can't synchronously read data (filter returned failure during read)":
             # a part of the file's bytes is damaged; say which file (and, where known, what)
             raise RunFileError(f"{path} is damaged: a read failed{getattr(exc, 'spikefa_what', '')} "
                                f"({' '.join(str(exc).split())})") from None
+
+
+def _stat_key(path):
+    """What changes when a file is written or replaced: inode, size, modification time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 # A file this process has open already (a notebook's own h5py.File) opens again only with the

@@ -618,6 +618,50 @@ with runfile._readable(sys.argv[1]) as f:
     assert Run(out).attrs["steps_done"] == 0 and not Run(out).complete
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
 
+
+def test_a_reader_of_a_stopped_run_that_is_resumed_under_it_is_told_the_file_changed(tmp_path):
+    """A reader that opened a stopped run file (no writer then, so nothing to wait for)
+    while `--resume` started writing it outside SWMR mode read torn bytes: spikefa plot
+    said 'RUN.h5 is damaged or not a complete spikefa file: ... addr overflow' of a sound
+    file (seen live), and a direct read 'is damaged: a read failed (... len not positive
+    after adjustment for EOA)'. It now says the file changed while it was read."""
+    cfg = short_cfg(train={"test_every": 100}, test={"n_test": 20},
+                    record={"probes": ["fig4"], "windows": ["0:60", "50%:60", "end:60"]})
+
+    class StopAt300(Recorder):
+        def on_block(self, net, step0, outputs):
+            super().on_block(net, step0, outputs)
+            if self.step >= 300:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=out, progress=False, recorder=StopAt300(cfg, total_steps=1000))
+    reader = subprocess.Popen([sys.executable, "-c", """
+import sys
+from spikefa import runfile
+try:
+    with runfile._readable(sys.argv[1]) as f:
+        f["test/step"].shape
+        print("open", flush=True)
+        sys.stdin.readline()
+        g = f["record/train/out/spikes"]
+        print("read", g["step"].shape, g.attrs["format"], dict(f.attrs).get("complete"), flush=True)
+except runfile.RunFileError as exc:
+    print(exc, flush=True)
+""", str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=spikefa_env())
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        train(cfg, out=out, resume=True, progress=False)
+        got, err = reader.communicate("go\n", timeout=120)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert reader.returncode == 0, err
+    assert "changed while it was read" in got and "damaged" not in got, got
+
 def test_overwrite_refuses_a_run_file_this_process_is_writing(tmp_path):
     """A run file that this very process holds open for writing (a run going on in another
     thread of a notebook's kernel) is refused too. (HDF5 lets a process open a file that it
