@@ -580,6 +580,23 @@ time.sleep(60)
     create_run_file(out, short_cfg(), total_steps=1000, overwrite=True)  # its writer gone: allowed
 
 
+def read_across(path, script, write) -> str:
+    """Run ``script`` (python, given ``path``) as a reader that opens the file, prints
+    'open', and on a line from stdin reads on; call ``write()`` between the two and return
+    what the reader printed after."""
+    reader = subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=spikefa_env())
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        write()
+        got, err = reader.communicate("go\n", timeout=120)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert reader.returncode == 0, err
+    return got
+
 
 def test_overwrite_leaves_a_reader_of_the_old_file_reading_it(tmp_path):
     """A run started again over a stopped one (a sweep restarting a run killed without a
@@ -592,7 +609,7 @@ def test_overwrite_leaves_a_reader_of_the_old_file_reading_it(tmp_path):
     out = tmp_path / "run.h5"
     train(cfg, out=out, progress=False)
     want = Run(out).raster("h1")
-    reader = subprocess.Popen([sys.executable, "-c", """
+    got = read_across(out, """
 import sys
 import numpy as np
 from spikefa import runfile
@@ -603,17 +620,7 @@ with runfile._readable(sys.argv[1]) as f:
     g = f["record/train/h1/spikes"]
     bits = np.unpackbits(g["bits"][...], axis=1, count=g.attrs["neurons"].size)
     print(int(bits.sum()), int(f.attrs["steps_done"]), flush=True)
-""", str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=spikefa_env())
-    try:
-        assert reader.stdout.readline().strip() == "open"
-        create_run_file(out, cfg, total_steps=1000, overwrite=True)
-        got, err = reader.communicate("go\n", timeout=120)
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-    assert reader.returncode == 0, err
+""", lambda: create_run_file(out, cfg, total_steps=1000, overwrite=True))
     assert got.split() == [str(int(want.spikes.sum())), "1000"]
     assert Run(out).attrs["steps_done"] == 0 and not Run(out).complete
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
@@ -637,7 +644,7 @@ def test_a_reader_of_a_stopped_run_that_is_resumed_under_it_is_told_the_file_cha
     out = tmp_path / "run.h5"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out=out, progress=False, recorder=StopAt300(cfg, total_steps=1000))
-    reader = subprocess.Popen([sys.executable, "-c", """
+    got = read_across(out, """
 import sys
 from spikefa import runfile
 try:
@@ -649,18 +656,9 @@ try:
         print("read", g["step"].shape, g.attrs["format"], dict(f.attrs).get("complete"), flush=True)
 except runfile.RunFileError as exc:
     print(exc, flush=True)
-""", str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=spikefa_env())
-    try:
-        assert reader.stdout.readline().strip() == "open"
-        train(cfg, out=out, resume=True, progress=False)
-        got, err = reader.communicate("go\n", timeout=120)
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-    assert reader.returncode == 0, err
+""", lambda: train(cfg, out=out, resume=True, progress=False))
     assert "changed while it was read" in got and "damaged" not in got, got
+
 
 def test_overwrite_refuses_a_run_file_this_process_is_writing(tmp_path):
     """A run file that this very process holds open for writing (a run going on in another
