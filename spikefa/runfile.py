@@ -883,6 +883,9 @@ def _row_range(ds, window, *columns) -> tuple[int, int]:
     return i0, bisect_dataset(ds, b, lo=i0, hi=n)
 
 
+_NOTED_OLD_CONFIG: set[str] = set()  # run files whose config failed a later check, noted once
+
+
 def _rows_together(columns: dict) -> dict:
     """``columns`` (arrays, or dicts of them, one row per sample) cut to the rows that all
     of them hold. (The writer of a running run grows a table column by column: a reader
@@ -936,8 +939,10 @@ class Run:
         except ConfigError as exc:
             # written before a check this version makes (a run whose eta * gamma >= 1, say):
             # its results stay readable, as they were written; resuming it is still refused
-            log.warning("spikefa: note: %s: its config fails a check of this spikefa version (%s); "
-                        "read as written", self.path, exc)
+            if _key(self.path) not in _NOTED_OLD_CONFIG:  # once per file and process (info a a, a plot's reads)
+                _NOTED_OLD_CONFIG.add(_key(self.path))
+                log.warning("spikefa: note: %s: its config fails a check of this spikefa version (%s); "
+                            "read as written", self.path, exc)
             self.config = config_from_dict(stored, check=False)
         self.complete = bool(self.attrs.get("complete", False))
         self.layers = layer_names(self.config.n_layers)

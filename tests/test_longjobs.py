@@ -328,6 +328,8 @@ def test_a_run_file_written_under_a_looser_check_stays_readable(tmp_path, caplog
     run = Run(out)
     assert run.config.model.eta == 1e10 and run.complete
     assert "fails a check of this spikefa version" in caplog.text and "model.eta * model.gamma" in caplog.text
+    Run(out).test_curve()
+    assert caplog.text.count("fails a check of this spikefa version") == 1  # once, not at every read
     assert main(["info", str(out)]) == 0
     assert "complete" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"model.eta \* model.gamma"):  # resuming it stays refused
