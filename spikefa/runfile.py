@@ -171,7 +171,7 @@ def recover(path) -> None:
             raise
         src = _open_left_open(path)
     with src as f:
-        pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+        pid, host = _writer(f.attrs)
         if writer_state(path, pid, host) == "running":
             raise RunFileError(f"{path} is being written by process {pid}; stop it first")
         tmp = path.with_name(path.name + ".recover")
@@ -280,16 +280,27 @@ def _open_left_open(path) -> h5py.File:
     return h5py.File(_FlagsCleared(path), "r")
 
 
+def _writer(attrs) -> tuple[int, str]:
+    """The writer a run file's attributes name: ``writer_pid`` (-1: none) and ``writer_host``."""
+    return int(attrs.get("writer_pid", -1)), str(attrs.get("writer_host", ""))
+
+
 def writer_state(path, pid: int, host: str) -> str:
     """Whether the writer a run file names (``writer_pid``, ``writer_host``) still writes it:
-    ``"running"`` (alive on this host; for this process, while it holds the file open),
-    ``"unknown"`` (another host: cannot be told here) or ``"stopped"``."""
+    ``"running"`` (alive on this host and holding the file, or its checkpoint being written,
+    open; for this process, while it holds the file open), ``"unknown"`` (another host:
+    cannot be told here) or ``"stopped"``. A run stopped in a process that lives on (a
+    notebook's kernel) still names that process, but has closed the file: stopped."""
     if pid <= 0:
         return "stopped"
     if host and host != socket.gethostname():
         return "unknown"
-    alive = _key(path) in _WRITERS if pid == os.getpid() else pid_alive(pid)
-    return "running" if alive else "stopped"
+    if pid == os.getpid():
+        return "running" if _key(path) in _WRITERS else "stopped"
+    if not pid_alive(pid):
+        return "stopped"
+    ck_tmp = Path(str(checkpoint_path(path)) + ".tmp")  # (at a run's end or stop, with the run file closed)
+    return "running" if _held_open(path) or (ck_tmp.exists() and _held_open(ck_tmp)) else "stopped"
 
 
 def pid_alive(pid: int) -> bool:
@@ -370,7 +381,7 @@ def _readable(path):
                 f = None
                 try:
                     f = _open_left_open(path)
-                    pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+                    pid, host = _writer(f.attrs)
                 except Exception as exc2:  # noqa: BLE001 - h5py raises OSError, RuntimeError, KeyError...
                     # its writer is in the middle of writing the very bytes read here: wait
                     # (a torn read is any of h5py's errors: 'len not positive after adjustment
@@ -579,21 +590,19 @@ def _refuse_live_writer(path) -> None:
                                    "the file yourself")
             if bool(f.attrs.get("complete", False)):
                 return
-            pid, host = int(f.attrs.get("writer_pid", -1)), str(f.attrs.get("writer_host", ""))
+            pid, host = _writer(f.attrs)
     except RunFileError:
         raise
     except (OSError, ValueError, TypeError):
         return
-    if writer_state(path, pid, host) == "running" and (pid == os.getpid() or _held_open(path)):
+    if writer_state(path, pid, host) == "running":
         raise RunFileError(f"{path} is being written by process {pid}; stop it first (Ctrl-C, or "
                            f"kill -INT {pid}), or give this run another --out")
 
 
 def _held_open(path) -> bool:
     """Whether a writer holds ``path`` open now: a plain read-only open (not SWMR, with
-    locks) is refused while it does (the superblock's open-for-write mark, or its lock).
-    A run stopped in a process that lives on (a notebook's kernel) names that process as
-    its writer, but has closed the file."""
+    locks) is refused while it does (the superblock's open-for-write mark, or its lock)."""
     try:
         h5py.File(path, "r").close()
     except OSError:
@@ -1017,14 +1026,8 @@ class Run:
         n_train = int(self.attrs.get("n_train", 0)) or None
         per_epoch = cfg.train.steps_per_image * n_train if n_train else None
         epochs = (lambda steps: round(steps / per_epoch, 4)) if per_epoch else (lambda steps: None)
-        pid, host = int(self.attrs.get("writer_pid", -1)), str(self.attrs.get("writer_host", ""))
+        pid, host = _writer(self.attrs)
         state = "complete" if prog["complete"] else writer_state(self.path, pid, host)
-        if state == "running" and pid != os.getpid() and not _held_open(self.path):
-            # stopped in a process that lives on (a notebook's kernel), unless the run is
-            # writing its checkpoint (at the end, or at a stop), with the run file closed
-            ck_tmp = Path(str(checkpoint_path(self.path)) + ".tmp")
-            if not (ck_tmp.exists() and _held_open(ck_tmp)):
-                state = "stopped"
         curve = self.test_curve()
         fields = [k for k in ("epoch", "step", "error", "error_last", "error_sum", "error_prob", "n_test") if k in curve]
 
