@@ -20,13 +20,13 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import record, runfile
-from .config import READOUT_CHOICES, Config, ConfigError, RecordParams, load_config, unused_settings
+from .config import READOUT_CHOICES, Config, ConfigError, load_config, unused_settings
 from .data import DataError, find_mnist_dir, load_dataset
 from .interrupt import StopRequest
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
@@ -262,14 +262,14 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
         if not runfile.checkpoint_path(out).exists():
             raise runfile.RunFileError(f"nothing to resume: {runfile.checkpoint_path(out)} does not exist")
         saved = runfile.checkpoint_config(out)
+        default, asked, kept = Config().to_dict()["record"], cfg.to_dict()["record"], saved.to_dict()["record"]
         # nothing asked of the recorder but, at most, how often it flushes
-        nothing_asked = replace(cfg.record, flush_seconds=RecordParams.flush_seconds) == RecordParams()
-        if cfg.record != saved.record and (nothing_asked or (saved.record.probes and not cfg.record.probes)):
+        nothing_asked = all(asked[k] == default[k] for k in asked if k != "flush_seconds")
+        if asked != kept and (nothing_asked or (kept["probes"] and not asked["probes"])):
             # no probes asked for this time (`--resume` alone, as the stop message says): it
             # records what it did, rather than silently dropping its probes; how often it
             # flushes may change (--set record.flush_seconds=5), what it records stays, and a
             # note names any other record key asked for now that is not taken
-            default, asked, kept = Config().to_dict()["record"], cfg.to_dict()["record"], saved.to_dict()["record"]
             if asked["flush_seconds"] != default["flush_seconds"]:
                 kept["flush_seconds"] = asked["flush_seconds"]
             ignored = [f"record.{k} = {v!r} (the run's: {kept[k]!r})" for k, v in asked.items()
