@@ -353,7 +353,8 @@ def _sweep(args):
         res = sw.run_sweep(args.sweep, out=args.out, workers=args.workers, scheduler=args.scheduler, data_dir=args.data,
                            progress=not args.quiet, dashboard_address=args.dashboard_address)
     except KeyboardInterrupt:
-        print("\nspikefa: sweep stopped; finished runs are kept, start it again to run the rest", file=sys.stderr)
+        print("\nspikefa: sweep stopped; finished runs are kept, and stopped runs continue from their checkpoints: "
+              "start it again to run the rest", file=sys.stderr)
         raise SystemExit(130) from None
     print(f"{len(res.runs)} runs: {len(res.ran)} ran, {len(res.reused)} re-used, {len(res.failed)} failed "
           f"({res.wall_s:.0f} s); sweep folder {res.out}; table and figure: spikefa sweep-report {res.out}")

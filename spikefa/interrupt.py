@@ -25,8 +25,13 @@ class StopRequest:
     restores the handlers that were there before.
     """
 
-    def __init__(self):
+    #: whether a stopped training run tells on stderr what it kept and how to continue it
+    #: (a sweep, which continues its runs itself, says so in its own words)
+    tell = True
+
+    def __init__(self, notice: str | None = None):
         self.requested = False
+        self._notice = notice  # said at the first signal (default: the training loop's)
         self._old: dict = {}
         self._depth = 0
 
@@ -53,9 +58,9 @@ class StopRequest:
             # a block of the full network takes seconds: say at once that the stop was heard
             hurry = ("Ctrl-C again stops without waiting" if signum == signal.SIGINT else
                      f"a SIGINT (Ctrl-C, or kill -INT {os.getpid()}) stops without waiting")
-            print(f"\nspikefa: {signal.Signals(signum).name} received: stopping at the end of this block (the "
-                  "first, if training is still starting) to write a checkpoint (--resume continues from it); "
-                  f"{hurry}", file=sys.stderr, flush=True)
+            notice = self._notice or ("stopping at the end of this block (the first, if training is still "
+                                      "starting) to write a checkpoint (--resume continues from it)")
+            print(f"\nspikefa: {signal.Signals(signum).name} received: {notice}; {hurry}", file=sys.stderr, flush=True)
         self.requested = True
 
     def install(self) -> None:
@@ -68,13 +73,40 @@ class StopRequest:
         self._depth += 1
 
     def uninstall(self) -> None:
-        if not self._depth:
-            return
+        if not self._depth or threading.current_thread() is not threading.main_thread():
+            return  # (install did nothing there; signal.signal would raise)
         self._depth -= 1
         if not self._depth:
             for sig, old in self._old.items():
                 signal.signal(sig, old)
             self._old.clear()
+
+
+class StopFile(StopRequest):
+    """A stop asked for by the existence of a file: how a sweep stops the runs its workers,
+    other processes or hosts that see the sweep folder, are training. Training checks
+    :attr:`requested` once per block (a ``stat``) and stops as for a Ctrl-C, writing its
+    checkpoint; it installs no signal handlers and tells nothing (the sweep does)."""
+
+    tell = False
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = os.fspath(path)
+
+    @property
+    def requested(self) -> bool:
+        return self._requested or os.path.exists(self.path)
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        self._requested = bool(value)
+
+    def install(self) -> None:
+        pass
+
+    def uninstall(self) -> None:
+        pass
 
 
 def _in_callback(frame) -> bool:

@@ -59,10 +59,11 @@ Notes
 Each local worker is a process with one thread, started with ``NUMBA_NUM_THREADS=1``:
 one run per core, no oversubscription. Workers of an existing cluster must see the
 sweep folder (a shared file system) and should be started with ``NUMBA_NUM_THREADS=1``
-and ``--nthreads 1``. Stopping a sweep on an existing cluster cannot stop a task that a
-worker has already begun; a run file is locked while it is written
-(``RUN.h5.lock``), so a restarted sweep reports such a run as busy instead of writing
-the same file twice.
+and ``--nthreads 1``. Stopping a sweep (Ctrl-C, SIGTERM) stops its running runs through a
+file in the sweep folder (``.stop-SESSION``): each writes its checkpoint at the end of its
+block and is continued from there when the sweep is started again. A run file is locked
+while it is written (``RUN.h5.lock``), so a restarted sweep reports a run that some worker
+still writes as busy instead of writing the same file twice.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ import numpy as np
 
 from . import __version__
 from .config import Config, ConfigError, load_config
+from .interrupt import StopFile, StopRequest
 from .runfile import RunFileError, pid_alive
 
 MANIFEST = "sweep.json"
@@ -424,8 +426,12 @@ def read_manifest(sweep_dir) -> dict:
 
 
 # ------------------------------------------------------------------------- the task
-def _run_task(cfg_json: str, path: str, data_dir, topic: str) -> dict:
-    """One run, on a Dask worker: train into ``path`` (or continue its checkpoint)."""
+def _run_task(cfg_json: str, path: str, data_dir, topic: str, stop_path: str | None = None) -> dict:
+    """One run, on a Dask worker: train into ``path`` (or continue its checkpoint).
+
+    ``stop_path``: the file whose existence asks the run to stop at the end of its block
+    with a checkpoint, as a Ctrl-C stops ``spikefa train``; the task then returns
+    ``stopped=True`` (a task that begins after the stop returns at once)."""
     from .config import config_from_dict
     from .runfile import Run, checkpoint_config, checkpoint_path
     from .train import train
@@ -439,6 +445,10 @@ def _run_task(cfg_json: str, path: str, data_dir, topic: str) -> dict:
     numba_config.reload_config()
     numba.set_num_threads(1)  # one run per worker thread, whatever the worker's environment
     worker = socket.gethostname()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
+    stop = StopFile(stop_path) if stop_path else None
+    if stop is not None and stop.requested:  # queued when the sweep was stopped
+        return dict(stopped=True, steps_done=None, worker=worker, resumed=False, task_s=0.0, cpu_s=0.0)
     try:
         from distributed import get_worker
 
@@ -449,7 +459,6 @@ def _run_task(cfg_json: str, path: str, data_dir, topic: str) -> dict:
         pass
     cfg = config_from_dict(json.loads(cfg_json))
     path = Path(path)
-    t0, cpu0 = time.perf_counter(), time.thread_time()
     with file_lock(path.with_name(path.name + ".lock"), f"run file {path.name}"):
         if is_done(path, config_hash(cfg)):  # finished by a task that outlived an earlier sweep
             run = Run(path)
@@ -462,7 +471,16 @@ def _run_task(cfg_json: str, path: str, data_dir, topic: str) -> dict:
             except RunFileError:
                 resume = False  # an unreadable checkpoint (cut short by a kill): start again
         # an error inside train() propagates: a resumed run's progress is never thrown away
-        res = train(cfg, out=path, data_dir=data_dir, resume=resume, overwrite=not resume, progress=False)
+        try:
+            res = train(cfg, out=path, data_dir=data_dir, resume=resume, overwrite=not resume, progress=False,
+                        stop=stop)
+        except KeyboardInterrupt:
+            if stop is None or not stop.requested:
+                raise
+            # stopped by the sweep: train() wrote its checkpoint, from which the next sweep goes on
+            steps = Run(path).attrs.get("steps_done") if path.exists() else None
+            return dict(stopped=True, steps_done=None if steps is None else int(steps), worker=worker,
+                        resumed=resume, task_s=time.perf_counter() - t0, cpu_s=time.thread_time() - cpu0)
     # cpu_s against task_s shows how much of a core the run had (a loaded or oversubscribed machine)
     return dict(test_error=res.test_error, wall_s=res.wall_s, worker=worker, resumed=resume,
                 task_s=time.perf_counter() - t0, cpu_s=time.thread_time() - cpu0)
@@ -612,9 +630,13 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
 
     Notes
     -----
-    On KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI) the futures are cancelled,
-    the manifest is written and the interrupt is raised again; start the sweep again to
-    continue it.
+    A first Ctrl-C or SIGTERM (in the main thread) stops the sweep without losing work:
+    runs not begun are cancelled, and each running run stops at the end of its block (or
+    test pass) and writes its checkpoint, as ``spikefa train`` does at a Ctrl-C; the
+    manifest is written and KeyboardInterrupt raised. Starting the sweep again continues
+    those runs from their checkpoints. A second Ctrl-C (or a KeyboardInterrupt from
+    elsewhere) cancels at once: a running run then continues from its last periodic
+    checkpoint (``run.checkpoint_minutes``), else starts again.
     """
     sweep = load_sweep(sweep)
     out = sweep_dir(sweep, out)
@@ -644,16 +666,29 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
         n_workers = 0
         if todo:
             n_local = min(workers or sweep.workers or default_workers(), len(todo))
-            with dask_client(scheduler, n_local, dashboard_address) as client:
-                n_workers = _execute(client, sweep, out, runs, todo, session, data_dir, progress, save)
+            stop_file = out / f".stop-{session}"  # its existence stops the running runs (StopFile)
+            stop = StopRequest(notice="stopping the sweep: runs not begun are cancelled, and each running run stops "
+                                      "at the end of its block (or test pass) and writes its checkpoint, from "
+                                      "which the sweep continues it when started again")
+            try:
+                with dask_client(scheduler, n_local, dashboard_address) as client:
+                    stop.install()
+                    try:
+                        n_workers = _execute(client, sweep, out, runs, todo, session, data_dir, progress, save,
+                                             stop, stop_file)
+                    finally:
+                        stop.uninstall()
+            finally:
+                stop_file.unlink(missing_ok=True)
         _log(out, session, "session-end", n_ran=sum(r.ran_in == session for r in runs),
              n_failed=sum(r.status == "failed" for r in runs), wall_s=time.time() - t_start)
         save()
     return SweepResult(out=out, runs=runs, session=session, wall_s=time.time() - t_start, n_workers=n_workers)
 
 
-def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save) -> int:
-    """Submit ``todo`` to ``client`` and follow the futures until all are done or failed."""
+def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save, stop=None, stop_file=None) -> int:
+    """Submit ``todo`` to ``client`` and follow the futures until all are done or failed,
+    or, once ``stop.requested``, until the running runs have stopped (``stop_file``)."""
     topic = f"spikefa-sweep-{session}"
     events: list = []
     client.subscribe_topic(topic, events.append)  # called on the client's thread; list.append is atomic
@@ -662,6 +697,7 @@ def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save) 
     for r in todo:
         cfg = resolve({"base": sweep.base, **r.overrides})
         fut = client.submit(_run_task, cfg.to_json(), str((out / r.file).resolve()), data_dir, topic,
+                            None if stop_file is None else str(Path(stop_file).resolve()),
                             key=f"spikefa-run-{r.id}", pure=False, retries=0)
         futures[fut] = r
 
@@ -688,16 +724,32 @@ def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save) 
     last_slots = time.time()
     last_text, last_draw = "", 0.0
     pending = dict(futures)
+    stopping = False
     try:
         while pending:
             changed = False
+            if stop is not None and stop.requested and not stopping:
+                stopping = changed = True
+                if stop_file is not None:
+                    Path(stop_file).touch()
+                not_begun = [f for f, r in pending.items() if r.status != "running"]
+                client.cancel(not_begun)  # (one that began unseen sees the stop file and stops itself)
+                _log(out, session, "stopping", n_running=len(pending) - len(not_begun), n_cancelled=len(not_begun))
             for fut in [f for f in pending if f.done()]:
                 r = pending.pop(fut)
                 changed = True
                 started.pop(r.id, None)
-                if fut.status == "cancelled":  # e.g. by another client of a shared scheduler
+                if fut.status == "cancelled" and stopping:
+                    r.status = "pending"
+                elif fut.status == "cancelled":  # e.g. by another client of a shared scheduler
                     r.status, r.error = "failed", "CancelledError: the task was cancelled"
                     _log(out, session, "failed", id=r.id, file=r.file, overrides=r.overrides, error=r.error)
+                elif fut.status == "finished" and fut.result().get("stopped"):
+                    res = fut.result()
+                    r.status = "pending"
+                    if res["steps_done"] is not None:  # (None: stopped before it began)
+                        _log(out, session, "stopped", id=r.id, file=r.file, steps_done=res["steps_done"],
+                             task_s=res["task_s"], cpu_s=res["cpu_s"], resumed=res["resumed"], worker=res["worker"])
                 elif fut.status == "finished":
                     res = fut.result()
                     r.status, r.ran_in = "done", session
@@ -717,7 +769,7 @@ def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save) 
                 _, msg = events[n_seen]
                 n_seen += 1
                 r = by_file.get(msg.get("file"))
-                if r is not None and r.status == "pending":
+                if r is not None and r.status == "pending" and any(x is r for x in pending.values()):
                     r.status, r.worker = "running", msg.get("worker")
                     started[r.id] = time.time()
                     _log(out, session, "started", id=r.id, file=r.file, worker=r.worker)
@@ -729,14 +781,21 @@ def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save) 
                 n_pend = sum(r.status == "pending" for r in runs)
                 eta = _eta(n_pend, list(started.values()), durations, n_slots)
                 text = (f"done {sum(r.status == 'done' for r in runs)}, running {sum(r.status == 'running' for r in runs)}, "
-                        f"failed {sum(r.status == 'failed' for r in runs)}, left ~{_fmt_s(eta)}")
+                        f"failed {sum(r.status == 'failed' for r in runs)}, "
+                        + ("stopping" if stopping else f"left ~{_fmt_s(eta)}"))
                 if text != last_text and (changed or time.time() - last_draw >= 1.0):
                     bar.n = sum(r.status in ("done", "failed") for r in runs)
                     bar.set_postfix_str(text, refresh=True)
                     last_text, last_draw = text, time.time()
             if pending:
                 time.sleep(0.25)
+        if stopping:
+            _log(out, session, "interrupted", n_left=sum(r.status == "pending" for r in runs))
+            save()
+            raise KeyboardInterrupt
     except BaseException:
+        if stopping and not pending:
+            raise  # (the stop above, with everything written)
         client.cancel(list(pending))
         for r in pending.values():
             if r.status == "running":

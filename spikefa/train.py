@@ -311,7 +311,7 @@ def _open_run(cfg: Config, out: Path, net: Network, rng, *, total_steps: int, n_
 
 
 def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=False, overwrite=False,
-          progress=True, backend=None, recorder=None, branch_from=None) -> TrainResult:
+          progress=True, backend=None, recorder=None, branch_from=None, stop=None) -> TrainResult:
     """Train a model and write its run file; the library call behind ``spikefa train``.
 
     Parameters
@@ -337,6 +337,11 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         its test curve starts after the branch.
     progress : bool
         Show a progress bar (steps per second, latest test error).
+    stop : spikefa.interrupt.StopRequest, optional
+        Honoured at the end of every block: when its ``requested`` turns true, training
+        writes its checkpoint and raises KeyboardInterrupt, as at a Ctrl-C. Default: the
+        request ``spikefa train`` installed, else a new one for SIGINT and SIGTERM (main
+        thread only). A sweep's task passes a :class:`~spikefa.interrupt.StopFile`.
     recorder : object, optional
         Receives every block (``recorder.on_block(net, step0, outputs)``; ``outputs`` also
         carries the ``label`` and training ``image`` of every step). Default: a
@@ -453,7 +458,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
     if cfg.train.dataset == "mnist":  # where the data was, so that `spikefa test RUN.h5` finds it again
         runfile.set_attrs(out, data_dir=str(find_mnist_dir(data_dir)))
     writer = runfile.RunWriter(out, setup=(lambda f: attach(f, net, step)) if attach is not None else None)
-    stop = StopRequest.installed() or StopRequest()  # spikefa train installs one before its imports
+    if stop is None:
+        stop = StopRequest.installed() or StopRequest()  # spikefa train installs one before its imports
     settled = True
     try:
         stop.install()
@@ -512,16 +518,16 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         if step > 0 and settled:
             checkpoint()
             runfile.set_attrs(out, steps_done=step, wall_s=wall())
-            if stopped:
+            if stopped and stop.tell:
                 print(f"spikefa: checkpoint at step {step:,} written to {runfile.checkpoint_path(out)}; "
                       f"continue with the same command and --resume (spikefa info {shlex.quote(str(out))} "
                       "prints it)", file=sys.stderr)
-        elif not settled:
+        elif not settled and stop.tell:
             kept = (f"the last checkpoint is kept (continue with the same command and --resume; spikefa info "
                     f"{shlex.quote(str(out))} prints it)" if runfile.checkpoint_path(out).exists()
                     else "no checkpoint was written yet, so the run must start again (--overwrite)")
             print(f"spikefa: stopped inside a block of steps from {step:,}: {kept}", file=sys.stderr)
-        elif stopped:
+        elif stopped and stop.tell:
             print("spikefa: stopped before its first block ended: no checkpoint, so the run must start "
                   "again (--overwrite)", file=sys.stderr)
         raise

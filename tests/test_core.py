@@ -1274,3 +1274,39 @@ def test_info_of_several_runs_says_what_sets_them_apart(tmp_path, capsys):
     assert "settings that differ: none" in capsys.readouterr().out
     assert main(["info", str(a), str(b), "--json"]) == 0
     assert [i["seed"] for i in json.loads(capsys.readouterr().out)] == [1, 2]
+
+
+def test_a_stop_file_stops_training_in_a_thread_with_a_checkpoint(tmp_path, capsys):
+    """A sweep stops the runs on its workers through a file (StopFile): training in a
+    thread that is not the main one (a Dask worker's) stops at the end of its block with
+    a checkpoint, as at a Ctrl-C, leaves the process's signal handlers alone, and says
+    nothing about how to continue (the sweep does)."""
+    import signal
+    import threading
+
+    from spikefa.interrupt import StopFile
+    from spikefa.runfile import checkpoint_path
+    from spikefa.train import train
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.5, "test_every": 0}, run={"block_steps": 500})
+    stop = StopFile(tmp_path / "stop")
+    assert not stop.requested
+    (tmp_path / "stop").touch()
+    assert stop.requested
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    caught = []
+
+    def go():
+        try:
+            train(cfg, out=tmp_path / "r.h5", progress=False, stop=stop)
+        except BaseException as exc:  # noqa: BLE001 - what the thread ended with is the test
+            caught.append(exc)
+
+    t = threading.Thread(target=go)
+    t.start()
+    t.join(120)
+    assert len(caught) == 1 and isinstance(caught[0], KeyboardInterrupt), caught
+    run = spikefa.load(tmp_path / "r.h5")
+    assert not run.complete and run.attrs["steps_done"] == 500 and checkpoint_path(tmp_path / "r.h5").exists()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert "--resume" not in capsys.readouterr().err

@@ -418,3 +418,47 @@ def test_sweep_workers_leave_ctrl_c_to_the_sweep():
     with sw.dask_client(n_workers=1, dashboard_address=None) as client:
         assert signal.getsignal(signal.SIGINT) is before
         assert list(client.run(_sigint_disposition).values()) == [str(signal.SIG_IGN)]
+
+
+@pytest.mark.skipif(JIT_OFF, reason="the sweep's bookkeeping, not the kernels; too slow without the JIT")
+def test_a_stopped_sweep_keeps_its_running_runs_work(scheduler, tmp_path):
+    """One Ctrl-C stops a sweep without losing work: the run going writes its checkpoint at
+    the end of its block (as `spikefa train` does) and the next session continues it from
+    there; runs not begun are cancelled and start in the next session. Before, the running
+    run was cancelled and started again from nothing."""
+    out = tmp_path / "sweep"
+    path = _sweep_file(tmp_path, """
+base = "tiny"
+out = "{out}"
+epochs = 30.0
+""".format(out=out) + """
+[grid]
+seed = [1, 2, 3]
+""")
+    cmd = [sys.executable, "-m", "spikefa.cli", "sweep", str(path), "--workers", "1", "--quiet",
+           "--dashboard-address", ":0"]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        t0 = time.time()
+        while not any(e["event"] == "started" for e in sw.read_log(out)):
+            assert proc.poll() is None and time.time() - t0 < 300, (tmp_path / "first.log").read_text()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()
+    said = (tmp_path / "first.log").read_text()
+    assert "stopping the sweep" in said and "continue from their checkpoints" in said
+    log = sw.read_log(out)
+    assert [e["event"] for e in log][-3:] == ["stopping", "stopped", "interrupted"]
+    stopped = log[-2]
+    assert stopped["steps_done"] > 0 and not (out / f".stop-{log[0]['session']}").exists()
+    assert (out / (stopped["file"] + ".ckpt")).exists() and not spikefa.load(out / stopped["file"]).complete
+    manifest = sw.read_manifest(out)
+    assert manifest["counts"] == {"done": 0, "running": 0, "pending": 3, "failed": 0}
+
+    res = sw.run_sweep(path, scheduler=scheduler, progress=False)
+    assert res.complete and len(res.ran) == 3
+    finished = {e["file"]: e for e in _finished(out)}
+    assert finished[stopped["file"]]["resumed"] is True
+    assert sum(e["resumed"] for e in finished.values()) == 1
+    assert [r["step"] for r in spikefa.load(out / stopped["file"]).resumes] == [stopped["steps_done"]]
