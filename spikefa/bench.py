@@ -23,7 +23,6 @@ give; and the peak resident memory of a short full training run in a child proce
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -34,7 +33,7 @@ import numba
 import numpy as np
 
 from . import runfile
-from .cli import int_at_least
+from .cli import Parser, int_at_least
 from .config import MOVING_FEEDBACK, Config, load_config
 from .data import load_subset
 from .network import init_network, input_probabilities
@@ -295,7 +294,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="spikefa bench", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="spikefa bench", description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", default=None,
                    help="model name or file (default lillicrap2016-fig4, or the checkpoint's own with --checkpoint)")
     p.add_argument("--steps", type=int_at_least(1), default=500, help="steps timed for spikefa")

@@ -16,6 +16,26 @@ from .config import FEEDBACK_CHOICES, ConfigError, available_models
 from .interrupt import StopRequest
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that takes a word starting with ``-`` and a digit (``-10:10``,
+    ``-5%:10%``, ``-1e3``, ``-.5``) as an option's value, not as an unknown option.
+
+    Notes
+    -----
+    argparse lets only plain negative numbers (``-1``, ``-.5``) through, so
+    ``--record-windows -10:10`` or ``--epochs -1e3`` failed with "expected one argument"
+    instead of the value's own error, which ``--record-windows=-10:10`` gives. No option of
+    spikefa's looks like a number, so such a word is never meant as one; argparse still
+    matches real options (``-o``, ``--out``) before it asks this pattern. Subparsers are
+    made of the same class. ``_negative_number_matcher`` is argparse's own (private) hook
+    for this, unchanged in name since Python 2.7; a test checks that it still works.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"-\.?\d")
+
+
 def int_at_least(lo: int):
     """An argparse ``type``: a whole number ``>= lo``, else an error naming the value."""
 
@@ -399,7 +419,7 @@ def _validate(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="spikefa",
         description="Simulate learning with random feedback in networks of stochastic binary integrating "
                     "neurons (Lillicrap et al. 2016).",

@@ -1310,3 +1310,36 @@ def test_a_stop_file_stops_training_in_a_thread_with_a_checkpoint(tmp_path, caps
     assert not run.complete and run.attrs["steps_done"] == 500 and checkpoint_path(tmp_path / "r.h5").exists()
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert "--resume" not in capsys.readouterr().err
+@pytest.mark.parametrize("argv, message", [
+    (["train", "tiny", "--record-windows", "-10:10"], "the window start must be >= 0, got -10"),
+    (["train", "tiny", "--record-windows", "-5%:10%"], "record.windows[0] = '-5%:10%' is not allowed"),
+    (["train", "tiny", "--epochs", "-1e3"], "train.epochs = -1000.0 is not allowed"),
+    (["train", "tiny", "--epochs", "-1."], "train.epochs = -1.0 is not allowed"),
+    (["train", "tiny", "--record-every", "-1"], "--record-every: must be 0 or more, got -1"),
+    (["bench", "--steps", "-1e3"], "--steps: expected a whole number, got '-1e3'"),
+    # a real option after a value-taking one is still an option, never swallowed as its value
+    (["train", "tiny", "--data", "-o", "x.h5"], "argument --data: expected one argument"),
+    (["train", "tiny", "--record-windows", "-q"], "argument --record-windows: expected one argument"),
+])
+def test_a_value_that_starts_with_minus_is_the_options_value(tmp_path, capsys, argv, message):
+    """`--record-windows -10:10` says what is wrong with -10:10, as `--record-windows=-10:10`
+    does, not argparse's "expected one argument" (it took -10:10 for an unknown option)."""
+    from spikefa.cli import main
+
+    try:
+        rc = main([*argv, "-q", "--out", str(tmp_path / "r.h5")] if argv[0] == "train" else argv)
+    except SystemExit as exc:  # argparse's own errors
+        rc = exc.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err.splitlines()[-1] and "Traceback" not in err  # (after argparse's usage)
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_values_that_start_with_minus_parse_as_with_equals():
+    from spikefa.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["plot", "raster", "r.h5", "-o", "x.png", "--window", "-5:10"]).window == (-5, 10)
+    assert parse(["train", "tiny", "--out", "-1.h5", "--epochs", "-.5"]).out == "-1.h5"
+    got = parse(["train", "tiny", "--record-windows", "-10:10", "-o", "r.h5", "-q"])
+    assert (got.record_windows, got.out, got.quiet) == (["-10:10"], "r.h5", True)
