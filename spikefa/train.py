@@ -15,11 +15,13 @@ run resumed from a checkpoint equals the uninterrupted one.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import shlex
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -660,3 +662,27 @@ def test_run(path, *, data_dir=None, n_test=None, seed_key: int = 0, readout=Non
 
 
 test_run.__test__ = False  # not a pytest test
+
+
+class _CallableModule(types.ModuleType):
+    """This module, made callable: ``spikefa.train(cfg, ...)`` is ``spikefa.train.train(cfg, ...)``.
+
+    ``import spikefa; spikefa.train(cfg)`` reads as training, but ``spikefa.train`` is this
+    module (``spikefa/__init__.py`` loads it on first use), and calling it failed with
+    "'module' object is not callable". Giving the module object a subclass of ModuleType
+    with ``__call__`` is the way Python allows (the import docs, "Customizing module
+    attribute access"); everything else stays as it was: ``from spikefa.train import
+    train``, ``spikefa.train.train`` (pickled by reference, as Dask does), ``help``, and
+    the module itself in a pickled function's globals.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)  # looked up at each call, so a patched train is the one called
+
+    def __reduce__(self):
+        # pickle (cloudpickle, for a Dask task whose globals hold this module) knows plain
+        # modules only; this one is re-imported by name, as they are
+        return importlib.import_module, (self.__name__,)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1343,3 +1343,30 @@ def test_values_that_start_with_minus_parse_as_with_equals():
     assert parse(["train", "tiny", "--out", "-1.h5", "--epochs", "-.5"]).out == "-1.h5"
     got = parse(["train", "tiny", "--record-windows", "-10:10", "-o", "r.h5", "-q"])
     assert (got.record_windows, got.out, got.quiet) == (["-10:10"], "r.h5", True)
+
+
+def test_spikefa_train_called_is_the_train_function(tmp_path, monkeypatch):
+    """`spikefa.train(cfg, ...)` (the module, called) is `spikefa.train.train(cfg, ...)`;
+    the module stays a module: imports, help, pickling (Dask) as before."""
+    import pickle
+    import pydoc
+    import subprocess
+
+    import spikefa.train as module
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.01, "test_every": 0})
+    res = spikefa.train(cfg, out=tmp_path / "r.h5", progress=False)
+    assert res.path.exists() and spikefa.load(res.path).attrs["complete"]
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: (args, kwargs))  # the call is forwarded as is
+    assert spikefa.train(cfg, seed=3) == ((cfg,), {"seed": 3})
+    monkeypatch.undo()
+    assert spikefa.train.train is train and module is spikefa.train and callable(module)
+    assert pickle.loads(pickle.dumps(spikefa.train.train)) is train  # by reference
+    assert pickle.loads(pickle.dumps(module)) is module
+    cloudpickle = pytest.importorskip("cloudpickle")
+    task = eval("lambda: tr.train", {"tr": module})  # a notebook's function whose globals hold the module
+    assert cloudpickle.loads(cloudpickle.dumps(task))() is train
+    assert "module spikefa.train" in pydoc.render_doc(module, renderer=pydoc.plaintext)
+    fresh = subprocess.run([sys.executable, "-c", "import spikefa; print(callable(spikefa.train), "
+                            "spikefa.train.train.__module__)"], capture_output=True, text=True)
+    assert fresh.stdout.split() == ["True", "spikefa.train"], fresh.stderr
