@@ -33,7 +33,8 @@ flushed stays readable even if the writer is killed. ``complete`` is written las
 ``RUN.h5.ckpt`` holds everything needed to continue exactly (raw weights and decay
 scales, learned feedback, state, the noise generator's state, the step); it is written
 to a temporary file and renamed, so a run killed while checkpointing keeps the
-previous checkpoint.
+previous checkpoint. ``RUN.h5.writer`` is locked by a run's process from before its first
+write of the run file to after its last (:class:`WriterLock`), and removed after.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -173,6 +175,7 @@ def recover(path) -> None:
     with src as f:
         pid, host = _writer(f.attrs)
         if writer_state(path, pid, host) == "running":
+            pid, _ = _named_writer(path, pid, host)
             raise RunFileError(f"{path} is being written by process {pid}; stop it first")
         tmp = path.with_name(path.name + ".recover")
         try:
@@ -287,10 +290,23 @@ def _writer(attrs) -> tuple[int, str]:
 
 def writer_state(path, pid: int, host: str) -> str:
     """Whether the writer a run file names (``writer_pid``, ``writer_host``) still writes it:
-    ``"running"`` (alive on this host and holding the file, or its checkpoint being written,
-    open; for this process, while it holds the file open), ``"unknown"`` (another host:
-    cannot be told here) or ``"stopped"``. A run stopped in a process that lives on (a
-    notebook's kernel) still names that process, but has closed the file: stopped."""
+    ``"running"`` (a run's process holds its :class:`WriterLock`, from before its first
+    write of the file to after its last; or the writer is alive on this host and holds the
+    file, or its checkpoint being written, open; for this process, while it holds the file
+    open), ``"unknown"`` (another host: cannot be told here) or ``"stopped"``. A run stopped
+    in a process that lives on (a notebook's kernel) still names that process, but has
+    closed the file and let its lock go: stopped.
+
+    Notes
+    -----
+    Asked by the thread that runs a run (a resume checking that the run it continues is not
+    still written by another process), its own lock does not count: the answer is about
+    the writer the file names."""
+    owner = _LIVE.get(_key(path))
+    if owner is None and _lock_holder(path) is not None:
+        return "running"  # a run lives, between its writes (or not yet named in the file)
+    if owner is not None and owner != threading.get_ident():
+        return "running"  # a run in another thread of this process (a notebook's)
     if pid <= 0:
         return "stopped"
     if host and host != socket.gethostname():
@@ -301,6 +317,147 @@ def writer_state(path, pid: int, host: str) -> str:
         return "stopped"
     ck_tmp = Path(str(checkpoint_path(path)) + ".tmp")  # (at a run's end or stop, with the run file closed)
     return "running" if _held_open(path) or (ck_tmp.exists() and _held_open(ck_tmp)) else "stopped"
+
+
+# ------------------------------------------------------------------------- the run's lock
+_LIVE: dict[str, int] = {}  # run files that a run of this process writes: key -> the thread running it
+_LOCK_FDS: dict[str, int] = {}  # their locks' open files
+
+
+def lock_path(path) -> Path:
+    """``RUN.h5.writer``, beside the file that ``path`` names (through a symbolic link): what a
+    running run holds locked (:class:`WriterLock`)."""
+    return Path(_key(path) + ".writer")
+
+
+def _lock_holder(path) -> tuple[int, str] | None:
+    """``(pid, host)`` of the process that holds ``path``'s :class:`WriterLock` now (``(0,
+    "")`` if it has not written them yet), or None: none holds it. Asked without blocking,
+    with a shared lock that is let go at once. None where it cannot be told (no lock file,
+    a file system without locks, no ``fcntl``)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, host = os.read(fd, 1024).decode(errors="replace").strip().partition(" ")
+            return (int(pid), host) if pid.isdigit() else (0, "")
+        except OSError:
+            pass
+        return None
+    finally:
+        os.close(fd)  # (and with it the shared lock, if it was granted)
+
+
+class WriterLock:
+    """Held by a run from before its first write of the run file to after its last.
+
+    Outside the training loop a run opens its file for each write and closes it after (its
+    setup at the start of a run, resume or branch; its final weights, attributes and
+    ``complete`` at the end; the attributes a stop keeps until the loop's file is closed).
+    Between those writes neither the open file nor its checkpoint showed that the writer
+    was alive, and :func:`writer_state` said "stopped" of a run about to write again (a
+    resume's, not named in the file yet, for as long as its setup took). The lock covers
+    the whole of it: an exclusive ``flock`` on :func:`lock_path`, a file that names the
+    process. The kernel lets the lock go when the process dies, so a killed run holds
+    none; a run that returns, stops or fails lets it go and removes the file, so that a
+    run stopped in a process that lives on (a notebook's kernel) reads "stopped".
+
+    Raises :class:`RunFileError` if another run holds it (a second run with the same
+    ``--out``). Where locks cannot be taken (a file system without them, a folder that
+    cannot be written), the run goes on without one, as before it had one.
+    """
+
+    def __init__(self, path):
+        self.key, self.path, self.thread = _key(path), lock_path(path), threading.get_ident()
+        if self.key in _LIVE:
+            raise RunFileError(f"{path} is being written by process {os.getpid()} (this one, in another "
+                               "thread); stop it first, or give this run another --out")
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            fcntl = None
+        while fcntl is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # (a run's new folder)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                break  # not for the lock to judge: the run file's own writes say what is wrong
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                pid, _ = _lock_holder(path) or (0, "")
+                who = f"process {pid}" if pid else "another process"
+                raise RunFileError(f"{path} is being written by {who}; stop it first (Ctrl-C, or kill -INT "
+                                   f"{pid or 'PID'}), or give this run another --out") from None
+            except OSError:
+                os.close(fd)
+                break
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except OSError:
+                same = False
+            if not same:  # removed by the run that held it, between the open and the lock: again
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            _LOCK_FDS[self.key] = fd
+            break
+        _LIVE[self.key] = self.thread
+
+    def release(self) -> None:
+        """Let the lock go and remove its file (the run will not write its file again)."""
+        if _LIVE.get(self.key) != self.thread:
+            return  # let go already
+        del _LIVE[self.key]
+        fd = _LOCK_FDS.pop(self.key, None)
+        if fd is None:
+            return
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(self.path)):  # (still its own file)
+                os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _forget_locks_in_child() -> None:
+    # a process forked during a run shares its lock's open file: closed here, so that the
+    # child does not keep the run "running" after the run lets the lock go
+    for fd in _LOCK_FDS.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _LOCK_FDS.clear()
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+def _named_writer(path, pid: int, host: str) -> tuple[int, str]:
+    """The process that writes a run: the one that holds its :class:`WriterLock` (a resume's
+    before it names itself in the file), else ``(pid, host)``, the one the file names."""
+    holder = _lock_holder(path) if _key(path) not in _LIVE else None
+    return holder if holder is not None and holder[0] > 0 else (pid, host)
 
 
 def pid_alive(pid: int) -> bool:
@@ -596,6 +753,7 @@ def _refuse_live_writer(path) -> None:
     except (OSError, ValueError, TypeError):
         return
     if writer_state(path, pid, host) == "running":
+        pid, _ = _named_writer(path, pid, host)
         raise RunFileError(f"{path} is being written by process {pid}; stop it first (Ctrl-C, or "
                            f"kill -INT {pid}), or give this run another --out")
 
@@ -1028,6 +1186,8 @@ class Run:
         epochs = (lambda steps: round(steps / per_epoch, 4)) if per_epoch else (lambda steps: None)
         pid, host = _writer(self.attrs)
         state = "complete" if prog["complete"] else writer_state(self.path, pid, host)
+        if state == "running":
+            pid, host = _named_writer(self.path, pid, host)
         curve = self.test_curve()
         fields = [k for k in ("epoch", "step", "error", "error_last", "error_sum", "error_prob", "n_test") if k in curve]
 

@@ -380,175 +380,181 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
 
     if not resume:  # refuse an empty window before the run file is made (a resume's run only grows)
         record.resolve_windows(cfg.record.windows, total_steps)
-    net = init_network(cfg)
-    rng = rng_for(cfg.run.seed, SEED_NOISE)
-    cfg, step, n_tests, wall0, extra = _open_run(cfg, out, net, rng, total_steps=total_steps, n_train=n_train,
-                                                 resume=resume, overwrite=overwrite, branch_from=branch_from)
-    if recorder is None:
-        recorder = record.Recorder(cfg, total_steps=total_steps)
-        recorder.load_state(extra)
-    rec_idx = getattr(recorder, "rec_idx", None)
-    rec_flush, rec_state = getattr(recorder, "flush", None), getattr(recorder, "state", None)
-    next_stop, test_hook = getattr(recorder, "next_stop", None), getattr(recorder, "test_hook", None)
-
-    image_at = ImageOrder(cfg, n_train)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=1.0,
-                   desc=f"{cfg.name} ({cfg.model.feedback})")
-    t_start = time.perf_counter()
-    last_ckpt = t_start
-
-    def wall():
-        return wall0 + time.perf_counter() - t_start
-
-    def do_test():
-        nonlocal n_tests
-        # a pass over the weights per test pass: cheap beside the test. B learns too (learned
-        # feedback), at its own rate, and W and B drag each other along: name what blew up
-        bad_w = [l for l in range(1, net.m + 1) if not (np.isfinite(net.W[l - 1]).all() and np.isfinite(net.b[l - 1]).all())]
-        bad_b = [l for l in range(1, net.m) if cfg.model.feedback == "learned"
-                 and net.feedback_matrix(l) is not None and not np.isfinite(net.feedback_matrix(l)).all()]
-        if bad_w or bad_b:
-            what = ([f"the feedback weights into {net.names[bad_b[0]]}"] if bad_b else []) + \
-                   ([f"the weights into {net.names[bad_w[0]]}"] if bad_w else [])
-            rates = ([f"model.eta = {cfg.model.eta:g}"] if bad_w else []) + \
-                    ([f"model.eta_feedback = {cfg.model.eta_feedback:g}"] if bad_b else [])
-            raise ConfigError(f"training diverged: {' and '.join(what)} are not finite at step {step:,} "
-                              f"({' or '.join(rates)} too large?)")
-        hook = test_hook(step) if test_hook is not None else None
-        if bar is not None:  # the bar stands still during the test pass: say why
-            bar.set_postfix_str(f"testing on {len(test_y):,} images", refresh=True)
-        res = evaluate(net, test_x, test_y, seed_key=step, on_block=hook, rec_idx=getattr(hook, "rec_idx", None))
-        if hook is not None and rec_flush is not None:
-            # the pass's recordings, every series of it, reach the file before the test row's
-            # flush makes the file's new rows readable: each series is written when its own
-            # buffer fills, so the stimulus rows could be read without the events (a raster of
-            # zeros), or without the pass they belong to, until the next timed flush
-            rec_flush()
-        runfile.append_test(out, dict(step=step, images=step // N, epoch=step / N / n_train, error=res.error,
-                                      error_last=res.error_last, error_sum=res.error_sum, error_prob=res.error_prob, n_test=res.n_test,
-                                      wall_s=wall()))
-        n_tests += 1
-        if bar is not None:
-            bar.set_postfix(test_error=f"{res.error:.2%}", refresh=False)
-        return res
-
-    def tested_now():
-        done = runfile.Run(out).test_curve()["step"]
-        return bool(done.size) and int(done[-1]) == step
-
-    def refuse_if_gone():
-        if not writer.still_there():
-            ck = runfile.checkpoint_path(out)
-            raise runfile.RunFileError(
-                f"the run file {out} was deleted or replaced while the run was going (noticed at step {step:,}), "
-                f"and with it its test curve and recordings; the network at this step is kept in {ck}: "
-                f"the same command with --branch-from {shlex.quote(str(ck))} instead of --resume continues it "
-                "in a new run file")
-
-    def checkpoint():
-        if rec_flush is not None:
-            rec_flush()  # the run file holds every recorded step up to the checkpoint
-        runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall(),
-                                extra=rec_state() if rec_state is not None else None)
-
-    # the file stays open in SWMR mode during the loop, so that it can be read meanwhile
-    attach = getattr(recorder, "attach", None)
-    if cfg.train.dataset == "mnist":  # where the data was, so that `spikefa test RUN.h5` finds it again
-        runfile.set_attrs(out, data_dir=str(find_mnist_dir(data_dir)))
-    writer = runfile.RunWriter(out, setup=(lambda f: attach(f, net, step)) if attach is not None else None)
-    if stop is None:
-        stop = StopRequest.installed() or StopRequest()  # spikefa train installs one before its imports
-    settled = True
+    # from before the run's first write of its file to after its last, so that a reader
+    # never takes it for stopped between two of its writes (runfile.WriterLock)
+    lock = runfile.WriterLock(out)
     try:
-        stop.install()
-        if resume and test_every and 0 < step < total_steps and step % test_every == 0 and not tested_now():
-            # a stop that came at a test point checkpointed before the test ran: run it now,
-            # where the uninterrupted run does (a test never changes the trajectory)
-            do_test()
-            if stop.requested:  # a stop during that pass, as below
-                raise KeyboardInterrupt
-        while step < total_steps:
-            end = min(step + cfg.run.block_steps, total_steps)
-            if test_every:
-                end = min(end, (step // test_every + 1) * test_every)
-            if next_stop is not None:
-                end = min(end, next_stop(step))  # measures every k steps, exactly
-            ks = np.arange(step, end) // N
-            first = ks[0]
-            idx = image_at(np.arange(first, ks[-1] + 1))
-            step_label = train_y[idx][ks - first]
-            settled = False  # from here the generator and network move past `step`
-            outputs = net.run(rng.random((end - step, net.n_units)),
-                              input_probabilities(train_x[idx], cfg.model.p_max), ks - first, step_label,
-                              plastic=True, rec_idx=rec_idx)
-            step0, step = step, end  # network, generator and step agree again
-            settled = True
-            if recorder is not None:
-                outputs.update(label=step_label, image=idx[ks - first])
-                recorder.on_block(net, step0, outputs)
+        net = init_network(cfg)
+        rng = rng_for(cfg.run.seed, SEED_NOISE)
+        cfg, step, n_tests, wall0, extra = _open_run(cfg, out, net, rng, total_steps=total_steps, n_train=n_train,
+                                                     resume=resume, overwrite=overwrite, branch_from=branch_from)
+        if recorder is None:
+            recorder = record.Recorder(cfg, total_steps=total_steps)
+            recorder.load_state(extra)
+        rec_idx = getattr(recorder, "rec_idx", None)
+        rec_flush, rec_state = getattr(recorder, "flush", None), getattr(recorder, "state", None)
+        next_stop, test_hook = getattr(recorder, "next_stop", None), getattr(recorder, "test_hook", None)
+
+        image_at = ImageOrder(cfg, n_train)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=1.0,
+                       desc=f"{cfg.name} ({cfg.model.feedback})")
+        t_start = time.perf_counter()
+        last_ckpt = t_start
+
+        def wall():
+            return wall0 + time.perf_counter() - t_start
+
+        def do_test():
+            nonlocal n_tests
+            # a pass over the weights per test pass: cheap beside the test. B learns too (learned
+            # feedback), at its own rate, and W and B drag each other along: name what blew up
+            bad_w = [l for l in range(1, net.m + 1) if not (np.isfinite(net.W[l - 1]).all() and np.isfinite(net.b[l - 1]).all())]
+            bad_b = [l for l in range(1, net.m) if cfg.model.feedback == "learned"
+                     and net.feedback_matrix(l) is not None and not np.isfinite(net.feedback_matrix(l)).all()]
+            if bad_w or bad_b:
+                what = ([f"the feedback weights into {net.names[bad_b[0]]}"] if bad_b else []) + \
+                       ([f"the weights into {net.names[bad_w[0]]}"] if bad_w else [])
+                rates = ([f"model.eta = {cfg.model.eta:g}"] if bad_w else []) + \
+                        ([f"model.eta_feedback = {cfg.model.eta_feedback:g}"] if bad_b else [])
+                raise ConfigError(f"training diverged: {' and '.join(what)} are not finite at step {step:,} "
+                                  f"({' or '.join(rates)} too large?)")
+            hook = test_hook(step) if test_hook is not None else None
+            if bar is not None:  # the bar stands still during the test pass: say why
+                bar.set_postfix_str(f"testing on {len(test_y):,} images", refresh=True)
+            res = evaluate(net, test_x, test_y, seed_key=step, on_block=hook, rec_idx=getattr(hook, "rec_idx", None))
+            if hook is not None and rec_flush is not None:
+                # the pass's recordings, every series of it, reach the file before the test row's
+                # flush makes the file's new rows readable: each series is written when its own
+                # buffer fills, so the stimulus rows could be read without the events (a raster of
+                # zeros), or without the pass they belong to, until the next timed flush
+                rec_flush()
+            runfile.append_test(out, dict(step=step, images=step // N, epoch=step / N / n_train, error=res.error,
+                                          error_last=res.error_last, error_sum=res.error_sum, error_prob=res.error_prob, n_test=res.n_test,
+                                          wall_s=wall()))
+            n_tests += 1
             if bar is not None:
-                bar.update(step - step0)
-            if stop.requested:
-                raise KeyboardInterrupt
-            refuse_if_gone()
-            if test_every and step % test_every == 0 and step < total_steps:
+                bar.set_postfix(test_error=f"{res.error:.2%}", refresh=False)
+            return res
+
+        def tested_now():
+            done = runfile.Run(out).test_curve()["step"]
+            return bool(done.size) and int(done[-1]) == step
+
+        def refuse_if_gone():
+            if not writer.still_there():
+                ck = runfile.checkpoint_path(out)
+                raise runfile.RunFileError(
+                    f"the run file {out} was deleted or replaced while the run was going (noticed at step {step:,}), "
+                    f"and with it its test curve and recordings; the network at this step is kept in {ck}: "
+                    f"the same command with --branch-from {shlex.quote(str(ck))} instead of --resume continues it "
+                    "in a new run file")
+
+        def checkpoint():
+            if rec_flush is not None:
+                rec_flush()  # the run file holds every recorded step up to the checkpoint
+            runfile.save_checkpoint(out, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall(),
+                                    extra=rec_state() if rec_state is not None else None)
+
+        # the file stays open in SWMR mode during the loop, so that it can be read meanwhile
+        attach = getattr(recorder, "attach", None)
+        if cfg.train.dataset == "mnist":  # where the data was, so that `spikefa test RUN.h5` finds it again
+            runfile.set_attrs(out, data_dir=str(find_mnist_dir(data_dir)))
+        writer = runfile.RunWriter(out, setup=(lambda f: attach(f, net, step)) if attach is not None else None)
+        if stop is None:
+            stop = StopRequest.installed() or StopRequest()  # spikefa train installs one before its imports
+        settled = True
+        try:
+            stop.install()
+            if resume and test_every and 0 < step < total_steps and step % test_every == 0 and not tested_now():
+                # a stop that came at a test point checkpointed before the test ran: run it now,
+                # where the uninterrupted run does (a test never changes the trajectory)
                 do_test()
-                if stop.requested:
-                    # a stop that came during the pass: here, with its row written, and
-                    # not after one more block of training
+                if stop.requested:  # a stop during that pass, as below
                     raise KeyboardInterrupt
-            if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:
+            while step < total_steps:
+                end = min(step + cfg.run.block_steps, total_steps)
+                if test_every:
+                    end = min(end, (step // test_every + 1) * test_every)
+                if next_stop is not None:
+                    end = min(end, next_stop(step))  # measures every k steps, exactly
+                ks = np.arange(step, end) // N
+                first = ks[0]
+                idx = image_at(np.arange(first, ks[-1] + 1))
+                step_label = train_y[idx][ks - first]
+                settled = False  # from here the generator and network move past `step`
+                outputs = net.run(rng.random((end - step, net.n_units)),
+                                  input_probabilities(train_x[idx], cfg.model.p_max), ks - first, step_label,
+                                  plastic=True, rec_idx=rec_idx)
+                step0, step = step, end  # network, generator and step agree again
+                settled = True
+                if recorder is not None:
+                    outputs.update(label=step_label, image=idx[ks - first])
+                    recorder.on_block(net, step0, outputs)
+                if bar is not None:
+                    bar.update(step - step0)
+                if stop.requested:
+                    raise KeyboardInterrupt
+                refuse_if_gone()
+                if test_every and step % test_every == 0 and step < total_steps:
+                    do_test()
+                    if stop.requested:
+                        # a stop that came during the pass: here, with its row written, and
+                        # not after one more block of training
+                        raise KeyboardInterrupt
+                if time.perf_counter() - last_ckpt > 60 * cfg.run.checkpoint_minutes:
+                    checkpoint()
+                    runfile.set_attrs(out, steps_done=step, wall_s=wall())
+                    last_ckpt = time.perf_counter()
+            if not tested_now():
+                do_test()
+                refuse_if_gone()  # (the last test pass can take minutes)
+        except BaseException as exc:
+            # Ctrl-C, SIGTERM or an error: keep what was done; the file stays incomplete. Outside
+            # a block's kernel call the network, generator and step agree, and a checkpoint
+            # saves them; inside it (a second Ctrl-C lands as the kernel returns, an error in
+            # the kernel) they do not, and the last checkpoint is kept instead, so that a
+            # resume still equals the uninterrupted run.
+            if bar is not None:
+                bar.close()
+            stopped = isinstance(exc, KeyboardInterrupt)
+            if step > 0 and settled:
                 checkpoint()
                 runfile.set_attrs(out, steps_done=step, wall_s=wall())
-                last_ckpt = time.perf_counter()
-        if not tested_now():
-            do_test()
-            refuse_if_gone()  # (the last test pass can take minutes)
-    except BaseException as exc:
-        # Ctrl-C, SIGTERM or an error: keep what was done; the file stays incomplete. Outside
-        # a block's kernel call the network, generator and step agree, and a checkpoint
-        # saves them; inside it (a second Ctrl-C lands as the kernel returns, an error in
-        # the kernel) they do not, and the last checkpoint is kept instead, so that a
-        # resume still equals the uninterrupted run.
+                if stopped and stop.tell:
+                    print(f"spikefa: checkpoint at step {step:,} written to {runfile.checkpoint_path(out)}; "
+                          f"continue with the same command and --resume (spikefa info {shlex.quote(str(out))} "
+                          "prints it)", file=sys.stderr)
+            elif not settled and stop.tell:
+                kept = (f"the last checkpoint is kept (continue with the same command and --resume; spikefa info "
+                        f"{shlex.quote(str(out))} prints it)" if runfile.checkpoint_path(out).exists()
+                        else "no checkpoint was written yet, so the run must start again (--overwrite)")
+                print(f"spikefa: stopped inside a block of steps from {step:,}: {kept}", file=sys.stderr)
+            elif stopped and stop.tell:
+                print("spikefa: stopped before its first block ended: no checkpoint, so the run must start "
+                      "again (--overwrite)", file=sys.stderr)
+            raise
+        finally:
+            stop.uninstall()
+            try:
+                if hasattr(recorder, "close"):
+                    recorder.close()
+            finally:
+                writer.close()
         if bar is not None:
             bar.close()
-        stopped = isinstance(exc, KeyboardInterrupt)
-        if step > 0 and settled:
-            checkpoint()
-            runfile.set_attrs(out, steps_done=step, wall_s=wall())
-            if stopped and stop.tell:
-                print(f"spikefa: checkpoint at step {step:,} written to {runfile.checkpoint_path(out)}; "
-                      f"continue with the same command and --resume (spikefa info {shlex.quote(str(out))} "
-                      "prints it)", file=sys.stderr)
-        elif not settled and stop.tell:
-            kept = (f"the last checkpoint is kept (continue with the same command and --resume; spikefa info "
-                    f"{shlex.quote(str(out))} prints it)" if runfile.checkpoint_path(out).exists()
-                    else "no checkpoint was written yet, so the run must start again (--overwrite)")
-            print(f"spikefa: stopped inside a block of steps from {step:,}: {kept}", file=sys.stderr)
-        elif stopped and stop.tell:
-            print("spikefa: stopped before its first block ended: no checkpoint, so the run must start "
-                  "again (--overwrite)", file=sys.stderr)
-        raise
+        checkpoint()
+        runfile.write_final(out, net)
+        runfile.set_attrs(out, wall_s=wall())
+        runfile.mark_complete(out, step)
+        curve = runfile.Run(out).test_curve()
+        return TrainResult(path=out, test_error=float(curve["error"][-1]), steps=step,
+                           epochs=step / N / n_train, wall_s=wall(), curve=curve)
     finally:
-        stop.uninstall()
-        try:
-            if hasattr(recorder, "close"):
-                recorder.close()
-        finally:
-            writer.close()
-    if bar is not None:
-        bar.close()
-    checkpoint()
-    runfile.write_final(out, net)
-    runfile.set_attrs(out, wall_s=wall())
-    runfile.mark_complete(out, step)
-    curve = runfile.Run(out).test_curve()
-    return TrainResult(path=out, test_error=float(curve["error"][-1]), steps=step,
-                       epochs=step / N / n_train, wall_s=wall(), curve=curve)
+        lock.release()
 
 
 def network_from_run(run: runfile.Run) -> Network:

@@ -569,3 +569,124 @@ def test_a_run_file_deleted_during_the_final_test_pass_is_not_made_anew(tmp_path
     assert not out.exists()
     res = train(short_cfg(), out=out, progress=False, branch_from=checkpoint_path(out))  # as the error says
     assert res.steps == 500 and Run(out).complete
+
+
+STATE_READER = """
+import sys
+from spikefa.runfile import Run
+print("ready", flush=True)
+for line in sys.stdin:  # a run file's path: what `spikefa info` says of it now
+    print(Run(line.strip()).summary()["state"], flush=True)
+"""
+
+
+class StopAt:
+    """A recorder that stops the run (Ctrl-C) once ``step`` steps are done."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_block(self, net, step0, outputs):
+        if step0 >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_info_says_running_whenever_a_live_run_will_write_its_file_again(tmp_path, monkeypatch):
+    """Outside the training loop a run opens its file for each write and closes it after:
+    at the start of a run, resume or branch, and at the end (final weights, attributes,
+    `complete`) or a stop (the attributes kept until the loop's file closed). Between those
+    writes `spikefa info` (and `writer_state`) said 'stopped' of a run alive and about to
+    write again, for 10-110 ms at every run's end. Asked from another process (and another
+    thread) just before each such write, it now says 'running'; once a run is stopped in a
+    process that lives on, 'stopped'; once finished, 'complete'."""
+    import threading
+
+    from spikefa import runfile
+
+    reader = subprocess.Popen([sys.executable, "-c", STATE_READER], env=spikefa_env(), cwd=tmp_path,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def state(path):
+        reader.stdin.write(f"{path}\n")
+        reader.stdin.flush()
+        said = reader.stdout.readline().strip()
+        assert said, reader.stderr.read()
+        return said
+
+    seen = []  # (what is about to be written, the state another process reads, another thread)
+
+    def asked(what, path):
+        path = Path(str(path).removesuffix(".ckpt.tmp"))
+        pid, host = runfile._writer(Run(path).attrs)
+        in_thread = []
+        t = threading.Thread(target=lambda: in_thread.append(runfile.writer_state(path, pid, host)))
+        t.start()
+        t.join()
+        seen.append((what, path.name, state(path), in_thread[0]))
+
+    real_open, real_ckpt = runfile._open_for_write, runfile._write_checkpoint
+
+    def open_for_write(path):
+        asked("open", path)
+        return real_open(path)
+
+    def write_checkpoint(tmp, net, **kw):
+        asked("checkpoint", tmp)
+        return real_ckpt(tmp, net, **kw)
+
+    monkeypatch.setattr(runfile, "_open_for_write", open_for_write)
+    monkeypatch.setattr(runfile, "_write_checkpoint", write_checkpoint)
+    cfg = short_cfg(train={"test_every": 0})
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    try:
+        assert reader.stdout.readline().strip() == "ready", reader.stderr.read()
+        train(cfg, out=a, progress=False)  # start, end
+        assert state(a) == "complete"
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, out=b, progress=False, recorder=StopAt(200))  # a stop
+        assert state(b) == "stopped"  # (this process lives on, as a notebook's kernel does)
+        train(cfg, out=b, progress=False, resume=True)  # a resume's start
+        train(cfg, out=tmp_path / "c.h5", progress=False, branch_from=a)  # a branch's start
+        assert state(b) == state(tmp_path / "c.h5") == "complete"
+    finally:
+        reader.kill()
+        reader.wait()
+    whats = {(what, name) for what, name, _, _ in seen}
+    assert {("open", "a.h5"), ("checkpoint", "a.h5"), ("open", "b.h5"), ("checkpoint", "b.h5"),
+            ("open", "c.h5")} <= whats
+    assert [s for s in seen if s[2:] != ("running", "running")] == [], seen
+    assert not list(tmp_path.glob("*.writer"))  # each run let its lock go, and removed its file
+
+
+LOCK_HOLDER = """
+import sys
+from spikefa.runfile import WriterLock
+lock = WriterLock(sys.argv[1])  # as a run holds it, between its writes
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_runs_lock_refuses_a_second_run_and_a_killed_runs_lock_means_nothing(tmp_path):
+    """The lock a run holds from its first write to its last says 'running' (naming its
+    process) of a file that names no writer yet (a run's setup), and refuses a second run
+    with the same --out; its process killed, the lock file left behind means nothing, and
+    the next run takes it over and removes it."""
+    from spikefa import runfile
+
+    out = tmp_path / "l.h5"
+    runfile.create_run_file(out, short_cfg(), total_steps=500)
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], env=spikefa_env(), cwd=tmp_path,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        s = Run(out).summary()
+        assert s["state"] == "running" and s["writer"].startswith(f"{holder.pid}@")
+        with pytest.raises(RunFileError, match=f"being written by process {holder.pid}"):
+            train(short_cfg(), out=out, progress=False, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runfile.lock_path(out).exists() and Run(out).summary()["state"] == "stopped"
+    assert train(short_cfg(), out=out, progress=False, overwrite=True).steps == 500
+    assert not runfile.lock_path(out).exists()
