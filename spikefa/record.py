@@ -767,9 +767,13 @@ class Recorder:
         self.sink.flush()
         h5 = self.sink.h5.file
         h5.flush()
-        if "progress/steps_recorded" in h5:
-            # only once the data are on disk, so that a killed run never claims more
-            h5["progress/steps_recorded"][()] = self.step
+        # only once the data are on disk, so that a killed run never claims more
+        marks = [(name, value) for name, value in (("steps_recorded", self.step),
+                                                   ("test_steps_recorded", self._test_clock))
+                 if f"progress/{name}" in h5]
+        for name, value in marks:
+            h5[f"progress/{name}"][()] = value
+        if marks:
             h5.flush()
         self._last_flush = time.monotonic()
 

@@ -21,8 +21,9 @@ Layout of ``RUN.h5`` (schema 2; the full layout, recordings included, is in
 ``/record/``, ``/rates/``, ``/angles/``
     What :mod:`spikefa.record` recorded (spikes, traces, firing rates, alignment angles).
 ``/progress/``
-    ``steps_done`` (the latest checkpoint) and ``steps_recorded`` (recordings flushed
-    through this step), updated while the file is in SWMR mode, when attributes cannot be.
+    ``steps_done`` (the latest checkpoint), ``steps_recorded`` (recordings flushed
+    through this step) and ``test_steps_recorded`` (test-pass recordings flushed through
+    this recorded test step), updated while the file is in SWMR mode, when attributes cannot be.
 
 Files are written with the latest HDF5 format. Outside the training loop the file is
 opened for each write and closed straight after. During the loop :class:`RunWriter` keeps
@@ -682,6 +683,12 @@ class RunWriter:
             for name in ("steps_done", "steps_recorded"):
                 if f"progress/{name}" not in f:
                     f.create_dataset(f"progress/{name}", data=np.int64(f.attrs.get("steps_done", 0)))
+            if "progress/test_steps_recorded" not in f:
+                # (a file from before it, resumed: what its last writer left on disk; a
+                # recorder's attach sets it, after cutting the recordings back, straight after)
+                st = f.get("record/test/stimulus/step")
+                f.create_dataset("progress/test_steps_recorded",
+                                 data=np.int64(st[st.shape[0] - 1] + 1 if st is not None and st.shape[0] else 0))
             if setup is not None:
                 setup(f)
             f.flush()
@@ -1161,11 +1168,12 @@ class Run:
 
     def progress(self) -> dict:
         """How far the run got: ``steps_done`` (latest checkpoint), ``steps_recorded``
-        (recordings flushed through this step), ``total_steps`` and ``complete``, as the file
-        says now (also while it is being written)."""
+        (recordings flushed through this step), ``test_steps_recorded`` (test-pass
+        recordings flushed through this recorded test step; None in files from before it),
+        ``total_steps`` and ``complete``, as the file says now (also while it is being written)."""
         with _readable(self.path) as f:
             out = {k: int(f["progress"][k][()]) if "progress" in f and k in f["progress"] else None
-                   for k in ("steps_done", "steps_recorded")}
+                   for k in ("steps_done", "steps_recorded", "test_steps_recorded")}
             if out["steps_done"] is None or int(f.attrs.get("steps_done", 0)) > out["steps_done"]:
                 out["steps_done"] = int(f.attrs.get("steps_done", 0))
             out.update(total_steps=int(f.attrs.get("total_steps", 0)), complete=bool(f.attrs.get("complete", False)))
@@ -1341,8 +1349,9 @@ class Run:
             # after it was killed) stimulus rows can be there before their events: only the
             # steps through which every series was flushed together are shown. Events can
             # also reach past the stimulus steps there: their rows are not in the file yet.
-            if phase == "train" and not self.complete and "progress/steps_recorded" in f:
-                steps = steps[steps < int(f["progress/steps_recorded"][()])]
+            upto = self._flushed_through(f, phase)
+            if upto is not None:
+                steps = steps[steps < upto]
             i0, i1 = _row_range(g["step"], window, g["index"])
             ev_step, ev_index = g["step"][i0:i1], g["index"][i0:i1]
             held = ev_step <= (steps[-1] if steps.size else -1)
@@ -1350,6 +1359,15 @@ class Run:
             out = np.zeros((steps.size, neurons.size), bool)
             out[np.searchsorted(steps, ev_step), np.searchsorted(neurons, ev_index)] = True
             return Raster(steps, neurons, out)
+
+    def _flushed_through(self, f, phase: str) -> int | None:
+        """The step (of ``phase``) before which every recorded series of a run not complete
+        is on disk together, or None: the run is complete, or its file does not say."""
+        if self.complete:
+            return None
+        if phase == "train":
+            return int(f["progress/steps_recorded"][()]) if "progress/steps_recorded" in f else None
+        return int(f["progress/test_steps_recorded"][()]) if "progress/test_steps_recorded" in f else None
 
     def trace(self, layer: str, kind: str = "psp", window=None, *, phase: str = "train") -> Trace:
         """A traced population (``psp``, ``feedback_psp`` or ``modulator``) of ``layer``."""
@@ -1387,8 +1405,14 @@ class Run:
                 return dict(passes, stop=np.zeros(0, np.int64))
             end = f["record/test/stimulus/step"]
             last = int(end[end.shape[0] - 1]) + 1 if end.shape[0] else 0
-            # the last pass ends where its recorded steps end so far (none yet: it is empty)
-            return dict(passes, stop=np.append(start[1:], max(last, int(start[-1]))))
+            stop = np.append(start[1:], max(last, int(start[-1])))
+            # the last pass ends where its recorded steps end so far (none yet: it is empty);
+            # in a run not complete, where every test series is on disk together so far
+            # (stimulus rows can reach the file before the events of their steps)
+            upto = self._flushed_through(f, "test")
+            if upto is not None:
+                stop = np.maximum(np.minimum(stop, upto), start)
+            return dict(passes, stop=stop)
 
     def angles(self) -> dict:
         """Alignment angles in degrees over training: ``step`` (steps done), and per hidden

@@ -746,3 +746,62 @@ def test_chunk_rows_0_picks_about_a_mebibyte_within_its_bounds(tmp_path):
         given = H5Sink(f, chunk_rows=100)
         given.declare("given", {"step": (np.int64, ()), "values": (np.float32, (784,))})
         assert f["given/values"].chunks == (100, 784) and given.series["given"].buf["values"].shape == (100, 784)
+
+
+class _ReadDuringTestPasses(Recorder):
+    """A recorder that reads its own run file (test raster, passes, progress) after every
+    block of every test pass, as a reader of the running run would."""
+
+    def __init__(self, cfg, path, **kw):
+        super().__init__(cfg, **kw)
+        self.path, self.seen = path, []
+
+    def test_hook(self, train_step):
+        hook = super().test_hook(train_step)
+        if hook is None:
+            return None
+
+        def read_after(net, step0, outputs):
+            hook(net, step0, outputs)
+            run = Run(self.path)
+            self.seen.append((self._test_clock, run.raster("out", (0, 10**9), phase="test"), run.test_passes(),
+                              run.progress()))
+
+        read_after.rec_idx = hook.rec_idx
+        return read_after
+
+
+def _test_pass_cfg(**record):
+    return load_config("tiny").replace(train={"epochs": 0.6, "test_every": 300}, test={"n_test": 100}, record={
+        "probes": ["spikes layers=out random=1"], "test": True, "test_steps": 300, "chunk_rows": 64,
+        "spike_format": "events", **record})
+
+
+def test_an_events_raster_read_during_a_test_pass_shows_only_rows_flushed_together(tmp_path):
+    """During a test pass the stimulus (a row per step) fills its buffer, and is written,
+    long before the events of a sparse unit do: a reader of the running run got the pass's
+    steps as rows without spikes where the unit spiked. As in training, a run not complete
+    shows the test steps through /progress/test_steps_recorded only, which a flush sets
+    once every series is on disk: what is read is a beginning of what the finished file
+    holds."""
+    cfg = _test_pass_cfg(flush_seconds=3600.0)
+    path = tmp_path / "t.h5"
+    rec = _ReadDuringTestPasses(cfg, path, total_steps=1200)
+    train(cfg, out=path, progress=False, recorder=rec)
+    run = Run(path)
+    want, passes = run.raster("out", (0, 10**9), phase="test"), run.test_passes()
+    assert passes["start"].size >= 3 and want.spikes.any()
+    stimulus_ahead = 0
+    with h5py.File(path, "r") as f:
+        assert f["progress/test_steps_recorded"][()] == want.step[-1] + 1
+    for clock, got, got_passes, prog in rec.seen:
+        k = got.step.size
+        assert k == prog["test_steps_recorded"] <= clock
+        stimulus_ahead += k < clock
+        np.testing.assert_array_equal(got.step, want.step[:k])
+        np.testing.assert_array_equal(got.spikes, want.spikes[:k], err_msg=f"at test step {clock}")
+        n = got_passes["start"].size
+        for key in ("train_step", "start"):
+            np.testing.assert_array_equal(got_passes[key], passes[key][:n])
+        assert (got_passes["stop"] <= max(k, got_passes["start"][-1] if n else 0)).all()
+    assert stimulus_ahead  # the case above happened: stimulus rows on disk past the cut
