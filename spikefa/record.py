@@ -36,7 +36,7 @@ after step ``s`` that number is ``s + 1``.
 
 Memory does not grow with the run: every stream owns one buffer of ``chunk_rows`` rows,
 written out as one HDF5 chunk when full, at checkpoints, and at least every
-``flush_seconds``. The file layout is documented in ``docs/file-format.md``.
+``flush_seconds`` (also during a test pass). The file layout is documented in ``docs/file-format.md``.
 """
 
 from __future__ import annotations
@@ -719,6 +719,9 @@ class Recorder:
             local = step0 + np.arange(T, dtype=np.int64)
             self._record("test", start + local, local < limit, outputs)
             self._test_clock = max(self._test_clock, start + min(step0 + T, limit))
+            # a test pass of the full network takes minutes: readers see it grow, as in training
+            if time.monotonic() - self._last_flush > self.params.flush_seconds:
+                self.flush()
 
         hook.rec_idx = self.rec_idx
         return hook

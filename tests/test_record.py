@@ -772,7 +772,8 @@ class _ReadDuringTestPasses(Recorder):
 
 
 def _test_pass_cfg(**record):
-    return load_config("tiny").replace(train={"epochs": 0.6, "test_every": 300}, test={"n_test": 100}, record={
+    return load_config("tiny").replace(train={"epochs": 0.6, "test_every": 300}, test={"n_test": 100},
+                                       run={"block_steps": 100}, record={
         "probes": ["spikes layers=out random=1"], "test": True, "test_steps": 300, "chunk_rows": 64,
         "spike_format": "events", **record})
 
@@ -805,3 +806,36 @@ def test_an_events_raster_read_during_a_test_pass_shows_only_rows_flushed_togeth
             np.testing.assert_array_equal(got_passes[key], passes[key][:n])
         assert (got_passes["stop"] <= max(k, got_passes["start"][-1] if n else 0)).all()
     assert stimulus_ahead  # the case above happened: stimulus rows on disk past the cut
+
+
+@pytest.mark.parametrize("flush_seconds", [5.0, 3600.0])
+def test_a_long_test_pass_is_flushed_on_time(tmp_path, monkeypatch, flush_seconds):
+    """Timed flushes happened only between blocks of training: a test pass (minutes for
+    the full network) showed a reader nothing new until it ended. The recorder's clock
+    (10 s a reading here) now flushes during test passes too, at most every flush_seconds,
+    and test_steps_recorded follows the recorded test steps; with a longer flush_seconds a
+    pass still becomes readable only with its row."""
+    import types
+
+    from spikefa import record
+
+    now = [0.0]
+
+    def monotonic():
+        now[0] += 10.0
+        return now[0]
+
+    monkeypatch.setattr(record, "time", types.SimpleNamespace(monotonic=monotonic))
+    cfg = _test_pass_cfg(flush_seconds=flush_seconds)
+    path = tmp_path / "t.h5"
+    rec = _ReadDuringTestPasses(cfg, path, total_steps=1200)
+    train(cfg, out=path, progress=False, recorder=rec)
+    want = Run(path).raster("out", (0, 10**9), phase="test")
+    ends = set(Run(path).test_passes()["start"].tolist())  # a pass's first block starts where the last ended
+    assert len(rec.seen) > len(ends)  # blocks inside passes
+    for clock, got, _, prog in rec.seen:
+        if flush_seconds < 3600:
+            assert prog["test_steps_recorded"] == got.step.size == clock
+        else:
+            assert prog["test_steps_recorded"] in ends and prog["test_steps_recorded"] < clock
+        np.testing.assert_array_equal(got.spikes, want.spikes[:got.step.size])
