@@ -1363,11 +1363,37 @@ class Run:
     def _flushed_through(self, f, phase: str) -> int | None:
         """The step (of ``phase``) before which every recorded series of a run not complete
         is on disk together, or None: the run is complete, or its file does not say."""
+        name = "progress/steps_recorded" if phase == "train" else "progress/test_steps_recorded"
         if self.complete:
             return None
-        if phase == "train":
-            return int(f["progress/steps_recorded"][()]) if "progress/steps_recorded" in f else None
-        return int(f["progress/test_steps_recorded"][()]) if "progress/test_steps_recorded" in f else None
+        if name in f:
+            return int(f[name][()])
+        return self._tested_through(f) if phase == "test" else None
+
+    def _tested_through(self, f) -> int | None:
+        """For a file from before /progress/test_steps_recorded: the end of the recorded test
+        passes whose row in /test is written (the writer flushes a pass whole before its row).
+        None where the file cannot say (no passes; no ``n_test`` column)."""
+        g = f.get("record/test/passes")
+        if g is None:
+            return None
+        passes = _rows_together(dict(train_step=g["train_step"][...], start=g["start"][...]))
+        rows = _rows_together({k: f["test"][k][...] for k in ("step", "n_test") if k in f["test"]})
+        tested = rows["step"]
+        # both in training order, a pass and its row at the same step (a resume cuts both back)
+        done = int(np.searchsorted(passes["train_step"], tested[-1], side="right")) if tested.size else 0
+        if done < passes["start"].size:
+            return int(passes["start"][done])
+        if not done:
+            return 0
+        # the last pass listed is done, and the next one's rows can reach the file before its
+        # entry in the passes table: the pass ran its row's n_test images, M steps each
+        if "n_test" not in rows:
+            return None
+        row = min(int(np.searchsorted(tested, passes["train_step"][-1])), tested.size - 1)
+        length = int(rows["n_test"][row]) * self.config.test.steps_per_image
+        limit = int(f["record"].attrs.get("test_steps", 0))
+        return int(passes["start"][-1]) + (min(length, limit) if limit else length)
 
     def trace(self, layer: str, kind: str = "psp", window=None, *, phase: str = "train") -> Trace:
         """A traced population (``psp``, ``feedback_psp`` or ``modulator``) of ``layer``."""

@@ -839,3 +839,41 @@ def test_a_long_test_pass_is_flushed_on_time(tmp_path, monkeypatch, flush_second
         else:
             assert prog["test_steps_recorded"] in ends and prog["test_steps_recorded"] < clock
         np.testing.assert_array_equal(got.spikes, want.spikes[:got.step.size])
+
+
+def test_a_file_from_before_test_steps_recorded_shows_the_test_passes_with_their_row(tmp_path):
+    """A run file written before /progress/test_steps_recorded, read while not complete
+    (running under an older spikefa, or killed): its test raster is cut to the passes whose
+    row in /test is written (the writer flushes a pass whole before its row), not to the
+    stimulus rows a pass in progress got on disk before its events and its entry in the
+    passes table."""
+    cfg = _test_pass_cfg(flush_seconds=3600.0)
+    path = train(cfg, out=tmp_path / "old.h5", progress=False).path
+    run = Run(path)
+    want, passes = run.raster("out", (0, 10**9), phase="test"), run.test_passes()
+    start = passes["start"]
+    assert start.size >= 3 and want.spikes.any()
+    with h5py.File(path, "a") as f:
+        del f["progress/test_steps_recorded"]
+        f.attrs["complete"] = False
+
+    def drop_last(table):
+        with h5py.File(path, "a") as f:
+            for ds in f[table].values():
+                ds.resize(ds.shape[0] - 1, axis=0)
+
+    def check(upto, n_passes):
+        run = Run(path)
+        got, got_passes = run.raster("out", (0, 10**9), phase="test"), run.test_passes()
+        keep = want.step < upto
+        np.testing.assert_array_equal(got.step, want.step[keep])
+        np.testing.assert_array_equal(got.spikes, want.spikes[keep])
+        np.testing.assert_array_equal(got_passes["start"], start[:n_passes])
+        assert got_passes["stop"][-1] == upto
+        assert run.progress()["test_steps_recorded"] is None
+
+    check(passes["stop"][-1], start.size)  # every pass has its row: all of them
+    drop_last("test")  # the last pass ran, its row not yet written
+    check(start[-1], start.size)
+    drop_last("record/test/passes")  # ... nor its entry in the passes table
+    check(start[-1], start.size - 1)
