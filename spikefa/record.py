@@ -538,6 +538,7 @@ class Recorder:
         self._rate_counts = np.zeros(int(self.sizes.sum()), np.int64)
         self._rate_span = 0
         self._test_clock = 0
+        self._pass_start = None  # where the test pass going now began (None between passes)
         self._last_flush = time.monotonic()
 
     # -------------------------------------------------------------------- layout
@@ -710,7 +711,7 @@ class Recorder:
         are not recorded. Test steps are counted across passes (``record/test/passes``)."""
         if not (self.params.test and self.channels and self.sink is not None):
             return None
-        start = self._test_clock
+        start = self._pass_start = self._test_clock
         limit = self.params.test_steps or np.iinfo(np.int64).max
         self.sink.append("record/test/passes", train_step=[train_step], start=[start])
 
@@ -723,7 +724,11 @@ class Recorder:
             if time.monotonic() - self._last_flush > self.params.flush_seconds:
                 self.flush()
 
+        def done():
+            self._pass_start = None
+
         hook.rec_idx = self.rec_idx
+        hook.done = done  # called by training when the pass has run to its end
         return hook
 
     # -------------------------------------------------------------------- measures
@@ -752,8 +757,12 @@ class Recorder:
     # -------------------------------------------------------------------- state
     def state(self) -> dict:
         """What a checkpoint must keep to continue exactly (arrays)."""
+        # a run stopped inside a test pass (a second Ctrl-C, an error) runs that pass again when
+        # resumed: from its start, which the resume cuts the recordings back to, so that the
+        # half pass is not kept beside the whole one
+        clock = self._test_clock if self._pass_start is None else self._pass_start
         return dict(rate_counts=self._rate_counts.copy(), rate_span=np.array([self._rate_span]),
-                    test_clock=np.array([self._test_clock]))
+                    test_clock=np.array([clock]))
 
     def load_state(self, state: dict | None) -> None:
         if not state:

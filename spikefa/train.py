@@ -348,7 +348,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
         Receives every block (``recorder.on_block(net, step0, outputs)``; ``outputs`` also
         carries the ``label`` and training ``image`` of every step). Default: a
         :class:`spikefa.record.Recorder` for the config's ``[record]`` table. Optional
-        methods used if present: ``attach``, ``next_stop``, ``rec_idx``, ``test_hook``,
+        methods used if present: ``attach``, ``next_stop``, ``rec_idx``, ``test_hook``
+        (whose hook's ``done()``, if it has one, is called when its pass has ended),
         ``flush``, ``state``, ``close`` (see :class:`~spikefa.record.Recorder`).
 
     Returns
@@ -426,6 +427,8 @@ def train(model, *, epochs=None, seed=None, data_dir=None, out=None, resume=Fals
             if bar is not None:  # the bar stands still during the test pass: say why
                 bar.set_postfix_str(f"testing on {len(test_y):,} images", refresh=True)
             res = evaluate(net, test_x, test_y, seed_key=step, on_block=hook, rec_idx=getattr(hook, "rec_idx", None))
+            if hasattr(hook, "done"):
+                hook.done()  # (a checkpoint from here keeps this pass)
             if hook is not None and rec_flush is not None:
                 # the pass's recordings, every series of it, reach the file before the test row's
                 # flush makes the file's new rows readable: each series is written when its own

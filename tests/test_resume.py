@@ -792,3 +792,45 @@ def test_a_resume_refused_for_its_chunk_rows_leaves_the_run_file_as_it_was(tmp_p
               progress=False)
     run = Run(out)
     assert run.complete and run.resumes == [] and run.config.record.chunk_rows == 0
+
+
+def test_a_run_stopped_inside_a_test_pass_records_that_pass_once_when_resumed(tmp_path, monkeypatch):
+    """A second Ctrl-C (or an error) inside a recorded test pass checkpoints at the test
+    point; the resume runs the pass again. It used to run it from where the first try was
+    cut (the recorder's test clock, mid-pass) beside the half pass it kept: the passes table
+    listed that training step twice and the test recordings were not the uninterrupted
+    run's. Now the half pass is cut back and the resumed file records what the
+    uninterrupted run does."""
+    from spikefa import record
+
+    cfg = short_cfg(record={"probes": ["spikes layers=out"], "test": True, "chunk_rows": 16})
+    full = train(cfg, out=tmp_path / "full.h5", progress=False).path
+
+    real = record.Recorder.test_hook
+    cut_once = []
+
+    def cut_in_the_pass_at_300(self, train_step):
+        hook = real(self, train_step)
+
+        def wrapped(net, step0, outputs):
+            hook(net, step0, outputs)
+            if train_step == 300 and step0 > 0 and not cut_once:  # after the pass's second block
+                cut_once.append(step0)
+                raise KeyboardInterrupt
+        wrapped.__dict__.update(hook.__dict__)  # rec_idx, done
+        return wrapped
+
+    monkeypatch.setattr(record.Recorder, "test_hook", cut_in_the_pass_at_300)
+    cut = tmp_path / "cut.h5"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=cut, progress=False)
+    assert cut_once and ckpt_step(cut) == 300 and Run(cut).test_curve()["step"].tolist() == []
+    monkeypatch.setattr(record.Recorder, "test_hook", real)
+    train(cfg, out=cut, resume=True, progress=False)
+    a, b = Run(full), Run(cut)
+    for k in ("train_step", "start", "stop"):
+        np.testing.assert_array_equal(b.test_passes()[k], a.test_passes()[k])
+    ra, rb = a.raster("out", (0, 10**9), phase="test"), b.raster("out", (0, 10**9), phase="test")
+    np.testing.assert_array_equal(rb.step, ra.step)
+    np.testing.assert_array_equal(rb.spikes, ra.spikes)
+    assert_same_run(full, cut, names=("W",))
