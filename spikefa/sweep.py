@@ -686,6 +686,14 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
     return SweepResult(out=out, runs=runs, session=session, wall_s=time.time() - t_start, n_workers=n_workers)
 
 
+def _held_by_workers(client) -> set:
+    """Keys of the tasks that workers hold (running, or in a worker's queue)."""
+    try:
+        return {k for keys in client.processing().values() for k in keys}
+    except Exception:  # noqa: BLE001 - a scheduler that cannot say: cancel what the sweep has not seen begin
+        return set()
+
+
 def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save, stop=None, stop_file=None) -> int:
     """Submit ``todo`` to ``client`` and follow the futures until all are done or failed,
     or, once ``stop.requested``, until the running runs have stopped (``stop_file``)."""
@@ -732,8 +740,13 @@ def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save, 
                 stopping = changed = True
                 if stop_file is not None:
                     Path(stop_file).touch()
-                not_begun = [f for f, r in pending.items() if r.status != "running"]
-                client.cancel(not_begun)  # (one that began unseen sees the stop file and stops itself)
+                # a run's 'started' comes up to a poll after it begins, and a cancel leaves a begun
+                # task running (on an existing cluster to its end, long after the stop file is
+                # gone): cancel only tasks that no worker holds; a held one not begun yet sees
+                # the stop file when it begins and returns at once
+                held = _held_by_workers(client)
+                not_begun = [f for f, r in pending.items() if r.status != "running" and f.key not in held]
+                client.cancel(not_begun)
                 _log(out, session, "stopping", n_running=len(pending) - len(not_begun), n_cancelled=len(not_begun))
             for fut in [f for f in pending if f.done()]:
                 r = pending.pop(fut)

@@ -462,3 +462,48 @@ seed = [1, 2, 3]
     assert finished[stopped["file"]]["resumed"] is True
     assert sum(e["resumed"] for e in finished.values()) == 1
     assert [r["step"] for r in spikefa.load(out / stopped["file"]).resumes] == [stopped["steps_done"]]
+
+
+@pytest.mark.skipif(JIT_OFF, reason="the sweep's bookkeeping, not the kernels; too slow without the JIT")
+def test_a_stop_waits_for_a_run_that_began_before_the_sweep_heard_of_it(scheduler, tmp_path):
+    """A run's 'started' event reaches the sweep up to a poll later than the run begins. A
+    stop in between must not cancel the run as 'not begun': a Dask cancel leaves a begun
+    task running, on an existing cluster to its end, after the sweep has gone and with its
+    stop file deleted. The run must stop at the end of its block and checkpoint, as one
+    seen running does. Here the events never arrive, and the stop comes as the run takes
+    its file's lock."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    sweep = sw.load_sweep({"base": "tiny", "out": str(out), "epochs": 30.0, "grid": {"seed": [1]}})
+    runs = sw.plan(sweep, out)
+
+    class Stop:
+        @property
+        def requested(self):
+            return any(out.glob("*.h5.lock"))
+
+    class Deaf:
+        """The client, less the 'started' events."""
+
+        def __init__(self, client):
+            self._client = client
+
+        def subscribe_topic(self, topic, handler):
+            pass
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+    with sw.dask_client(scheduler) as client:
+        with pytest.raises(KeyboardInterrupt):
+            sw._execute(Deaf(client), sweep, out, runs, list(runs), "s1", None, False, lambda: None, Stop(),
+                        out / ".stop-s1")
+        (out / ".stop-s1").unlink(missing_ok=True)  # as run_sweep does on its way out
+        went_on = any(out.glob("*.h5.lock"))
+        t0 = time.time()  # (wait for such a run, so that it does not hold a worker of the next tests)
+        while any(out.glob("*.h5.lock")) and time.time() - t0 < 120:
+            time.sleep(0.2)
+    assert not went_on, "the run went on after the sweep had stopped"
+    stopped = [e for e in sw.read_log(out) if e["event"] == "stopped"]
+    assert [e["file"] for e in stopped] == [runs[0].file] and stopped[0]["steps_done"] > 0
+    assert runs[0].status == "pending" and not spikefa.load(out / runs[0].file).complete
