@@ -98,8 +98,14 @@ def _resume_command(command: str) -> str:
     words = shlex.split(invocation(words))  # `python -m spikefa` as older files recorded it, too
     if Path(words[0]).name == "spikefa":
         words[0] = "spikefa"
+    elif Path(words[0]).name == "cli.py" and Path(words[0]).parent.name == "spikefa":
+        words[:1] = ["python", "-m", "spikefa.cli"]  # (the file cannot run as a script)
     elif words[:3] != ["python", "-m", "spikefa"]:
         return f"the same train() call with resume=True (the run was started from Python: {command})"
+    if words[1 if words[0] == "spikefa" else 3:][:1] == ["sweep"]:
+        # a sweep's run (its worker records the sweep's command): the sweep, which has no
+        # --resume, continues it when started again
+        return f"{shlex.join(words)} (the sweep, started again, continues it from its checkpoint)"
     words = [w for w in words if w != "--overwrite"]
     if "--resume" not in words:
         words.append("--resume")

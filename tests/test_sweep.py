@@ -507,3 +507,20 @@ def test_a_stop_waits_for_a_run_that_began_before_the_sweep_heard_of_it(schedule
     stopped = [e for e in sw.read_log(out) if e["event"] == "stopped"]
     assert [e["file"] for e in stopped] == [runs[0].file] and stopped[0]["steps_done"] > 0
     assert runs[0].status == "pending" and not spikefa.load(out / runs[0].file).complete
+
+
+def test_info_continues_a_stopped_sweep_run_with_its_sweep():
+    """A run that a stopped sweep left (its worker recorded the sweep's command) is continued
+    by starting the sweep again: `spikefa info` must not offer `spikefa sweep ... --resume`,
+    which the sweep refuses (unrecognized arguments), nor a train() call."""
+    from spikefa.cli import _resume_command
+
+    for command, shown in [("/venv/bin/spikefa sweep s.toml --workers 2", "spikefa sweep s.toml --workers 2"),
+                           ("python -m spikefa sweep s.toml", "python -m spikefa sweep s.toml"),
+                           ("/x/spikefa/__main__.py sweep s.toml", "python -m spikefa sweep s.toml"),
+                           ("/x/spikefa/cli.py sweep s.toml --quiet", "python -m spikefa.cli sweep s.toml --quiet")]:
+        said = _resume_command(command)
+        assert said.startswith(shown + " (") and "--resume" not in said and "continues it" in said, said
+        with pytest.raises(SystemExit):  # (what it says is a command the sweep takes)
+            main(said.split(" (")[0].split()[3 if said.startswith("python") else 1:] + ["--help"])
+    assert _resume_command("/x/spikefa/cli.py train tiny --out r.h5") == "python -m spikefa.cli train tiny --out r.h5 --resume"
