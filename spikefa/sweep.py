@@ -636,7 +636,9 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
     manifest is written and KeyboardInterrupt raised. Starting the sweep again continues
     those runs from their checkpoints. A second Ctrl-C (or a KeyboardInterrupt from
     elsewhere) cancels at once: a running run then continues from its last periodic
-    checkpoint (``run.checkpoint_minutes``), else starts again.
+    checkpoint (``run.checkpoint_minutes``), else starts again; on an existing cluster,
+    whose workers go on, it still stops at the end of its block with a checkpoint (the
+    stop file ``.stop-SESSION`` is left in the sweep folder for it).
     """
     sweep = load_sweep(sweep)
     out = sweep_dir(sweep, out)
@@ -670,16 +672,14 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
             stop = StopRequest(notice="stopping the sweep: runs not begun are cancelled, and each running run stops "
                                       "at the end of its block (or test pass) and writes its checkpoint, from "
                                       "which the sweep continues it when started again")
-            try:
-                with dask_client(scheduler, n_local, dashboard_address) as client:
-                    stop.install()
-                    try:
-                        n_workers = _execute(client, sweep, out, runs, todo, session, data_dir, progress, save,
-                                             stop, stop_file)
-                    finally:
-                        stop.uninstall()
-            finally:
-                stop_file.unlink(missing_ok=True)
+            with dask_client(scheduler, n_local, dashboard_address) as client:
+                stop.install()
+                try:
+                    n_workers = _execute(client, sweep, out, runs, todo, session, data_dir, progress, save,
+                                         stop, stop_file)
+                finally:
+                    stop.uninstall()
+            stop_file.unlink(missing_ok=True)
         _log(out, session, "session-end", n_ran=sum(r.ran_in == session for r in runs),
              n_failed=sum(r.status == "failed" for r in runs), wall_s=time.time() - t_start)
         save()
@@ -803,12 +803,19 @@ def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save, 
             if pending:
                 time.sleep(0.25)
         if stopping:
+            if stop_file is not None:
+                Path(stop_file).unlink(missing_ok=True)  # (every task has returned)
             _log(out, session, "interrupted", n_left=sum(r.status == "pending" for r in runs))
             save()
             raise KeyboardInterrupt
     except BaseException:
         if stopping and not pending:
             raise  # (the stop above, with everything written)
+        if stop_file is not None:
+            # a cancel does not stop a task that has begun: on an existing cluster it would
+            # train on to its end unattended; the stop file, left in place, stops it at the
+            # end of its block with a checkpoint (a local cluster's workers close with it)
+            Path(stop_file).touch()
         client.cancel(list(pending))
         for r in pending.values():
             if r.status == "running":

@@ -524,3 +524,36 @@ def test_info_continues_a_stopped_sweep_run_with_its_sweep():
         with pytest.raises(SystemExit):  # (what it says is a command the sweep takes)
             main(said.split(" (")[0].split()[3 if said.startswith("python") else 1:] + ["--help"])
     assert _resume_command("/x/spikefa/cli.py train tiny --out r.h5") == "python -m spikefa.cli train tiny --out r.h5 --resume"
+
+
+@pytest.mark.skipif(JIT_OFF, reason="the sweep's bookkeeping, not the kernels; too slow without the JIT")
+def test_a_second_ctrl_c_still_stops_a_run_an_existing_cluster_goes_on_with(scheduler, tmp_path):
+    """A second Ctrl-C cancels at once, and a cancel does not stop a task that has begun:
+    on an existing cluster, whose workers outlive the sweep, the run trained on to its end
+    unattended. The stop file, now left in place, stops it at the end of its block with a
+    checkpoint, from which the sweep continues it when started again."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    sweep = sw.load_sweep({"base": "tiny", "out": str(out), "epochs": 30.0, "grid": {"seed": [1]}})
+    runs = sw.plan(sweep, out)
+
+    class SecondCtrlC:
+        """Lands in the sweep's loop once the run holds its file."""
+
+        @property
+        def requested(self):
+            if any(out.glob("*.h5.lock")):
+                raise KeyboardInterrupt
+            return False
+
+    with sw.dask_client(scheduler) as client:
+        with pytest.raises(KeyboardInterrupt):
+            sw._execute(client, sweep, out, runs, list(runs), "s2", None, False, lambda: None, SecondCtrlC(),
+                        out / ".stop-s2")
+        t0 = time.time()  # the task returns on its worker, which the sweep no longer watches
+        while any(out.glob("*.h5.lock")) and time.time() - t0 < 120:
+            time.sleep(0.2)
+    assert (out / ".stop-s2").exists() and sw.read_log(out)[-1]["event"] == "interrupted"
+    run = spikefa.load(out / runs[0].file)
+    assert not run.complete and 0 < run.attrs["steps_done"] < run.attrs["total_steps"]
+    assert (out / (runs[0].file + ".ckpt")).exists()
