@@ -548,15 +548,24 @@ def dask_client(scheduler=None, n_workers=None, dashboard_address=":8787"):
     # worker processes ignore SIGINT (they inherit that from their start): Ctrl-C in a terminal
     # goes to the whole process group, and the sweep, not each worker, stops the tasks; a
     # worker that heard it printed a page of asyncio tracebacks over the sweep's message
+    # (so a Ctrl-C while the cluster starts, a second or two, is not heard.) A SIGTERM then
+    # is held until the cluster stands, and then stops it: raised inside LocalCluster() it
+    # left a half-built cluster to Dask's exit handlers, which printed a page of tracebacks.
     quiet = threading.current_thread() is threading.main_thread()
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if quiet else None
+    held = []
+    if quiet:
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        before_term = signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
     try:
         cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
                                env=threads, dashboard_address=dashboard_address, silence_logs=logging.CRITICAL)
     finally:
         if quiet:
             signal.signal(signal.SIGINT, before)
+            signal.signal(signal.SIGTERM, before_term)
     try:
+        if held:  # delivered now to the handler that was there (the CLI's raises KeyboardInterrupt)
+            signal.raise_signal(held[0])
         client = Client(cluster)
         try:
             yield client
@@ -638,7 +647,9 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
     elsewhere) cancels at once: a running run then continues from its last periodic
     checkpoint (``run.checkpoint_minutes``), else starts again; on an existing cluster,
     whose workers go on, it still stops at the end of its block with a checkpoint (the
-    stop file ``.stop-SESSION`` is left in the sweep folder for it).
+    stop file ``.stop-SESSION`` is left in the sweep folder for it). While a local cluster
+    starts (a second or two) Ctrl-C is not heard, since its workers must inherit ignoring
+    it; a SIGTERM then stops the sweep once the cluster stands.
     """
     sweep = load_sweep(sweep)
     out = sweep_dir(sweep, out)

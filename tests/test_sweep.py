@@ -557,3 +557,31 @@ def test_a_second_ctrl_c_still_stops_a_run_an_existing_cluster_goes_on_with(sche
     run = spikefa.load(out / runs[0].file)
     assert not run.complete and 0 < run.attrs["steps_done"] < run.attrs["total_steps"]
     assert (out / (runs[0].file + ".ckpt")).exists()
+
+
+def test_a_sigterm_while_the_local_cluster_starts_stops_it_once_it_stands(monkeypatch):
+    """SIGTERM (the CLI turns it into KeyboardInterrupt) that came while LocalCluster() was
+    starting was raised inside it: the half-built cluster was left to Dask's exit
+    handlers, which printed a page of tracebacks. It is now held until the cluster stands,
+    then delivered, and the cluster is closed on the way out."""
+    import distributed
+
+    from spikefa.cli import _sigterm
+
+    real, made = distributed.LocalCluster, []
+
+    def starting(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # (its handler runs at once, here)
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(distributed, "LocalCluster", starting)
+    before = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with sw.dask_client(n_workers=1, dashboard_address=None):
+                raise AssertionError("the sweep went on after the SIGTERM")
+        assert signal.getsignal(signal.SIGTERM) is _sigterm
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert len(made) == 1 and made[0].status.name == "closed"
