@@ -967,7 +967,10 @@ def plot_error_curves(conditions, ax=None, *, x="epoch"):
                     label=f"{c.label} (n={n})")
     ax.set_xlabel({"epoch": "epochs", "images": "training images", "step": "training steps"}[x])
     ax.set_ylabel("test error (%)")
-    ax.legend(frameon=False)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(frameon=False)
+    else:  # (a sweep with no finished run yet; matplotlib warned of an empty legend)
+        ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center", va="center")
     ax.set_title("mean \u00b1 1 s.d. over seeds")
     return ax
 

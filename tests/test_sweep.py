@@ -585,3 +585,11 @@ def test_a_sigterm_while_the_local_cluster_starts_stops_it_once_it_stands(monkey
     finally:
         signal.signal(signal.SIGTERM, before)
     assert len(made) == 1 and made[0].status.name == "closed"
+
+
+def test_the_error_curves_of_a_sweep_with_no_finished_run_say_so(recwarn):
+    """sweep-report on a sweep stopped before any run finished printed matplotlib's
+    'No artists with labels found to put in legend' warning over its output."""
+    ax = sw.plot_error_curves([])
+    assert [t.get_text() for t in ax.texts] == ["no finished runs yet"] and ax.get_legend() is None
+    assert not [w for w in recwarn if "legend" in str(w.message)]
