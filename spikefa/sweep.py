@@ -84,7 +84,7 @@ import time
 import traceback as tb_module
 import uuid
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -826,7 +826,8 @@ def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save, 
             # a cancel does not stop a task that has begun: on an existing cluster it would
             # train on to its end unattended; the stop file, left in place, stops it at the
             # end of its block with a checkpoint (a local cluster's workers close with it)
-            Path(stop_file).touch()
+            with suppress(OSError):  # (not to hide what is being raised)
+                Path(stop_file).touch()
         client.cancel(list(pending))
         for r in pending.values():
             if r.status == "running":
