@@ -515,6 +515,10 @@ def _writable(path):
         f.close()
 
 
+_READING: dict[str, int] = {}  # run files that _readable holds open now (nested reads), by key
+_NOTED_SHARED: set[str] = set()  # run files noted as held open by another h5py.File of this process
+
+
 @contextmanager
 def _readable(path):
     """The file for reading: SWMR mode without locks, so that a running writer is never
@@ -575,7 +579,17 @@ def _readable(path):
                 raise RunFileError(f"cannot read {path}: {why}") from None
             time.sleep(0.1)
     opened = _stat_key(path)
+    key = _key(path)
     with f:
+        _READING[key] = _READING.get(key, 0) + 1
+        if (h5py.h5f.get_obj_count(f.id, h5py.h5f.OBJ_FILE) > _READING[key] and key not in _NOTED_SHARED
+                and key not in _LIVE and not f.attrs.get("complete", False)):
+            # HDF5 gives this open the file that is open already (_open_read falls back to its
+            # flags): that handle's view of it, which a running run has moved past
+            _NOTED_SHARED.add(key)
+            log.warning("spikefa: note: this process holds %s open in another h5py.File, and HDF5 shares "
+                        "that file's view with every read here: rows a running run wrote since it was "
+                        "opened are not seen; close it to read the run as it is now", path)
         try:
             yield f
         except RunFileError:
@@ -598,6 +612,8 @@ def _readable(path):
             # a part of the file's bytes is damaged; say which file (and, where known, what)
             raise RunFileError(f"{path} is damaged: a read failed{getattr(exc, 'spikefa_what', '')} "
                                f"({' '.join(str(exc).split())})") from None
+        finally:
+            _READING[key] -= 1
 
 
 def _stat_key(path):

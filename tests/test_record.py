@@ -877,3 +877,28 @@ def test_a_file_from_before_test_steps_recorded_shows_the_test_passes_with_their
     check(start[-1], start.size)
     drop_last("record/test/passes")  # ... nor its entry in the passes table
     check(start[-1], start.size - 1)
+
+
+def test_a_running_run_this_process_holds_open_in_h5py_is_noted_as_an_old_view(tmp_path, caplog):
+    """A notebook that opened a run file with h5py itself, then read it with spikefa while
+    the run went on: HDF5 gave spikefa's reads that handle's view of the file, as of when
+    it was opened, and the run's new rows were silently not seen. A note now says so, once
+    per file; spikefa's own reads (nested or not) and a finished run's file give none."""
+    import logging
+
+    path = tmp_path / "r.h5"
+    train(load_config("tiny").replace(train={"epochs": 0.05}), out=path, progress=False)
+    with caplog.at_level(logging.WARNING, logger="spikefa.runfile"):
+        run = load(path)
+        run.summary(), run.test_curve(), run.progress()
+        with h5py.File(path, "r"):
+            load(path).summary()  # complete: its file will not change
+        assert not caplog.records
+        with h5py.File(path, "a") as f:
+            f.attrs["complete"] = False  # (as a running run's file, or one that will be resumed)
+        for kw in ({}, {"swmr": True}):
+            with h5py.File(path, "r", **kw):
+                assert load(path).test_curve()["step"].size == run.test_curve()["step"].size
+                load(path).summary()
+        notes = [r.getMessage() for r in caplog.records]
+        assert len(notes) == 1 and "another h5py.File" in notes[0] and "close it to read the run as it is now" in notes[0]
