@@ -683,13 +683,16 @@ def run_sweep(sweep, *, out=None, workers=None, scheduler=None, data_dir=None, p
             stop = StopRequest(notice="stopping the sweep: runs not begun are cancelled, and each running run stops "
                                       "at the end of its block (or test pass) and writes its checkpoint, from "
                                       "which the sweep continues it when started again")
-            with dask_client(scheduler, n_local, dashboard_address) as client:
-                stop.install()
-                try:
+            # (installed before the cluster starts and until it has closed: a Ctrl-C while it
+            # closes after the last run asks nothing more of a finished sweep; one that came as
+            # it started, a SIGTERM held by dask_client, stops it before any run begins)
+            stop.install()
+            try:
+                with dask_client(scheduler, n_local, dashboard_address) as client:
                     n_workers = _execute(client, sweep, out, runs, todo, session, data_dir, progress, save,
                                          stop, stop_file)
-                finally:
-                    stop.uninstall()
+            finally:
+                stop.uninstall()
             stop_file.unlink(missing_ok=True)
         _log(out, session, "session-end", n_ran=sum(r.ran_in == session for r in runs),
              n_failed=sum(r.status == "failed" for r in runs), wall_s=time.time() - t_start)

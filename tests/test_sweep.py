@@ -593,3 +593,28 @@ def test_the_error_curves_of_a_sweep_with_no_finished_run_say_so(recwarn):
     ax = sw.plot_error_curves([])
     assert [t.get_text() for t in ax.texts] == ["no finished runs yet"] and ax.get_legend() is None
     assert not [w for w in recwarn if "legend" in str(w.message)]
+
+
+@pytest.mark.skipif(JIT_OFF, reason="the sweep's bookkeeping, not the kernels; too slow without the JIT")
+def test_a_ctrl_c_as_the_cluster_closes_after_the_last_run_leaves_the_sweep_finished(scheduler, tmp_path,
+                                                                                     monkeypatch):
+    """Every run done, a Ctrl-C while the cluster closed raised KeyboardInterrupt out of the
+    finished sweep: 'sweep stopped', exit 130, no session-end in its log. It now only asks
+    a stop of a sweep that has nothing left to stop."""
+    from contextlib import contextmanager
+
+    real = sw.dask_client
+
+    @contextmanager
+    def closing_with_a_ctrl_c(*args, **kwargs):
+        with real(scheduler) as client:
+            yield client
+            os.kill(os.getpid(), signal.SIGINT)  # (its handler runs at once, here)
+
+    monkeypatch.setattr(sw, "dask_client", closing_with_a_ctrl_c)
+    out = tmp_path / "sweep"
+    try:
+        res = sw.run_sweep({"base": "tiny", "out": str(out), "epochs": 0.05, "grid": {"seed": [1]}}, progress=False)
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C stopped a finished sweep")
+    assert res.complete and sw.read_log(out)[-1]["event"] == "session-end"
