@@ -216,7 +216,13 @@ def _experiment(args):
     from .experiments import run_experiment
 
     out = args.out or f"runs/rate-{args.name}{'-quick' if args.quick else ''}"
-    res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data)
+    try:
+        res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data)
+    except KeyboardInterrupt:
+        # (an experiment runs for seconds to minutes and keeps no checkpoint: say what is lost)
+        print(f"\nspikefa: experiment {args.name} stopped: nothing of it was written (its figure and JSON are "
+              f"written when it ends); run it again to make them", file=sys.stderr)
+        raise SystemExit(130) from None
     # the curves are in the JSON file; print what a reader wants at once
     brief = {k: res[k] for k in ("experiment", "quick", "seed", "seconds", "summary", "files")}
     print(json.dumps(brief, indent=1, default=float))

@@ -1370,3 +1370,20 @@ def test_spikefa_train_called_is_the_train_function(tmp_path, monkeypatch):
     fresh = subprocess.run([sys.executable, "-c", "import spikefa; print(callable(spikefa.train), "
                             "spikefa.train.train.__module__)"], capture_output=True, text=True)
     assert fresh.stdout.split() == ["True", "spikefa.train"], fresh.stderr
+
+
+def test_a_stopped_experiment_says_that_nothing_of_it_was_written(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during `spikefa experiment` (fig3a runs for minutes) ended with a bare
+    'spikefa: interrupted': it now says that the experiment wrote nothing and must be run
+    again, and exits 130 as a stopped sweep or training does."""
+    from spikefa import experiments
+    from spikefa.cli import main
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "run_experiment", stopped)
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "fig2", "--quick", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 130
+    assert "experiment fig2 stopped: nothing of it was written" in capsys.readouterr().err
