@@ -1387,3 +1387,61 @@ def test_a_stopped_experiment_says_that_nothing_of_it_was_written(tmp_path, monk
         main(["experiment", "fig2", "--quick", "--out", str(tmp_path / "x")])
     assert exc.value.code == 130
     assert "experiment fig2 stopped: nothing of it was written" in capsys.readouterr().err
+
+
+def test_train_in_a_thread_under_a_stop_request_the_main_thread_installed(tmp_path):
+    """`spikefa train` (or a notebook) installs a StopRequest in the main thread; a train()
+    in another thread (a thread pool's) finds it installed and lets it go on its way out.
+    Off the main thread install() does nothing, so uninstall() must do nothing either:
+    signal.signal there raised ValueError over the finished run's result, and the main
+    thread's handler was counted as let go."""
+    import signal
+    import threading
+
+    from spikefa.interrupt import StopRequest
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.01, "test_every": 0})
+    stop = StopRequest()
+    before = signal.getsignal(signal.SIGINT)
+    stop.install()
+    try:
+        got = []
+
+        def go():
+            try:
+                got.append(train(cfg, out=tmp_path / "r.h5", progress=False))
+            except BaseException as exc:  # noqa: BLE001 - what the thread ended with is the test
+                got.append(exc)
+
+        t = threading.Thread(target=go)
+        t.start()
+        t.join(120)
+        assert len(got) == 1 and not isinstance(got[0], BaseException), got
+        assert signal.getsignal(signal.SIGINT) == stop._handler and StopRequest.installed() is stop
+    finally:
+        stop.uninstall()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_sweep_run_stopped_inside_a_block_leaves_the_telling_to_the_sweep(tmp_path, monkeypatch, capsys):
+    """A sweep's run (StopFile: tell = False) cut inside a block (an error, an interrupt in
+    the kernel) prints no `--resume`/`--overwrite` advice: the sweep, which refuses
+    --resume, continues its runs itself and says so in its own words."""
+    from spikefa.interrupt import StopFile
+    from spikefa.network import Network
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.05, "test_every": 0}, run={"block_steps": 100})
+    original, calls = Network.run, []
+
+    def run_then_interrupt(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # after the kernel, before `step` moves on
+        return out
+
+    monkeypatch.setattr(Network, "run", run_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "r.h5", progress=False, stop=StopFile(tmp_path / "stop"))
+    err = capsys.readouterr().err
+    assert "--resume" not in err and "--overwrite" not in err and "stopped inside a block" not in err
