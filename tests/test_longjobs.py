@@ -690,3 +690,85 @@ def test_a_runs_lock_refuses_a_second_run_and_a_killed_runs_lock_means_nothing(t
     assert runfile.lock_path(out).exists() and Run(out).summary()["state"] == "stopped"
     assert train(short_cfg(), out=out, progress=False, overwrite=True).steps == 500
     assert not runfile.lock_path(out).exists()
+
+
+def test_refusals_name_the_process_that_holds_a_runs_lock(tmp_path):
+    """While a run holds its lock and its file still names an earlier writer (a resume's
+    setup), `recover` and an overwrite (create_run_file) name the lock's holder, the
+    process to stop, not the file's old writer. A lock file its holder has not written yet
+    names no process 0 (`kill -INT 0`, as the refusal advises, signals the user's own
+    process group): the file's writer is named then."""
+    import fcntl
+
+    from spikefa import runfile
+
+    out = tmp_path / "l.h5"
+    runfile.create_run_file(out, short_cfg(), total_steps=500)
+    old = 4_000_000  # a writer long gone
+    runfile.set_attrs(out, writer_pid=old, writer_host=__import__("socket").gethostname())
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], env=spikefa_env(), cwd=tmp_path,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFileError, match=f"being written by process {holder.pid};"):
+            runfile.recover(out)
+        with pytest.raises(RunFileError, match=f"being written by process {holder.pid};"):
+            runfile.create_run_file(out, short_cfg(), total_steps=500, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    fd = os.open(runfile.lock_path(out), os.O_RDWR | os.O_TRUNC)  # held, not yet written
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert Run(out).summary()["writer"].startswith(f"{old}@")
+        with pytest.raises(RunFileError, match=f"being written by process {old};"):
+            runfile.create_run_file(out, short_cfg(), total_steps=500, overwrite=True)
+    finally:
+        os.close(fd)
+
+
+def test_a_second_run_of_a_file_in_this_process_is_refused_as_such(tmp_path):
+    """A second run of a file that a run in this process (a notebook's other thread) writes
+    is refused as such, not with advice to stop `process PID` by `kill -INT PID`: this
+    process, the notebook's kernel itself."""
+    from spikefa.runfile import WriterLock
+
+    out = tmp_path / "r.h5"
+    with WriterLock(out):
+        with pytest.raises(RunFileError, match="this one, in another thread") as exc:
+            train(short_cfg(), out=out, progress=False)
+        assert "kill" not in str(exc.value)
+    assert train(short_cfg(), out=out, progress=False).steps == 500
+
+
+FORKED_DURING_A_RUN = """
+import os, sys, time
+from spikefa import runfile
+path = sys.argv[1]
+lock = runfile.WriterLock(path)
+parent = os.getpid()
+if os.fork() == 0:  # a process forked during the run (multiprocessing), which outlives it
+    deadline = time.monotonic() + 30
+    while os.getppid() == parent and time.monotonic() < deadline:  # until the run's process has gone
+        time.sleep(0.01)
+    free = runfile._lock_holder(path) is None
+    try:
+        runfile.WriterLock(path).release()
+        took = True
+    except runfile.RunFileError as exc:
+        took = str(exc)
+    print(free, took, flush=True)
+    os._exit(0)
+os._exit(0)  # the run's process killed: its lock is not let go
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_process_forked_during_a_run_does_not_hold_the_runs_lock(tmp_path):
+    """A child forked during a run shares the lock's open file: unless it closes it, the
+    run's lock outlives the run (killed) for as long as the child lives, and `spikefa info`
+    says 'running' of a dead run; nor may the child take itself for the run's writer."""
+    out = tmp_path / "r.h5"
+    said = subprocess.run([sys.executable, "-c", FORKED_DURING_A_RUN, str(out)], env=spikefa_env(), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert said.stdout.split() == ["True", "True"], (said.stdout, said.stderr)
