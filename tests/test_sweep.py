@@ -618,3 +618,37 @@ def test_a_ctrl_c_as_the_cluster_closes_after_the_last_run_leaves_the_sweep_fini
     except KeyboardInterrupt:
         pytest.fail("the Ctrl-C stopped a finished sweep")
     assert res.complete and sw.read_log(out)[-1]["event"] == "session-end"
+
+
+def test_only_the_sweeps_stop_makes_a_run_task_return_stopped(tmp_path, monkeypatch):
+    """A task returns 'stopped' (a run kept pending, to continue from its checkpoint) only
+    when the sweep's stop file asked for it. A KeyboardInterrupt from anywhere else (a
+    Ctrl-C in the terminal of an existing cluster's worker) propagates, so that the sweep
+    reports the run as failed instead of taking it for stopped by the sweep."""
+    import threading
+
+    import spikefa.train as module
+
+    stop_file = tmp_path / ".stop-s1"
+
+    def interrupted(cfg, *, out, stop=None, **kwargs):
+        if asked:
+            stop_file.touch()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "train", interrupted)
+    cfg_json = load_config("tiny").to_json()
+    got = []
+
+    def task():  # (in a thread: _run_task sets numba's thread count, per thread)
+        try:
+            got.append(sw._run_task(cfg_json, str(tmp_path / "r.h5"), None, "t", str(stop_file)))
+        except BaseException as exc:  # noqa: BLE001 - what the task ended with is the test
+            got.append(exc)
+
+    for asked in (False, True):
+        t = threading.Thread(target=task)
+        t.start()
+        t.join(60)
+    assert isinstance(got[0], KeyboardInterrupt), got
+    assert got[1]["stopped"] is True and got[1]["steps_done"] is None, got
