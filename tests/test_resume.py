@@ -484,7 +484,7 @@ def test_sigint_stops_a_command_started_in_the_background(tmp_path):
     code, err = signal_once_started(["experiment", "fig2", "--out", str(out)], out, tmp_path,
                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert code == 130, err
-    assert "spikefa: interrupted" in err and not (out / "fig2.json").exists()
+    assert "experiment fig2 stopped: nothing of it was written" in err and not (out / "fig2.json").exists()
 
 
 def test_overwrite_removes_the_old_checkpoint(tmp_path, capsys, monkeypatch):
