@@ -464,6 +464,15 @@ seed = [1, 2, 3]
     assert [r["step"] for r in spikefa.load(out / stopped["file"]).resumes] == [stopped["steps_done"]]
 
 
+def _one_run_of_30_epochs(tmp_path):
+    """A sweep folder, the sweep and its plan: one tiny run, long enough (about 10 s) to be
+    stopped while it trains."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    sweep = sw.load_sweep({"base": "tiny", "out": str(out), "epochs": 30.0, "grid": {"seed": [1]}})
+    return out, sweep, sw.plan(sweep, out)
+
+
 @pytest.mark.skipif(JIT_OFF, reason="the sweep's bookkeeping, not the kernels; too slow without the JIT")
 def test_a_stop_waits_for_a_run_that_began_before_the_sweep_heard_of_it(scheduler, tmp_path):
     """A run's 'started' event reaches the sweep up to a poll later than the run begins. A
@@ -472,10 +481,7 @@ def test_a_stop_waits_for_a_run_that_began_before_the_sweep_heard_of_it(schedule
     stop file deleted. The run must stop at the end of its block and checkpoint, as one
     seen running does. Here the events never arrive, and the stop comes as the run takes
     its file's lock."""
-    out = tmp_path / "sweep"
-    out.mkdir()
-    sweep = sw.load_sweep({"base": "tiny", "out": str(out), "epochs": 30.0, "grid": {"seed": [1]}})
-    runs = sw.plan(sweep, out)
+    out, sweep, runs = _one_run_of_30_epochs(tmp_path)
 
     class Stop:
         @property
@@ -532,10 +538,7 @@ def test_a_second_ctrl_c_still_stops_a_run_an_existing_cluster_goes_on_with(sche
     on an existing cluster, whose workers outlive the sweep, the run trained on to its end
     unattended. The stop file, now left in place, stops it at the end of its block with a
     checkpoint, from which the sweep continues it when started again."""
-    out = tmp_path / "sweep"
-    out.mkdir()
-    sweep = sw.load_sweep({"base": "tiny", "out": str(out), "epochs": 30.0, "grid": {"seed": [1]}})
-    runs = sw.plan(sweep, out)
+    out, sweep, runs = _one_run_of_30_epochs(tmp_path)
 
     class SecondCtrlC:
         """Lands in the sweep's loop once the run holds its file."""
