@@ -336,25 +336,34 @@ def _lock_holder(path) -> tuple[int, str] | None:
     "")`` if it has not written them yet), or None: none holds it. Asked without blocking,
     with a shared lock that is let go at once. None where it cannot be told (no lock file,
     a file system without locks, no ``fcntl``)."""
+    named = _locked_by_another(lock_path(path))
+    if named is None:
+        return None
+    pid, _, host = named.decode(errors="replace").strip().partition(" ")
+    return (int(pid), host) if pid.isdigit() else (0, "")
+
+
+def _locked_by_another(path) -> bytes | None:
+    """The first KiB of ``path`` if another open file holds an exclusive ``flock`` on it,
+    else None (none does, or it cannot be told: no such file, a file system without
+    locks, no ``fcntl``). Asked without blocking, with a shared lock let go at once."""
     try:
         import fcntl
     except ImportError:  # not POSIX
         return None
     try:
-        fd = os.open(lock_path(path), os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid, _, host = os.read(fd, 1024).decode(errors="replace").strip().partition(" ")
-            return (int(pid), host) if pid.isdigit() else (0, "")
-        except OSError:
-            pass
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 1024)
+    except OSError:
         return None
     finally:
         os.close(fd)  # (and with it the shared lock, if it was granted)
+    return None
 
 
 class WriterLock:
@@ -481,23 +490,7 @@ def _writer_holds_lock(path) -> bool:
     a shared lock that is let go at once. False where it cannot be told: HDF5's file
     locking turned off (``HDF5_USE_FILE_LOCKING=FALSE``), a file system without locks, no
     ``fcntl``."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # (and with it the shared lock, if it was granted)
-    return False
+    return _locked_by_another(path) is not None
 
 
 @contextmanager
