@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import tomllib
@@ -213,15 +214,26 @@ def _window_arg(text):
 
 
 def _experiment(args):
-    from .experiments import run_experiment
+    from .experiments import checkpoint_path, checkpoint_progress, read_checkpoint, run_experiment
 
     out = args.out or f"runs/rate-{args.name}{'-quick' if args.quick else ''}"
     try:
-        res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data)
+        res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data,
+                             resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        # (an experiment runs for seconds to minutes and keeps no checkpoint: say what is lost)
-        print(f"\nspikefa: experiment {args.name} stopped: nothing of it was written (its figure and JSON are "
-              f"written when it ends); run it again to make them", file=sys.stderr)
+        try:
+            saved = read_checkpoint(out, args.name)
+        except ValueError:  # (not one that this run wrote: it writes whole files only)
+            saved = None
+        if saved is None:  # fig2, fig3d and fig5 run in a minute or two and keep none
+            print(f"\nspikefa: experiment {args.name} stopped: nothing of it was written (its figure and JSON are "
+                  f"written when it ends); run it again to make them", file=sys.stderr)
+        else:
+            again = ["spikefa", "experiment", args.name, "--out", out] + ["--quick"] * args.quick \
+                + ["--seed", str(args.seed)] * (args.seed != 0) + ["--data", args.data] * (args.data is not None)
+            print(f"\nspikefa: experiment {args.name} stopped: its checkpoint ({checkpoint_progress(saved['meta'])}) "
+                  f"is kept in {checkpoint_path(out, args.name)}; continue it with: "
+                  f"{shlex.join(again + ['--resume'])}", file=sys.stderr)
         raise SystemExit(130) from None
     # the curves are in the JSON file; print what a reader wants at once
     brief = {k: res[k] for k in ("experiment", "quick", "seed", "seconds", "summary", "files")}
@@ -516,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true", help="the small version (seconds)")
     e.add_argument("--seed", type=int_at_least(0), default=0)
     e.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (fig3a)")
+    again = e.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the checkpoint a stopped fig3a left in the "
+                                                             "folder (the same --seed, --quick and model file)")
+    again.add_argument("--overwrite", action="store_true", help="start again, deleting such a checkpoint")
     e.set_defaults(func=_experiment)
 
     c = sub.add_parser("curve", help="print a run's test-error curve (every read-out), alignment angles or "

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import tomllib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +165,8 @@ def load_experiment_config(name: str, quick: bool = False, path=None) -> dict:
 
 
 def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_dir=None,
-                   progress: bool = True, config=None) -> dict:
+                   progress: bool = True, config=None, resume: bool = False,
+                   overwrite: bool = False) -> dict:
     """Run one of :data:`EXPERIMENTS`, write ``<name>.png``, ``<name>.pdf`` and
     ``<name>.json`` into ``out_dir``, and return the results.
 
@@ -184,12 +187,23 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
         Show tqdm progress bars.
     config : path, optional
         A model file to use instead of ``models/rate-<name>.toml``.
+    resume : bool
+        Continue the checkpoint a stopped run of this experiment left in ``out_dir``
+        (``<name>.ckpt.npz``; only ``fig3a``, which runs for tens of minutes, keeps one:
+        at the end of every epoch and of every rule). The seed, ``quick`` and the model
+        file's values must be those of the stopped run; the result is the one an
+        uninterrupted run gives.
+    overwrite : bool
+        Start again, deleting such a checkpoint. Without ``resume`` or ``overwrite`` a
+        checkpoint in ``out_dir`` is refused rather than silently thrown away.
 
     Returns
     -------
     dict
         ``experiment``, ``quick``, ``seed``, ``config``, ``summary`` (the headline numbers),
-        ``curves`` (everything plotted), ``seconds`` and ``files`` (paths written).
+        ``curves`` (everything plotted), ``seconds`` (of training, summed over a resumed
+        run's sessions), ``resumes`` (only when resumed: how many times) and ``files``
+        (paths written).
     """
     _check_name(name)
     cfg = load_experiment_config(name, quick, config)
@@ -207,16 +221,21 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
         raise ValueError(f"cannot make the folder {out_dir}: {exc.strerror or exc}"
                          + (" (a part of that path is a file)" if isinstance(exc, (FileExistsError, NotADirectoryError))
                             else "")) from None
+    saved = _checkpoint_to_continue(name, out_dir, quick, seed, cfg, resume, overwrite)
     start = time.perf_counter()
     if name == "fig3a":
-        summary, curves = _run_fig3a(cfg, seed, data_dir, progress)
+        key = {"experiment": name, "quick": quick, "seed": seed, "config": _plain(cfg)}
+        ckpt = _Checkpoint(checkpoint_path(out_dir, name), key, saved, start)
+        summary, curves = _run_fig3a(cfg, seed, data_dir, progress, ckpt)
     else:
         summary, curves = _RUNNERS[name](cfg, seed, progress)
     from spikefa import __version__
 
+    seconds = time.perf_counter() - start + (saved["meta"]["seconds"] if saved else 0.0)
     result = {"experiment": name, "quick": quick, "seed": seed, "spikefa_version": __version__,
-              "config": cfg, "summary": summary, "curves": curves,
-              "seconds": round(time.perf_counter() - start, 1)}
+              "config": cfg, "summary": summary, "curves": curves, "seconds": round(seconds, 1)}
+    if saved:
+        result["resumes"] = saved["meta"]["resumes"] + 1
     fig = plot_experiment(result)
     files = []
     for ext in ("png", "pdf"):
@@ -224,10 +243,132 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
         fig.savefig(path, dpi=150)
         files.append(str(path))
     path = out_dir / f"{name}.json"
-    path.write_text(_to_json(result))
+    _replace_file(path, lambda f: f.write(_to_json(result).encode()))
     files.append(str(path))
+    checkpoint_path(out_dir, name).unlink(missing_ok=True)  # its numbers are in the JSON now
     result["files"] = files
     return result
+
+
+# --- checkpoints (fig3a, which runs for tens of minutes) -------------------------------
+# A stopped fig3a keeps ``<name>.ckpt.npz`` in its folder: the curves of its finished rules,
+# and of the rule it was in, that rule's weights and example-order generator after its last
+# whole epoch. The other experiments run in a minute or two and keep none.
+
+CHECKPOINTED = ("fig3a",)
+
+
+def checkpoint_path(out_dir, name: str) -> Path:
+    """Where a stopped run of experiment ``name`` keeps its checkpoint in ``out_dir``."""
+    return Path(out_dir) / f"{name}.ckpt.npz"
+
+
+def read_checkpoint(out_dir, name: str) -> dict | None:
+    """The checkpoint a stopped run of ``name`` left in ``out_dir`` (``meta``: what it
+    holds, ``arrays``: the weights of the rule it was in), or None when it left none."""
+    path = checkpoint_path(out_dir, name)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"][()]))
+            arrays = {k: f[k] for k in f.files if k != "meta"}
+        missing = [k for k in ("experiment", "config", "done", "seconds", "resumes") if k not in meta]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read the experiment checkpoint {path} ({type(exc).__name__}: {exc}); start "
+                         f"the experiment again with --overwrite, which deletes it") from None
+    return {"meta": meta, "arrays": arrays, "path": path}
+
+
+def checkpoint_progress(meta: dict) -> str:
+    """What a checkpoint holds, in words: ``bp done; fa after 7 of 20 epochs``."""
+    parts = [f"{', '.join(meta['done'])} done"] if meta["done"] else []
+    current = meta.get("current")
+    if current:
+        parts.append(f"{current['rule']} after {current['epoch']} of {meta['config']['train']['epochs']} epochs")
+    return "; ".join(parts) or "no rule begun"
+
+
+def _plain(value):
+    """``value`` as JSON gives it back (what a checkpoint's key is compared with)."""
+    return json.loads(json.dumps(value, default=_jsonable))
+
+
+def _differences(old, new, where=""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in dict.fromkeys([*old, *new])
+                for d in _differences(old.get(k), new.get(k), f"{where}.{k}" if where else k)]
+    return [] if old == new else [f"{where} = {new!r} (the stopped run's: {old!r})"]
+
+
+def _checkpoint_to_continue(name, out_dir, quick, seed, cfg, resume, overwrite):
+    """The checkpoint to resume (None to start afresh), after checking that the request
+    and the folder agree."""
+    path = checkpoint_path(out_dir, name)
+    if resume and overwrite:
+        raise ValueError("resume continues an experiment's checkpoint; overwrite deletes it: give one of them")
+    if resume and name not in CHECKPOINTED:
+        raise ValueError(f"experiment {name} keeps no checkpoint (it runs in a minute or two): run it again "
+                         f"without --resume")
+    if overwrite:
+        path.unlink(missing_ok=True)
+        return None
+    saved = read_checkpoint(out_dir, name) if name in CHECKPOINTED else None
+    if not resume:
+        if saved is not None:
+            raise ValueError(f"{out_dir} holds the checkpoint of a stopped {name} ({checkpoint_progress(saved['meta'])}"
+                             f"): continue it with --resume, or start it again with --overwrite")
+        return None
+    if saved is None:
+        finished = (Path(out_dir) / f"{name}.json").exists()
+        raise ValueError(f"nothing to resume: {path} does not exist"
+                         + (f" ({name}.json there is a finished run)" if finished else ""))
+    meta = saved["meta"]
+    asked = {"experiment": name, "quick": quick, "seed": seed, "config": _plain(cfg)}
+    diffs = _differences({k: meta.get(k) for k in asked}, asked)
+    if diffs:
+        raise ValueError(f"{path} is the checkpoint of another run; a resume must ask for the same one: "
+                         + "; ".join(diffs))
+    log.warning("spikefa: note: continuing %s from its checkpoint (%s)", name, checkpoint_progress(meta))
+    return saved
+
+
+class _Checkpoint:
+    """Writes the checkpoint of one run of an experiment (see :func:`read_checkpoint`)."""
+
+    def __init__(self, path: Path, key: dict, saved: dict | None, start: float):
+        self.path, self.key, self.start = path, key, start
+        self.saved = saved["meta"] if saved else None
+        self.arrays = saved["arrays"] if saved else {}
+        self.seconds0 = self.saved["seconds"] if saved else 0.0
+        self.resumes = self.saved["resumes"] + 1 if saved else 0
+        self.done = dict(self.saved["done"]) if saved else {}
+
+    def current(self, rule: str) -> dict | None:
+        """What the stopped run kept of ``rule``, if it stopped inside it."""
+        current = self.saved.get("current") if self.saved else None
+        return current if current and current["rule"] == rule else None
+
+    def save(self, current: dict | None = None, arrays: dict | None = None) -> None:
+        meta = {**self.key, "seconds": self.seconds0 + time.perf_counter() - self.start,
+                "resumes": self.resumes, "done": self.done, "current": current}
+        payload = {"meta": np.array(json.dumps(meta, default=_jsonable)), **(arrays or {})}
+        _replace_file(self.path, lambda f: np.savez(f, **payload))
+
+
+def _replace_file(path: Path, write) -> None:
+    """Write ``path`` whole or not at all: into a temporary file beside it, then renamed
+    over it (a stop in between leaves the old file as it was)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
 def _to_json(result: dict) -> str:
@@ -468,7 +609,7 @@ def _run_fig5(cfg, seed, progress):
     return summary, curves
 
 
-def _run_fig3a(cfg, seed, data_dir, progress):
+def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
     from spikefa.data import load_dataset
 
     net_cfg, train = cfg["network"], cfg["train"]
@@ -483,6 +624,7 @@ def _run_fig3a(cfg, seed, data_dir, progress):
     y_train = np.eye(n_classes, dtype=dtype)[labels_train]
     n_train, batch = len(x_train), train["batch_size"]
     probe = slice(0, min(train["probe_size"], n_train))
+    sizes = {"n_train": n_train, "n_test": len(x_test)}
 
     def test_error(net):
         guess = np.argmax(rate.predict(net, x_test), axis=1)
@@ -495,6 +637,11 @@ def _run_fig3a(cfg, seed, data_dir, progress):
 
     errors, angles, seen = {}, {}, {}
     for rule_name in train["rules"]:
+        if ckpt is not None and rule_name in ckpt.done:  # finished before the stop
+            kept = ckpt.done[rule_name]
+            errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
+            count = seen[rule_name][-1]
+            continue
         init_rng, order_rng, _ = _rngs(seed)  # same initial W, B and example order per rule
         sparsity = net_cfg["sparsity"] if rule_name == "sparse-fa" else 0.0
         net = rate.init_network(net_cfg["sizes"], net_cfg["activation"], init_rng,
@@ -502,13 +649,25 @@ def _run_fig3a(cfg, seed, data_dir, progress):
                                 sparsity=sparsity, dtype=dtype)
         rule = rate.get_rule(rule_name)
         has_b = rule_name in ("fa", "sparse-fa")
-        errors[rule_name], seen[rule_name] = [test_error(net)], [0]
-        angles[rule_name] = [fa_angle(net)] if has_b else []
         n_batches = -(-n_train // batch)
-        bar = tqdm(total=train["epochs"] * n_batches, desc=f"fig3a {rule_name}",
+        kept = ckpt.current(rule_name) if ckpt is not None else None
+        if kept is None:
+            errors[rule_name], seen[rule_name] = [test_error(net)], [0]
+            angles[rule_name] = [fa_angle(net)] if has_b else []
+            first_epoch, count, next_eval = 0, 0, train["eval_every"]
+        else:
+            if {k: kept[k] for k in sizes} != sizes:
+                raise ValueError(f"{ckpt.path} was run on {kept['n_train']:,} training and {kept['n_test']:,} test "
+                                 f"images, this data has {n_train:,} and {len(x_test):,}: give its data folder")
+            for name, arrays in (("W", net.W), ("b", net.b), ("B", net.B)):
+                for i, a in enumerate(arrays):
+                    a[...] = ckpt.arrays[f"{name}{i}"]
+            order_rng.bit_generator.state = kept["order_rng"]
+            errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
+            first_epoch, count, next_eval = kept["epoch"], kept["count"], kept["next_eval"]
+        bar = tqdm(total=train["epochs"] * n_batches, initial=first_epoch * n_batches, desc=f"fig3a {rule_name}",
                    disable=not progress, mininterval=0.5, leave=False)
-        count, next_eval = 0, train["eval_every"]
-        for _ in range(train["epochs"]):
+        for epoch in range(first_epoch, train["epochs"]):
             order = order_rng.permutation(n_train)
             for start in range(0, n_train, batch):
                 idx = order[start:start + batch]
@@ -523,6 +682,12 @@ def _run_fig3a(cfg, seed, data_dir, progress):
                     if has_b:
                         angles[rule_name].append(fa_angle(net))
                     bar.set_postfix(test_error=f"{errors[rule_name][-1]:.2%}")
+            if ckpt is not None and epoch + 1 < train["epochs"]:
+                ckpt.save({"rule": rule_name, "epoch": epoch + 1, "count": count, "next_eval": next_eval,
+                           "order_rng": order_rng.bit_generator.state, "examples": seen[rule_name],
+                           "test_error": errors[rule_name], "angle": angles[rule_name], **sizes},
+                          {f"{name}{i}": a for name, arrays in (("W", net.W), ("b", net.b), ("B", net.B))
+                           for i, a in enumerate(arrays)})
         if seen[rule_name][-1] != count:
             errors[rule_name].append(test_error(net))
             seen[rule_name].append(count)
@@ -531,6 +696,10 @@ def _run_fig3a(cfg, seed, data_dir, progress):
         bar.close()
         if net.W_mask is not None:  # removed synapses must still be exactly zero
             assert all(not np.any(w[~m]) for w, m in zip(net.W, net.W_mask))
+        if ckpt is not None:
+            ckpt.done[rule_name] = {"examples": seen[rule_name], "test_error": errors[rule_name],
+                                    "angle": angles[rule_name]}
+            ckpt.save()
     summary = {"final_test_error": {r: e[-1] for r, e in errors.items()},
                "epochs": train["epochs"], "examples_seen": count, "dataset": dataset,
                "n_train": n_train, "n_test": len(x_test),

@@ -531,3 +531,126 @@ def test_a_data_folder_an_experiment_does_not_read_is_noted(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         run_experiment("fig2", tmp_path / "o", quick=True, data_dir=tmp_path / "mnist", progress=False)
     assert "the data folder" in caplog.text and "is not used" in caplog.text and "fig2" in caplog.text
+
+
+FIG3A_RESUMABLE = FIG3A_SMALL.replace('dtype = "float64"', 'dtype = "float32"').replace(
+    'rules = ["fa"]', 'rules = ["bp", "sparse-fa"]').replace("epochs = 1", "epochs = 3").replace(
+    "eval_every = 1500", "eval_every = 700")
+
+
+def _stop_at_call(monkeypatch, n):
+    """Make the n-th rate.train_step call from now raise KeyboardInterrupt (Ctrl-C)."""
+    calls, train_step = [0], rate.train_step
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == n:
+            raise KeyboardInterrupt
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(rate, "train_step", counted)
+
+
+def test_a_stopped_fig3a_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, caplog):
+    """fig3a (tens of minutes at full size) keeps a checkpoint at every epoch's and rule's
+    end. Stopped three times (inside the first rule, at the first step of the second, inside
+    the second's last epoch) and resumed each time, it gives the uninterrupted run's curves
+    and figure numbers exactly: the weights (float32, with sparse-fa's removed synapses),
+    the example order and the next test point all carry over, and a finished rule is not
+    trained again. The checkpoint is gone once the JSON is written."""
+    from spikefa.experiments import checkpoint_path, checkpoint_progress, read_checkpoint
+
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_RESUMABLE)
+    whole = run_experiment("fig3a", tmp_path / "whole", config=config, progress=False)
+    out = tmp_path / "stopped"
+    # 100 batches per epoch: call 150 is in bp's 2nd epoch; 201 calls after bp's 1st epoch is
+    # sparse-fa's first step; 250 calls after sparse-fa's start is in its 3rd epoch
+    kept = []
+    for n, resume in ((150, False), (201, True), (250, True)):
+        _stop_at_call(monkeypatch, n)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment("fig3a", out, config=config, progress=False, resume=resume)
+        monkeypatch.undo()
+        kept.append(checkpoint_progress(read_checkpoint(out, "fig3a")["meta"]))
+        assert not (out / "fig3a.json").exists()
+    assert kept == ["bp after 1 of 3 epochs", "bp done", "bp done; sparse-fa after 2 of 3 epochs"]
+    trained = []
+    monkeypatch.setattr(rate, "train_step", lambda *a, _ts=rate.train_step, **k: trained.append(1) or _ts(*a, **k))
+    with caplog.at_level("WARNING"):
+        result = run_experiment("fig3a", out, config=config, progress=False, resume=True)
+    assert len(trained) == 100  # only sparse-fa's last epoch is left
+    assert "continuing fig3a from its checkpoint (bp done; sparse-fa after 2 of 3 epochs)" in caplog.text
+    assert result["curves"] == whole["curves"] and result["summary"] == whole["summary"]
+    assert result["curves"]["examples"]["bp"] == [0, 700, 1400, 2100, 2800, 3500, 4200, 4900, 5600, 6000]
+    assert result["resumes"] == 3 and "resumes" not in whole and result["seconds"] > 0
+    assert not checkpoint_path(out, "fig3a").exists() and not list(out.glob("*.tmp"))
+
+    def numbers(path):
+        saved = json.loads(path.read_text())
+        return {k: v for k, v in saved.items() if k not in ("seconds", "resumes")}
+
+    assert numbers(out / "fig3a.json") == numbers(tmp_path / "whole" / "fig3a.json")
+
+
+def test_an_experiment_checkpoint_is_neither_thrown_away_nor_mixed_up(tmp_path, monkeypatch):
+    """What `spikefa experiment` refuses, each with what to do instead: starting over a
+    stopped run's checkpoint without --overwrite, resuming it with another seed, quick or
+    model value, resuming where there is nothing to resume, resuming an experiment that
+    keeps no checkpoint, both --resume and --overwrite, and a checkpoint it cannot read."""
+    from spikefa.experiments import checkpoint_path
+
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_RESUMABLE)
+    out = tmp_path / "run"
+    _stop_at_call(monkeypatch, 150)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False, seed=2)
+    monkeypatch.undo()
+    ckpt = checkpoint_path(out, "fig3a")
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match=r"holds the checkpoint of a stopped fig3a \(bp after 1 of 3 epochs\): "
+                                         r"continue it with --resume, or start it again with --overwrite"):
+        run_experiment("fig3a", out, config=config, progress=False, seed=2)
+    with pytest.raises(ValueError, match=r"another run.*seed = 0 \(the stopped run's: 2\)"):
+        run_experiment("fig3a", out, config=config, progress=False, resume=True)
+    changed = tmp_path / "changed.toml"
+    changed.write_text(FIG3A_RESUMABLE.replace("eta = 1e-2", "eta = 2e-2"))
+    with pytest.raises(ValueError, match=r"config.train.eta = 0.02 \(the stopped run's: 0.01\)"):
+        run_experiment("fig3a", out, config=changed, progress=False, seed=2, resume=True)
+    with pytest.raises(ValueError, match="give one of them"):
+        run_experiment("fig3a", out, config=config, progress=False, seed=2, resume=True, overwrite=True)
+    assert ckpt.read_bytes() == before  # nothing refused touched it
+    with pytest.raises(ValueError, match=r"experiment fig2 keeps no checkpoint.*without --resume"):
+        run_experiment("fig2", out, quick=True, progress=False, resume=True)
+    ckpt.write_bytes(before[:100])
+    with pytest.raises(ValueError, match=r"cannot read the experiment checkpoint .*fig3a.ckpt.npz.*--overwrite"):
+        run_experiment("fig3a", out, config=config, progress=False, seed=2, resume=True)
+    result = run_experiment("fig3a", out, config=config, progress=False, seed=2, overwrite=True)
+    assert "resumes" not in result and not ckpt.exists()
+    with pytest.raises(ValueError, match=r"nothing to resume: .*fig3a.ckpt.npz does not exist \(fig3a.json there "
+                                         r"is a finished run\)"):
+        run_experiment("fig3a", out, config=config, progress=False, seed=2, resume=True)
+
+
+def test_cli_says_how_to_continue_a_stopped_fig3a(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in `spikefa experiment fig3a` prints what its checkpoint holds and the
+    command that continues it; that command, run as printed, finishes the experiment."""
+    import shlex
+
+    from spikefa.cli import main
+
+    out = tmp_path / "q"
+    _stop_at_call(monkeypatch, 300)
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "fig3a", "--quick", "--seed", "3", "--out", str(out)])
+    monkeypatch.undo()
+    assert exc.value.code == 130
+    err = capsys.readouterr().err
+    assert f"stopped: its checkpoint (bp after 2 of 5 epochs) is kept in {out / 'fig3a.ckpt.npz'}" in err
+    command = err.split("continue it with: ")[1].strip()
+    assert command == shlex.join(["spikefa", "experiment", "fig3a", "--out", str(out), "--quick", "--seed", "3",
+                                  "--resume"])
+    main(shlex.split(command)[1:])
+    assert json.loads(capsys.readouterr().out)["summary"]["epochs"] == 5
+    assert json.loads((out / "fig3a.json").read_text())["resumes"] == 1
