@@ -45,7 +45,8 @@ The sweep folder holds
     error, wall time, worker).
 ``sweep-log.jsonl``
     one JSON line per event (session start and end, run started, finished, failed,
-    re-used), appended across sessions.
+    re-used, stopped, and the notes a run logged on its worker, which the sweep also
+    prints above its progress bar), appended across sessions.
 
 A run counts as done when its file exists, is ``complete`` and holds the same resolved
 config (same hash); done runs are never run again, so a stopped sweep is resumed by
@@ -426,16 +427,57 @@ def read_manifest(sweep_dir) -> dict:
 
 
 # ------------------------------------------------------------------------- the task
+_NOTES_LOCK = threading.Lock()
+
+
+class _TaskNotes(logging.Handler):
+    """On a worker, sends the notes spikefa logs while a sweep's run is trained in this
+    thread (``spikefa: note: ...``) to the sweep as events: it logs them and prints them
+    above its progress bar. On a worker's stderr they printed over that bar (a local
+    cluster) or went where the sweep's user does not look (an existing cluster's worker
+    log). Records of other threads are printed as Python prints those of a logger with no
+    handler, since this handler, on the ``spikefa`` logger, takes that place."""
+
+    tasks: dict = {}  # thread id -> (worker, topic, run file name)
+
+    @classmethod
+    @contextmanager
+    def forwarded(cls, worker, topic: str, file: str):
+        logger = logging.getLogger("spikefa")
+        with _NOTES_LOCK:
+            if not any(isinstance(h, cls) for h in logger.handlers):
+                logger.addHandler(cls())
+        ident = threading.get_ident()
+        cls.tasks[ident] = (worker, topic, file)
+        try:
+            yield
+        finally:
+            cls.tasks.pop(ident, None)
+
+    def emit(self, record):
+        task = self.tasks.get(record.thread)
+        if task is None:
+            logger = logging.getLogger(record.name)
+            while logger is not None:  # another handler on the way to the root: it prints the record
+                if any(h is not self for h in logger.handlers):
+                    return
+                logger = logger.parent if logger.propagate else None
+            if logging.lastResort is not None and record.levelno >= logging.lastResort.level:
+                logging.lastResort.handle(record)
+            return
+        worker, topic, file = task
+        try:
+            worker.log_event(topic, {"event": "note", "file": file, "message": record.getMessage()})
+        except Exception:  # noqa: BLE001 - a note must never fail the run
+            self.handleError(record)
+
+
 def _run_task(cfg_json: str, path: str, data_dir, topic: str, stop_path: str | None = None) -> dict:
     """One run, on a Dask worker: train into ``path`` (or continue its checkpoint).
 
     ``stop_path``: the file whose existence asks the run to stop at the end of its block
     with a checkpoint, as a Ctrl-C stops ``spikefa train``; the task then returns
     ``stopped=True`` (a task that begins after the stop returns at once)."""
-    from .config import config_from_dict
-    from .runfile import Run, checkpoint_config, checkpoint_path
-    from .train import train
-
     import numba
     from numba.core import config as numba_config
 
@@ -456,7 +498,17 @@ def _run_task(cfg_json: str, path: str, data_dir, topic: str, stop_path: str | N
         worker = w.address
         w.log_event(topic, {"event": "started", "file": Path(path).name, "worker": worker})
     except (ImportError, ValueError):
-        pass
+        return _train_task(cfg_json, path, data_dir, stop, worker, t0, cpu0)
+    with _TaskNotes.forwarded(w, topic, Path(path).name):
+        return _train_task(cfg_json, path, data_dir, stop, worker, t0, cpu0)
+
+
+def _train_task(cfg_json, path, data_dir, stop, worker, t0, cpu0) -> dict:
+    """The body of :func:`_run_task`, once the sweep knows that the run began."""
+    from .config import config_from_dict
+    from .runfile import Run, checkpoint_config, checkpoint_path
+    from .train import train
+
     cfg = config_from_dict(json.loads(cfg_json))
     path = Path(path)
     with file_lock(path.with_name(path.name + ".lock"), f"run file {path.name}"):
@@ -796,6 +848,16 @@ def _execute(client, sweep, out, runs, todo, session, data_dir, progress, save, 
                 _, msg = events[n_seen]
                 n_seen += 1
                 r = by_file.get(msg.get("file"))
+                if msg.get("event") == "note":  # logged by a run on its worker (_TaskNotes)
+                    _log(out, session, "note", id=None if r is None else r.id, file=msg.get("file"),
+                         message=msg.get("message"))
+                    text = msg.get("message", "")
+                    text += "" if msg.get("file", "") in text else f" (run {msg.get('file')})"
+                    if bar is not None:
+                        bar.write(text, file=sys.stderr)
+                    else:
+                        print(text, file=sys.stderr)
+                    continue
                 if r is not None and r.status == "pending" and any(x is r for x in pending.values()):
                     r.status, r.worker = "running", msg.get("worker")
                     started[r.id] = time.time()

@@ -655,3 +655,57 @@ def test_only_the_sweeps_stop_makes_a_run_task_return_stopped(tmp_path, monkeypa
         t.join(60)
     assert isinstance(got[0], KeyboardInterrupt), got
     assert got[1]["stopped"] is True and got[1]["steps_done"] is None, got
+
+
+def test_a_runs_notes_go_to_the_sweep_and_other_threads_notes_print_as_before(monkeypatch, capsys):
+    """A note a run logs on its worker is sent to the sweep as an event (not printed on the
+    worker); a note of another thread of that worker, or once the run has returned, prints
+    on stderr as Python prints a logger's record when nothing handles it."""
+    import threading
+
+    class Worker:
+        def __init__(self):
+            self.events = []
+
+        def log_event(self, topic, msg):
+            self.events.append((topic, msg))
+
+    monkeypatch.setattr(logging.root, "handlers", [])  # as on a worker (pytest adds its own)
+    monkeypatch.setattr(logging.getLogger("spikefa"), "handlers", [])
+    log = logging.getLogger("spikefa.train")
+    worker = Worker()
+    with sw._TaskNotes.forwarded(worker, "topic", "a.h5"):
+        log.warning("spikefa: note: in the run")
+        other = threading.Thread(target=log.warning, args=("spikefa: note: in another thread",))
+        other.start()
+        other.join()
+        with sw._TaskNotes.forwarded(worker, "topic", "b.h5"):  # (installed once)
+            pass
+    log.warning("spikefa: note: after the run")
+    assert worker.events == [("topic", {"event": "note", "file": "a.h5", "message": "spikefa: note: in the run"})]
+    assert len(logging.getLogger("spikefa").handlers) == 1
+    assert capsys.readouterr().err == "spikefa: note: in another thread\nspikefa: note: after the run\n"
+
+
+@pytest.mark.skipif(JIT_OFF, reason="the sweep's bookkeeping, not the kernels; too slow without the JIT")
+def test_a_note_a_run_logs_on_its_worker_is_the_sweeps_not_the_workers(tmp_path, capfd):
+    """A run's note ("holds 2000 images, fewer than the 5000 asked for") printed on the
+    worker's stderr, over the sweep's progress bar (or, on an existing cluster, into the
+    worker's log): it now reaches the sweep, which prints it once above its bar and
+    keeps it in sweep-log.jsonl with the run it came from."""
+    out = tmp_path / "sweep"
+    path = _sweep_file(tmp_path, f"""
+base = "tiny"
+out = "{out}"
+epochs = 0.05
+[set]
+"train.n_train" = 5000
+""" + SET.replace("[set]\n", ""))
+    res = sw.run_sweep(path, workers=1, progress=True)
+    assert res.complete
+    err = capfd.readouterr().err
+    note = "spikefa: note: train of mnist-subset holds 2000 images, fewer than the 5000 asked for: using all of them"
+    assert err.count(note) == 1, err
+    assert f"{note} (run {res.runs[0].file})" in err  # (the note does not name its run)
+    logged = [e for e in sw.read_log(out) if e["event"] == "note"]
+    assert [(e["id"], e["file"], e["message"]) for e in logged] == [(res.runs[0].id, res.runs[0].file, note)]
