@@ -268,7 +268,7 @@ def _info(args):
         runs = [Run(path) for path in args.run]
         infos = [run.summary() for run in runs]
     except RunFileError as exc:
-        raise SystemExit(f"spikefa: error: {exc}") from None
+        raise SystemExit(f"spikefa: error: {exc}{_not_a_run_hint(exc.args[0])}") from None
     if args.json:
         print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=1))
         return
@@ -283,6 +283,44 @@ def _info(args):
         print("\nsettings that differ:" + ("" if keys else " none"))
         for k in keys:
             print(f"  {k}: " + ", ".join(f"{run.path} = {f.get(k)!r}" for run, f in zip(runs, flats)))
+
+
+def _not_a_run_hint(message: str) -> str:
+    """For `spikefa info` given an experiment's or a sweep's folder (or an experiment's
+    checkpoint): what that is and the command that reads or continues it."""
+    from .experiments import EXPERIMENTS, checkpoint_path, checkpoint_progress, read_checkpoint
+
+    path = Path(message.split(" is a folder, not")[0].split(" is not an HDF5 file")[0])
+    folder = path if path.is_dir() else path.parent if path.name.endswith(".ckpt.npz") else None
+    if folder is None:
+        return ""
+    if (folder / "sweep.json").exists():
+        return f"; it is a sweep's folder: spikefa sweep-report {shlex.quote(str(folder))} summarizes it"
+    hints, finished = [], []
+    for name in EXPERIMENTS:
+        if path.is_file() and path != checkpoint_path(folder, name):
+            continue
+        try:
+            saved = read_checkpoint(folder, name)
+        except ValueError as exc:
+            hints.append(str(exc))
+            continue
+        if saved is not None:
+            meta = saved["meta"]
+            again = ["spikefa", "experiment", name, "--out", str(folder)] + ["--quick"] * bool(meta["quick"]) \
+                + ["--seed", str(meta["seed"])] * (meta["seed"] != 0) + ["--resume"]
+            reads_mnist = meta["config"].get("data", {}).get("dataset") == "mnist"
+            hints.append(f"it {'is' if path.is_file() else 'holds'} the checkpoint of a stopped experiment {name} ({checkpoint_progress(meta)}): "
+                         f"continue it with {shlex.join(again)}" + (" --data DIR" if reads_mnist else ""))
+        elif (folder / f"{name}.json").exists():
+            finished.append(name)
+    if finished:
+        hints.append(f"it holds the finished experiment{'s' * (len(finished) > 1)} {', '.join(finished)}, whose "
+                     f"numbers are in {', '.join(f'{n}.json' for n in finished)} there")
+    files = sorted(p.name for p in folder.glob("*.h5")) if path.is_dir() and not hints else []
+    if files:
+        hints.append(f"the run files in it: {', '.join(files[:5])}" + (f" and {len(files) - 5} more" * (len(files) > 5)))
+    return "".join(f"; {h}" for h in hints)
 
 
 def _print_info(info):

@@ -654,3 +654,31 @@ def test_cli_says_how_to_continue_a_stopped_fig3a(tmp_path, monkeypatch, capsys)
     main(shlex.split(command)[1:])
     assert json.loads(capsys.readouterr().out)["summary"]["epochs"] == 5
     assert json.loads((out / "fig3a.json").read_text())["resumes"] == 1
+
+
+def test_info_on_an_experiments_folder_says_what_it_holds(tmp_path, monkeypatch, capsys):
+    """`spikefa info` reads run files; given an experiment's folder or checkpoint, or a
+    sweep's folder, it said only "is a folder" or "is not an HDF5 file". It now says what
+    is there and the command that continues or reads it."""
+    from spikefa.cli import main
+
+    def info(path):
+        assert main(["info", str(path)]) == 2
+        return capsys.readouterr().err.strip()
+
+    out = tmp_path / "q"
+    _stop_at_call(monkeypatch, 300)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, quick=True, seed=3, progress=False)
+    monkeypatch.undo()
+    resume = f"continue it with spikefa experiment fig3a --out {out} --quick --seed 3 --resume"
+    assert info(out) == (f"spikefa: error: {out} is a folder, not a run file or checkpoint; it holds the "
+                         f"checkpoint of a stopped experiment fig3a (bp after 2 of 5 epochs): {resume}")
+    assert info(out / "fig3a.ckpt.npz").endswith(f"; it is the checkpoint of a stopped experiment fig3a (bp after "
+                                                 f"2 of 5 epochs): {resume}")
+    run_experiment("fig3a", out, quick=True, seed=3, progress=False, resume=True)
+    run_experiment("fig2", out, quick=True, progress=False)
+    assert info(out).endswith("; it holds the finished experiments fig2, fig3a, whose numbers are in fig2.json, "
+                              "fig3a.json there")
+    (tmp_path / "sweep.json").write_text("{}")
+    assert info(tmp_path).endswith(f"; it is a sweep's folder: spikefa sweep-report {tmp_path} summarizes it")
