@@ -217,10 +217,26 @@ def _experiment(args):
     from .experiments import checkpoint_path, checkpoint_progress, read_checkpoint, run_experiment
 
     out = args.out or f"runs/rate-{args.name}{'-quick' if args.quick else ''}"
+    result_json = Path(out) / f"{args.name}.json"
+
+    def json_stat():
+        try:
+            st = os.stat(result_json)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    before = json_stat()
     try:
         res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data,
                              resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
+        after = json_stat()
+        if after is not None and after != before:  # stopped as it ended, after its JSON was written
+            checkpoint_path(out, args.name).unlink(missing_ok=True)  # (its numbers are in the JSON)
+            print(f"\nspikefa: experiment {args.name} stopped as it ended: it had finished, its figure and "
+                  f"numbers are in {result_json}; nothing needs to be run again", file=sys.stderr)
+            raise SystemExit(130) from None
         try:
             saved = read_checkpoint(out, args.name)
         except ValueError:  # (not one that this run wrote: it writes whole files only)

@@ -201,9 +201,16 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
     -------
     dict
         ``experiment``, ``quick``, ``seed``, ``config``, ``summary`` (the headline numbers),
-        ``curves`` (everything plotted), ``seconds`` (of training, summed over a resumed
-        run's sessions), ``resumes`` (only when resumed: how many times) and ``files``
-        (paths written).
+        ``curves`` (everything plotted), ``seconds`` (of the work the result holds, summed
+        over a resumed run's sessions up to each one's last checkpoint), ``resumes`` (only
+        when resumed: how many times its work was carried over from a checkpoint; a
+        session stopped before its first checkpoint added nothing and is not counted) and
+        ``files`` (paths written).
+
+    Raises
+    ------
+    spikefa.runfile.RunFileError
+        Another run of ``name`` is writing into ``out_dir`` (its checkpoint and JSON).
     """
     _check_name(name)
     cfg = load_experiment_config(name, quick, config)
@@ -215,12 +222,23 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
     if out_dir.is_file():
         raise ValueError(f"{out_dir} is a file: an experiment writes a folder (its figure and numbers); "
                          f"give a folder, such as {out_dir.with_suffix('')}-{name}")
+    if resume and not out_dir.is_dir():  # refused below (nothing to resume), before a folder is made
+        _checkpoint_to_continue(name, out_dir, quick, seed, cfg, resume, overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"cannot make the folder {out_dir}: {exc.strerror or exc}"
                          + (" (a part of that path is a file)" if isinstance(exc, (FileExistsError, NotADirectoryError))
                             else "")) from None
+    from spikefa.runfile import WriterLock
+
+    # a second run of the same experiment in this folder (still running, or --resume/--overwrite of
+    # a checkpoint that is still being written) is refused: the two would write the same files
+    with WriterLock(out_dir / f"{name}.json"):
+        return _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwrite)
+
+
+def _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwrite):
     saved = _checkpoint_to_continue(name, out_dir, quick, seed, cfg, resume, overwrite)
     start = time.perf_counter()
     if name == "fig3a":
@@ -240,7 +258,8 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
     files = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
-        fig.savefig(path, dpi=150)
+        # whole or not at all: a stop here leaves no truncated figure (nor one of an older run cut short)
+        _replace_file(path, lambda f, ext=ext: fig.savefig(f, format=ext, dpi=150))
         files.append(str(path))
     path = out_dir / f"{name}.json"
     _replace_file(path, lambda f: f.write(_to_json(result).encode()))
@@ -276,7 +295,7 @@ def read_checkpoint(out_dir, name: str) -> dict | None:
         missing = [k for k in ("experiment", "config", "done", "seconds", "resumes") if k not in meta]
         if missing:
             raise KeyError(f"no {', '.join(missing)}")
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read the experiment checkpoint {path} ({type(exc).__name__}: {exc}); start "
                          f"the experiment again with --overwrite, which deletes it") from None
     return {"meta": meta, "arrays": arrays, "path": path}
@@ -297,10 +316,11 @@ def _plain(value):
 
 
 def _differences(old, new, where=""):
+    """``(dotted key, old value, new value)`` of every value that differs."""
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for k in dict.fromkeys([*old, *new])
                 for d in _differences(old.get(k), new.get(k), f"{where}.{k}" if where else k)]
-    return [] if old == new else [f"{where} = {new!r} (the stopped run's: {old!r})"]
+    return [] if old == new else [(where, old, new)]
 
 
 def _checkpoint_to_continue(name, out_dir, quick, seed, cfg, resume, overwrite):
@@ -316,21 +336,22 @@ def _checkpoint_to_continue(name, out_dir, quick, seed, cfg, resume, overwrite):
         path.unlink(missing_ok=True)
         return None
     saved = read_checkpoint(out_dir, name) if name in CHECKPOINTED else None
+    asked = {"experiment": name, "quick": quick, "seed": seed, "config": _plain(cfg)}
+    diffs = _differences({k: saved["meta"].get(k) for k in asked}, asked) if saved is not None else []
     if not resume:
         if saved is not None:
+            own = (" and the stopped run's " + ", ".join(f"{k} = {old!r}" for k, old, _ in diffs)) if diffs else ""
             raise ValueError(f"{out_dir} holds the checkpoint of a stopped {name} ({checkpoint_progress(saved['meta'])}"
-                             f"): continue it with --resume, or start it again with --overwrite")
+                             f"): continue it with --resume{own}, or start it again with --overwrite")
         return None
     if saved is None:
         finished = (Path(out_dir) / f"{name}.json").exists()
         raise ValueError(f"nothing to resume: {path} does not exist"
                          + (f" ({name}.json there is a finished run)" if finished else ""))
     meta = saved["meta"]
-    asked = {"experiment": name, "quick": quick, "seed": seed, "config": _plain(cfg)}
-    diffs = _differences({k: meta.get(k) for k in asked}, asked)
     if diffs:
         raise ValueError(f"{path} is the checkpoint of another run; a resume must ask for the same one: "
-                         + "; ".join(diffs))
+                         + "; ".join(f"{k} = {new!r} (the stopped run's: {old!r})" for k, old, new in diffs))
     log.warning("spikefa: note: continuing %s from its checkpoint (%s)", name, checkpoint_progress(meta))
     return saved
 
@@ -365,10 +386,10 @@ def _replace_file(path: Path, write) -> None:
     try:
         with open(tmp, "wb") as f:
             write(f)
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
 
 
 def _to_json(result: dict) -> str:

@@ -682,3 +682,123 @@ def test_info_on_an_experiments_folder_says_what_it_holds(tmp_path, monkeypatch,
                               "fig3a.json there")
     (tmp_path / "sweep.json").write_text("{}")
     assert info(tmp_path).endswith(f"; it is a sweep's folder: spikefa sweep-report {tmp_path} summarizes it")
+
+
+def test_an_empty_or_npy_checkpoint_is_refused_with_what_to_do(tmp_path):
+    """A checkpoint file that is empty (a full disk, a copy cut short) is told apart like any
+    other unreadable one, not raised as numpy's EOFError."""
+    for name, content in (("empty", b""), ("npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fortran_order': "
+                                                     b"False, 'shape': (0,), }" + b" " * 58 + b"\n")):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "fig3a.ckpt.npz").write_bytes(content)
+        for resume in (False, True):
+            with pytest.raises(ValueError, match=r"cannot read the experiment checkpoint .*--overwrite"):
+                run_experiment("fig3a", out, quick=True, progress=False, resume=resume)
+
+
+def test_a_refused_resume_makes_no_folder(tmp_path):
+    """--resume with an --out that does not exist (a typo) is refused without making it."""
+    out = tmp_path / "typo"
+    with pytest.raises(ValueError, match="nothing to resume"):
+        run_experiment("fig3a", out, quick=True, progress=False, resume=True)
+    assert not out.exists()
+
+
+def test_a_checkpoint_of_other_settings_is_refused_naming_them(tmp_path, monkeypatch):
+    """Started again over the checkpoint of a run with another seed, the refusal says which
+    seed --resume needs, instead of sending the user to a --resume that is refused too."""
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_RESUMABLE)
+    out = tmp_path / "run"
+    _stop_at_call(monkeypatch, 150)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False, seed=2)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"continue it with --resume and the stopped run's seed = 2, or start it "
+                                         r"again"):
+        run_experiment("fig3a", out, config=config, progress=False)
+
+
+def test_a_second_fig3a_in_the_same_folder_is_refused_while_the_first_runs(tmp_path, monkeypatch):
+    """While a fig3a runs (its checkpoint written, the run not stopped), neither --resume nor
+    --overwrite of that folder may start a second writer of the same checkpoint and JSON."""
+    from spikefa.runfile import RunFileError
+
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_RESUMABLE)
+    out = tmp_path / "run"
+    calls, refused, train_step = [0], [], rate.train_step
+
+    def second_run_meanwhile(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 150:  # in bp's 2nd epoch: the checkpoint of its 1st is there
+            for flags in ({"resume": True}, {"overwrite": True}, {}):
+                with pytest.raises((RunFileError, ValueError)) as exc:
+                    run_experiment("fig3a", out, config=config, progress=False, **flags)
+                refused.append(str(exc.value))
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(rate, "train_step", second_run_meanwhile)
+    result = run_experiment("fig3a", out, config=config, progress=False)
+    assert len(refused) == 3 and all("is being written" in r for r in refused), refused
+    assert "resumes" not in result and not (out / "fig3a.ckpt.npz").exists()
+    assert not list(out.glob("*.writer")) and not list(out.glob("*.tmp"))
+
+
+def test_a_stop_while_the_figure_is_written_leaves_no_truncated_figure(tmp_path, monkeypatch):
+    """Ctrl-C while the PNG is written leaves the PNG of before (here: none), not a cut one."""
+    from matplotlib.figure import Figure
+
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_SMALL)
+    out = tmp_path / "run"
+
+    def stopped_savefig(self, fname, *args, **kwargs):
+        fname.write(b"\x89PNG\r\n")  # the first bytes, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", stopped_savefig)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["fig3a.ckpt.npz"]
+
+
+def test_cli_a_stop_after_the_json_is_written_says_the_experiment_finished(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the last moment, after fig3a.json is written: the message says the results are
+    there, not "nothing of it was written ... run it again" (which would redo a 20-minute run)."""
+    from spikefa import experiments
+    from spikefa.cli import main
+
+    real = experiments.run_experiment
+
+    def stopped_as_it_ends(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "run_experiment", stopped_as_it_ends)
+    out = tmp_path / "q"
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "fig3a", "--quick", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 130
+    assert "nothing of it was written" not in err and f"its figure and numbers are in {out / 'fig3a.json'}" in err
+    assert (out / "fig3a.json").exists() and not (out / "fig3a.ckpt.npz").exists()
+
+
+def test_a_write_whose_rename_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """_replace_file writes beside its target and renames: a rename that fails (a target
+    made immutable, a full directory) left the temporary file behind; the target stays as
+    it was."""
+    from spikefa import experiments
+
+    target = tmp_path / "fig3a.json"
+    target.write_text("old")
+
+    def refused(src, dst):
+        raise PermissionError(1, "Operation not permitted", str(dst))
+
+    monkeypatch.setattr(experiments.os, "replace", refused)
+    with pytest.raises(PermissionError):
+        experiments._replace_file(target, lambda f: f.write(b"new"))
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["fig3a.json"]
