@@ -686,35 +686,35 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
             order_rng.bit_generator.state = kept["order_rng"]
             errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
             first_epoch, count, next_eval = kept["epoch"], kept["count"], kept["next_eval"]
-        bar = tqdm(total=train["epochs"] * n_batches, initial=first_epoch * n_batches, desc=f"fig3a {rule_name}",
-                   disable=not progress, mininterval=0.5, leave=False)
-        for epoch in range(first_epoch, train["epochs"]):
-            order = order_rng.permutation(n_train)
-            for start in range(0, n_train, batch):
-                idx = order[start:start + batch]
-                rate.train_step(net, rule, x_train[idx], y_train[idx], train["eta"],
-                                weight_decay=train["weight_decay"])
-                count += len(idx)
-                bar.update()
-                if count >= next_eval:
-                    next_eval += train["eval_every"]
-                    errors[rule_name].append(test_error(net))
-                    seen[rule_name].append(count)
-                    if has_b:
-                        angles[rule_name].append(fa_angle(net))
-                    bar.set_postfix(test_error=f"{errors[rule_name][-1]:.2%}")
-            if ckpt is not None and epoch + 1 < train["epochs"]:
-                ckpt.save({"rule": rule_name, "epoch": epoch + 1, "count": count, "next_eval": next_eval,
-                           "order_rng": order_rng.bit_generator.state, "examples": seen[rule_name],
-                           "test_error": errors[rule_name], "angle": angles[rule_name], **sizes},
-                          {f"{name}{i}": a for name, arrays in (("W", net.W), ("b", net.b), ("B", net.B))
-                           for i, a in enumerate(arrays)})
-        if seen[rule_name][-1] != count:
-            errors[rule_name].append(test_error(net))
-            seen[rule_name].append(count)
-            if has_b:
-                angles[rule_name].append(fa_angle(net))
-        bar.close()
+        # (closed on an error too: its line is cleared, not left under the error message)
+        with tqdm(total=train["epochs"] * n_batches, initial=first_epoch * n_batches, desc=f"fig3a {rule_name}",
+                  disable=not progress, mininterval=0.5, leave=False) as bar:
+            for epoch in range(first_epoch, train["epochs"]):
+                order = order_rng.permutation(n_train)
+                for start in range(0, n_train, batch):
+                    idx = order[start:start + batch]
+                    rate.train_step(net, rule, x_train[idx], y_train[idx], train["eta"],
+                                    weight_decay=train["weight_decay"])
+                    count += len(idx)
+                    bar.update()
+                    if count >= next_eval:
+                        next_eval += train["eval_every"]
+                        errors[rule_name].append(test_error(net))
+                        seen[rule_name].append(count)
+                        if has_b:
+                            angles[rule_name].append(fa_angle(net))
+                        bar.set_postfix(test_error=f"{errors[rule_name][-1]:.2%}")
+                if ckpt is not None and epoch + 1 < train["epochs"]:
+                    ckpt.save({"rule": rule_name, "epoch": epoch + 1, "count": count, "next_eval": next_eval,
+                               "order_rng": order_rng.bit_generator.state, "examples": seen[rule_name],
+                               "test_error": errors[rule_name], "angle": angles[rule_name], **sizes},
+                              {f"{name}{i}": a for name, arrays in (("W", net.W), ("b", net.b), ("B", net.B))
+                               for i, a in enumerate(arrays)})
+            if seen[rule_name][-1] != count:
+                errors[rule_name].append(test_error(net))
+                seen[rule_name].append(count)
+                if has_b:
+                    angles[rule_name].append(fa_angle(net))
         if net.W_mask is not None:  # removed synapses must still be exactly zero
             assert all(not np.any(w[~m]) for w, m in zip(net.W, net.W_mask))
         if ckpt is not None:
