@@ -802,3 +802,220 @@ def test_a_write_whose_rename_fails_leaves_no_temporary_file(tmp_path, monkeypat
     with pytest.raises(PermissionError):
         experiments._replace_file(target, lambda f: f.write(b"new"))
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["fig3a.json"]
+
+
+# ----------------------------------------------------- checkpoint gaps found by mutation testing
+
+
+def _edit_checkpoint(path, edit):
+    """Rewrite the meta of the experiment checkpoint ``path`` with ``edit(meta)``."""
+    with np.load(path, allow_pickle=False) as f:
+        data = {k: f[k] for k in f.files}
+    meta = json.loads(str(data["meta"][()]))
+    edit(meta)
+    data["meta"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **data)
+
+
+def _stopped_fig3a(tmp_path, monkeypatch, n=150, **kwargs):
+    """FIG3A_RESUMABLE stopped at the n-th training step: its config file and folder."""
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_RESUMABLE)
+    out = tmp_path / "run"
+    _stop_at_call(monkeypatch, n)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False, **kwargs)
+    monkeypatch.undo()
+    return config, out
+
+
+def test_a_resumed_fig3a_counts_the_seconds_of_every_session(tmp_path, monkeypatch):
+    """``seconds`` sums the sessions: a checkpoint written after a resume adds its session's
+    time to the stopped one's, and so does the result (a stopped session's 1000 s are not
+    forgotten, however fast the rest is)."""
+    from spikefa.experiments import checkpoint_path, checkpoint_progress, read_checkpoint
+
+    config, out = _stopped_fig3a(tmp_path, monkeypatch)
+    _edit_checkpoint(checkpoint_path(out, "fig3a"), lambda meta: meta.update(seconds=1000.0))
+    _stop_at_call(monkeypatch, 250)  # bp's last 2 epochs (200 steps), then into sparse-fa's 1st
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False, resume=True)
+    monkeypatch.undo()
+    meta = read_checkpoint(out, "fig3a")["meta"]
+    assert checkpoint_progress(meta) == "bp done" and 1000.0 < meta["seconds"] < 1000.0 + 600
+    result = run_experiment("fig3a", out, config=config, progress=False, resume=True)
+    assert 1000.0 < result["seconds"] < 1000.0 + 600 and result["resumes"] == 2
+
+
+@pytest.mark.parametrize("key", ["experiment", "config", "done", "seconds", "resumes"])
+def test_a_checkpoint_without_a_field_is_refused_as_unreadable(tmp_path, monkeypatch, key):
+    """A checkpoint whose meta lacks a field (another version's, or edited) is refused with
+    what to do, not with a KeyError once the run has begun."""
+    from spikefa.experiments import checkpoint_path
+
+    config, out = _stopped_fig3a(tmp_path, monkeypatch)
+    _edit_checkpoint(checkpoint_path(out, "fig3a"), lambda meta: meta.pop(key))
+    for resume in (True, False):
+        with pytest.raises(ValueError, match=rf"cannot read the experiment checkpoint .*no {key}.*--overwrite"):
+            run_experiment("fig3a", out, config=config, progress=False, resume=resume)
+
+
+def test_overwrite_deletes_the_checkpoint_before_the_new_run_writes_its_own(tmp_path, monkeypatch):
+    """--overwrite deletes the stopped run's checkpoint at once: stopped again before its own
+    first checkpoint, it leaves none, not the old run's for a later --resume to continue."""
+    from spikefa.experiments import checkpoint_path
+
+    config, out = _stopped_fig3a(tmp_path, monkeypatch, seed=2)
+    _stop_at_call(monkeypatch, 50)  # in bp's first epoch: no checkpoint of this run yet
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False, overwrite=True)
+    monkeypatch.undo()
+    assert not checkpoint_path(out, "fig3a").exists()
+    with pytest.raises(ValueError, match="nothing to resume"):
+        run_experiment("fig3a", out, config=config, progress=False, seed=2, resume=True)
+
+
+def test_a_resume_must_ask_for_the_same_quick(tmp_path, monkeypatch):
+    """A model file without a [quick] table gives the same config with and without quick:
+    the checkpoint's quick is compared too (the result records it, and the command that
+    continues a run repeats it)."""
+    config, out = _stopped_fig3a(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match=r"another run.*quick = True \(the stopped run's: False\)"):
+        run_experiment("fig3a", out, config=config, quick=True, progress=False, resume=True)
+    with pytest.raises(ValueError, match=r"continue it with --resume and the stopped run's quick = False, or"):
+        run_experiment("fig3a", out, config=config, quick=True, progress=False)
+
+
+def test_a_fig3a_stopped_after_its_last_rule_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """Stopped while its figure is written, every rule is done: the resume trains nothing
+    and gives the uninterrupted run's numbers (examples_seen included)."""
+    from matplotlib.figure import Figure
+
+    from spikefa.experiments import checkpoint_progress, read_checkpoint
+
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_RESUMABLE)
+    whole = run_experiment("fig3a", tmp_path / "whole", config=config, progress=False)
+    out = tmp_path / "run"
+
+    def stopped_savefig(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", stopped_savefig)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False)
+    monkeypatch.undo()
+    assert checkpoint_progress(read_checkpoint(out, "fig3a")["meta"]) == "bp, sparse-fa done"
+    trained = []
+    monkeypatch.setattr(rate, "train_step", lambda *a, _ts=rate.train_step, **k: trained.append(1) or _ts(*a, **k))
+    result = run_experiment("fig3a", out, config=config, progress=False, resume=True)
+    assert not trained and result["resumes"] == 1
+    assert result["summary"] == whole["summary"] and result["curves"] == whole["curves"]
+
+
+def test_a_checkpoint_of_other_data_is_refused(tmp_path, monkeypatch):
+    """A checkpoint is resumed only on data of its sizes (another --data folder would
+    continue the weights on other images)."""
+    from spikefa.experiments import checkpoint_path
+
+    config, out = _stopped_fig3a(tmp_path, monkeypatch)
+    _edit_checkpoint(checkpoint_path(out, "fig3a"), lambda meta: meta["current"].update(n_train=60000))
+    with pytest.raises(ValueError, match=r"was run on 60,000 training and 500 test images, this data has 2,000 "
+                                         r"and 500: give its data folder"):
+        run_experiment("fig3a", out, config=config, progress=False, resume=True)
+
+
+def test_a_resumed_fig3as_progress_bar_starts_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """The bar of the rule a resume continues starts at the epochs already done (200 of
+    300 steps), not at 0."""
+    config, out = _stopped_fig3a(tmp_path, monkeypatch, n=250)  # bp after 2 of 3 epochs
+    capsys.readouterr()
+    run_experiment("fig3a", out, config=config, progress=True, resume=True)
+    err = capsys.readouterr().err
+    assert "fig3a bp:  67%" in err and "200/300" in err
+
+
+def test_cli_stop_messages_with_an_older_json_or_an_unreadable_checkpoint(tmp_path, monkeypatch, capsys):
+    """A stop before the end says that nothing was written even where an older run's JSON
+    lies (it was not written by this run), and where an unreadable checkpoint lies (not
+    this run's: it writes whole files); neither ends in a traceback."""
+    from spikefa import experiments
+    from spikefa.cli import main
+
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "fig3a.json").write_text("{}")  # an older, finished run
+
+    def stopped(*args, **kwargs):
+        (out / "fig3a.ckpt.npz").write_bytes(b"PK\x03\x04 cut short")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "run_experiment", stopped)
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "fig3a", "--quick", "--out", str(out)])
+    assert exc.value.code == 130
+    err = capsys.readouterr().err
+    assert "experiment fig3a stopped: nothing of it was written" in err and "stopped as it ended" not in err
+    assert (out / "fig3a.json").read_text() == "{}"
+
+
+def test_cli_a_stop_after_the_json_deletes_a_checkpoint_left_behind(tmp_path, monkeypatch, capsys):
+    """Ctrl-C after fig3a.json is written but before the checkpoint is deleted: the CLI
+    deletes it (its numbers are in the JSON), so the folder is not refused next time."""
+    from spikefa import experiments
+    from spikefa.cli import main
+
+    config, out = _stopped_fig3a(tmp_path, monkeypatch)
+
+    def json_then_stop(*args, **kwargs):
+        (out / "fig3a.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "run_experiment", json_then_stop)
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "fig3a", "--out", str(out), "--resume"])
+    assert exc.value.code == 130 and "stopped as it ended" in capsys.readouterr().err
+    assert not (out / "fig3a.ckpt.npz").exists()
+
+
+def test_cli_the_command_that_continues_a_stopped_fig3a_keeps_its_data(tmp_path, monkeypatch, capsys):
+    """--data, like --seed and --quick, is repeated in the printed command."""
+    import shlex
+
+    from spikefa.cli import main
+
+    out, data = tmp_path / "q", tmp_path / "mnist"
+    _stop_at_call(monkeypatch, 300)
+    with pytest.raises(SystemExit):
+        main(["experiment", "fig3a", "--quick", "--out", str(out), "--data", str(data)])
+    command = capsys.readouterr().err.split("continue it with: ")[1].strip()
+    assert command == shlex.join(["spikefa", "experiment", "fig3a", "--out", str(out), "--quick", "--data",
+                                  str(data), "--resume"])
+
+
+def test_info_on_an_experiments_folder_other_cases(tmp_path, monkeypatch, capsys):
+    """`spikefa info` on a folder: an unreadable checkpoint is named with what to do, a
+    full-MNIST checkpoint's command asks for --data, one finished experiment is said in the
+    singular, and a folder of run files lists five of them and counts the rest."""
+    from spikefa.cli import main
+    from spikefa.experiments import checkpoint_path
+
+    def info(path):
+        assert main(["info", str(path)]) == 2
+        return capsys.readouterr().err.strip()
+
+    config, out = _stopped_fig3a(tmp_path, monkeypatch)
+    _edit_checkpoint(checkpoint_path(out, "fig3a"), lambda meta: meta["config"]["data"].update(dataset="mnist"))
+    assert info(out).endswith(f"continue it with spikefa experiment fig3a --out {out} --resume --data DIR")
+    checkpoint_path(out, "fig3a").write_bytes(b"")
+    assert f"; cannot read the experiment checkpoint {checkpoint_path(out, 'fig3a')}" in info(out)
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "fig2.json").write_text("{}")
+    assert info(done).endswith("; it holds the finished experiment fig2, whose numbers are in fig2.json there")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name in "abcdefg":
+        (runs / f"{name}.h5").write_bytes(b"")
+    assert info(runs).endswith("; the run files in it: a.h5, b.h5, c.h5, d.h5, e.h5 and 2 more")

@@ -709,3 +709,58 @@ epochs = 0.05
     assert f"{note} (run {res.runs[0].file})" in err  # (the note does not name its run)
     logged = [e for e in sw.read_log(out) if e["event"] == "note"]
     assert [(e["id"], e["file"], e["message"]) for e in logged] == [(res.runs[0].id, res.runs[0].file, note)]
+
+
+def test_a_note_of_another_thread_is_printed_once_where_a_handler_takes_it(monkeypatch, capsys):
+    """Where the worker's logging has a handler (on the root logger here), a note of a thread
+    that is not a sweep's run is left to that handler: _TaskNotes does not print it a second
+    time on stderr as Python's last resort."""
+    import io
+    import threading
+
+    class Worker:
+        def __init__(self):
+            self.events = []
+
+        def log_event(self, topic, msg):
+            self.events.append((topic, msg))
+
+    stream = io.StringIO()
+    monkeypatch.setattr(logging.root, "handlers", [logging.StreamHandler(stream)])
+    monkeypatch.setattr(logging.getLogger("spikefa"), "handlers", [])
+    log = logging.getLogger("spikefa.train")
+    worker = Worker()
+    with sw._TaskNotes.forwarded(worker, "topic", "a.h5"):
+        other = threading.Thread(target=log.warning, args=("spikefa: note: in another thread",))
+        other.start()
+        other.join()
+    assert worker.events == []
+    assert stream.getvalue() == "spikefa: note: in another thread\n"
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_task_off_a_worker_leaves_its_notes_to_logging(tmp_path, monkeypatch, capsys):
+    """_run_task called where there is no Dask worker (get_worker fails) forwards nothing: a
+    note is printed as logging prints it, not lost in a 'Logging error' about a worker that
+    is not there."""
+    import threading
+
+    import spikefa.train as module
+
+    stop_file = tmp_path / ".stop-s1"
+
+    def noted(cfg, *, out, stop=None, **kwargs):
+        logging.getLogger("spikefa.train").warning("spikefa: note: off a worker")
+        stop_file.touch()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "train", noted)
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(logging.getLogger("spikefa"), "handlers", [])
+    cfg_json, got = load_config("tiny").to_json(), []
+    t = threading.Thread(target=lambda: got.append(sw._run_task(cfg_json, str(tmp_path / "r.h5"), None, "t",
+                                                                str(stop_file))))
+    t.start()
+    t.join(60)
+    assert got and got[0]["stopped"] is True, got
+    assert capsys.readouterr().err == "spikefa: note: off a worker\n"
