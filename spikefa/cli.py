@@ -280,11 +280,14 @@ def _curve(args):
 def _info(args):
     from .runfile import Run, RunFileError
 
+    runs = []
     try:
-        runs = [Run(path) for path in args.run]
+        for path in args.run:
+            runs.append(Run(path))
         infos = [run.summary() for run in runs]
     except RunFileError as exc:
-        raise SystemExit(f"spikefa: error: {exc}{_not_a_run_hint(exc.args[0])}") from None
+        hint = _not_a_run_hint(Path(args.run[len(runs)])) if len(runs) < len(args.run) else ""
+        raise SystemExit(f"spikefa: error: {exc}{hint}") from None
     if args.json:
         print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=1))
         return
@@ -301,12 +304,12 @@ def _info(args):
             print(f"  {k}: " + ", ".join(f"{run.path} = {f.get(k)!r}" for run, f in zip(runs, flats)))
 
 
-def _not_a_run_hint(message: str) -> str:
+def _not_a_run_hint(path: Path) -> str:
     """For `spikefa info` given an experiment's or a sweep's folder (or an experiment's
-    checkpoint): what that is and the command that reads or continues it."""
+    checkpoint) instead of a run file: what that is and the command that reads or
+    continues it."""
     from .experiments import EXPERIMENTS, checkpoint_path, checkpoint_progress, read_checkpoint
 
-    path = Path(message.split(" is a folder, not")[0].split(" is not an HDF5 file")[0])
     folder = path if path.is_dir() else path.parent if path.name.endswith(".ckpt.npz") else None
     if folder is None:
         return ""

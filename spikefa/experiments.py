@@ -293,12 +293,22 @@ def read_checkpoint(out_dir, name: str) -> dict | None:
             meta = json.loads(str(f["meta"][()]))
             arrays = {k: f[k] for k in f.files if k != "meta"}
         missing = [k for k in ("experiment", "config", "done", "seconds", "resumes") if k not in meta]
+        current = meta.get("current") if not missing else None
+        if current:  # the state of the rule it stopped in, and that rule's weights
+            missing = [k for k in _CURRENT_KEYS if k not in current]
+            n_layers = len(meta["config"]["network"]["sizes"]) - 1
+            missing += [k for k in (f"{a}{i}" for a in "Wb" for i in range(n_layers)) if k not in arrays]
         if missing:
             raise KeyError(f"no {', '.join(missing)}")
+        checkpoint_progress(meta)  # (what `spikefa info` and a stop message say of it)
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read the experiment checkpoint {path} ({type(exc).__name__}: {exc}); start "
                          f"the experiment again with --overwrite, which deletes it") from None
     return {"meta": meta, "arrays": arrays, "path": path}
+
+
+_CURRENT_KEYS = ("rule", "epoch", "count", "next_eval", "order_rng", "examples", "test_error", "angle",
+                 "n_train", "n_test")
 
 
 def checkpoint_progress(meta: dict) -> str:

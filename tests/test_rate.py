@@ -6,6 +6,7 @@ experiments run once per module (fixture) and several tests read their results.
 """
 
 import json
+import re
 import tomllib
 
 import numpy as np
@@ -1019,3 +1020,33 @@ def test_info_on_an_experiments_folder_other_cases(tmp_path, monkeypatch, capsys
     for name in "abcdefg":
         (runs / f"{name}.h5").write_bytes(b"")
     assert info(runs).endswith("; the run files in it: a.h5, b.h5, c.h5, d.h5, e.h5 and 2 more")
+
+
+@pytest.mark.parametrize("damage", ["order_rng", "W0", "epochs"])
+def test_a_checkpoint_missing_part_of_its_rules_state_is_refused_in_one_line(tmp_path, monkeypatch, capsys, damage):
+    """A checkpoint whose top-level keys are all there but whose rule state lacks a field
+    (or a weight array, or its config the epochs) raised a bare KeyError mid-run, or in
+    `spikefa info` and the stop message; it is refused up front like any unreadable one."""
+    from spikefa.cli import main
+    from spikefa.experiments import checkpoint_path, read_checkpoint
+
+    out = tmp_path / "q"
+    _stop_at_call(monkeypatch, 300)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, quick=True, progress=False)
+    monkeypatch.undo()
+    saved = read_checkpoint(out, "fig3a")
+    meta, arrays = saved["meta"], dict(saved["arrays"])
+    if damage == "order_rng":
+        del meta["current"]["order_rng"]
+    elif damage == "W0":
+        del arrays["W0"]
+    else:
+        del meta["config"]["train"]["epochs"]
+    np.savez(checkpoint_path(out, "fig3a"), meta=np.array(json.dumps(meta)), **arrays)
+    refusal = r"cannot read the experiment checkpoint .*fig3a.ckpt.npz \(KeyError: .*" + damage + r".*--overwrite"
+    with pytest.raises(ValueError, match=refusal):
+        run_experiment("fig3a", out, quick=True, progress=False, resume=True)
+    assert main(["info", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(refusal, err) and "Traceback" not in err
