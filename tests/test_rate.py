@@ -552,6 +552,18 @@ def _stop_at_call(monkeypatch, n):
     monkeypatch.setattr(rate, "train_step", counted)
 
 
+def _stopped_fig3a(tmp_path, monkeypatch, n=150, **kwargs):
+    """FIG3A_RESUMABLE stopped at the n-th training step: its config file and folder."""
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_RESUMABLE)
+    out = tmp_path / "run"
+    _stop_at_call(monkeypatch, n)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False, **kwargs)
+    monkeypatch.undo()
+    return config, out
+
+
 def test_a_stopped_fig3a_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, caplog):
     """fig3a (tens of minutes at full size) keeps a checkpoint at every epoch's and rule's
     end. Stopped three times (inside the first rule, at the first step of the second, inside
@@ -601,13 +613,7 @@ def test_an_experiment_checkpoint_is_neither_thrown_away_nor_mixed_up(tmp_path, 
     keeps no checkpoint, both --resume and --overwrite, and a checkpoint it cannot read."""
     from spikefa.experiments import checkpoint_path
 
-    config = tmp_path / "fig3a.toml"
-    config.write_text(FIG3A_RESUMABLE)
-    out = tmp_path / "run"
-    _stop_at_call(monkeypatch, 150)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment("fig3a", out, config=config, progress=False, seed=2)
-    monkeypatch.undo()
+    config, out = _stopped_fig3a(tmp_path, monkeypatch, seed=2)
     ckpt = checkpoint_path(out, "fig3a")
     before = ckpt.read_bytes()
     with pytest.raises(ValueError, match=r"holds the checkpoint of a stopped fig3a \(bp after 1 of 3 epochs\): "
@@ -709,13 +715,7 @@ def test_a_refused_resume_makes_no_folder(tmp_path):
 def test_a_checkpoint_of_other_settings_is_refused_naming_them(tmp_path, monkeypatch):
     """Started again over the checkpoint of a run with another seed, the refusal says which
     seed --resume needs, instead of sending the user to a --resume that is refused too."""
-    config = tmp_path / "fig3a.toml"
-    config.write_text(FIG3A_RESUMABLE)
-    out = tmp_path / "run"
-    _stop_at_call(monkeypatch, 150)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment("fig3a", out, config=config, progress=False, seed=2)
-    monkeypatch.undo()
+    config, out = _stopped_fig3a(tmp_path, monkeypatch, seed=2)
     with pytest.raises(ValueError, match=r"continue it with --resume and the stopped run's seed = 2, or start it "
                                          r"again"):
         run_experiment("fig3a", out, config=config, progress=False)
@@ -817,18 +817,6 @@ def _edit_checkpoint(path, edit):
     data["meta"] = np.array(json.dumps(meta))
     with open(path, "wb") as f:
         np.savez(f, **data)
-
-
-def _stopped_fig3a(tmp_path, monkeypatch, n=150, **kwargs):
-    """FIG3A_RESUMABLE stopped at the n-th training step: its config file and folder."""
-    config = tmp_path / "fig3a.toml"
-    config.write_text(FIG3A_RESUMABLE)
-    out = tmp_path / "run"
-    _stop_at_call(monkeypatch, n)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment("fig3a", out, config=config, progress=False, **kwargs)
-    monkeypatch.undo()
-    return config, out
 
 
 def test_a_resumed_fig3a_counts_the_seconds_of_every_session(tmp_path, monkeypatch):
