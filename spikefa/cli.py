@@ -214,7 +214,7 @@ def _window_arg(text):
 
 
 def _experiment(args):
-    from .experiments import checkpoint_path, checkpoint_progress, read_checkpoint, run_experiment
+    from .experiments import checkpoint_path, checkpoint_progress, read_checkpoint, resume_command, run_experiment
 
     out = args.out or f"runs/rate-{args.name}{'-quick' if args.quick else ''}"
     result_json = Path(out) / f"{args.name}.json"
@@ -245,11 +245,9 @@ def _experiment(args):
             print(f"\nspikefa: experiment {args.name} stopped: nothing of it was written (its figure and JSON are "
                   f"written when it ends); run it again to make them", file=sys.stderr)
         else:
-            again = ["spikefa", "experiment", args.name, "--out", out] + ["--quick"] * args.quick \
-                + ["--seed", str(args.seed)] * (args.seed != 0) + ["--data", args.data] * (args.data is not None)
             print(f"\nspikefa: experiment {args.name} stopped: its checkpoint ({checkpoint_progress(saved['meta'])}) "
                   f"is kept in {checkpoint_path(out, args.name)}; continue it with: "
-                  f"{shlex.join(again + ['--resume'])}", file=sys.stderr)
+                  f"{resume_command(out, args.name, saved['meta'], args.data)}", file=sys.stderr)
         raise SystemExit(130) from None
     # the curves are in the JSON file; print what a reader wants at once
     brief = {k: res[k] for k in ("experiment", "quick", "seed", "seconds", "summary", "files")}
@@ -308,7 +306,7 @@ def _not_a_run_hint(path: Path) -> str:
     """For `spikefa info` given an experiment's or a sweep's folder (or an experiment's
     checkpoint) instead of a run file: what that is and the command that reads or
     continues it."""
-    from .experiments import EXPERIMENTS, checkpoint_path, checkpoint_progress, read_checkpoint
+    from .experiments import EXPERIMENTS, checkpoint_path, checkpoint_progress, read_checkpoint, resume_command
 
     folder = path if path.is_dir() else path.parent if path.name.endswith(".ckpt.npz") else None
     if folder is None:
@@ -326,11 +324,9 @@ def _not_a_run_hint(path: Path) -> str:
             continue
         if saved is not None:
             meta = saved["meta"]
-            again = ["spikefa", "experiment", name, "--out", str(folder)] + ["--quick"] * bool(meta["quick"]) \
-                + ["--seed", str(meta["seed"])] * (meta["seed"] != 0) + ["--resume"]
-            reads_mnist = meta["config"].get("data", {}).get("dataset") == "mnist"
-            hints.append(f"it {'is' if path.is_file() else 'holds'} the checkpoint of a stopped experiment {name} ({checkpoint_progress(meta)}): "
-                         f"continue it with {shlex.join(again)}" + (" --data DIR" if reads_mnist else ""))
+            data = "DIR" if meta["config"].get("data", {}).get("dataset") == "mnist" else None  # (its own folder)
+            hints.append(f"it {'is' if path.is_file() else 'holds'} the checkpoint of a stopped experiment {name} "
+                         f"({checkpoint_progress(meta)}): continue it with {resume_command(folder, name, meta, data)}")
         elif (folder / f"{name}.json").exists():
             finished.append(name)
     if finished:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import tomllib
@@ -318,6 +319,13 @@ def checkpoint_progress(meta: dict) -> str:
     if current:
         parts.append(f"{current['rule']} after {current['epoch']} of {meta['config']['train']['epochs']} epochs")
     return "; ".join(parts) or "no rule begun"
+
+
+def resume_command(out_dir, name: str, meta: dict, data_dir=None) -> str:
+    """The command that continues the checkpoint ``meta`` in ``out_dir``."""
+    words = ["spikefa", "experiment", name, "--out", str(out_dir)] + ["--quick"] * bool(meta["quick"]) \
+        + ["--seed", str(meta["seed"])] * (meta["seed"] != 0) + ["--data", str(data_dir)] * (data_dir is not None)
+    return shlex.join(words + ["--resume"])
 
 
 def _plain(value):

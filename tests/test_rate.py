@@ -996,7 +996,7 @@ def test_info_on_an_experiments_folder_other_cases(tmp_path, monkeypatch, capsys
 
     config, out = _stopped_fig3a(tmp_path, monkeypatch)
     _edit_checkpoint(checkpoint_path(out, "fig3a"), lambda meta: meta["config"]["data"].update(dataset="mnist"))
-    assert info(out).endswith(f"continue it with spikefa experiment fig3a --out {out} --resume --data DIR")
+    assert info(out).endswith(f"continue it with spikefa experiment fig3a --out {out} --data DIR --resume")
     checkpoint_path(out, "fig3a").write_bytes(b"")
     assert f"; cannot read the experiment checkpoint {checkpoint_path(out, 'fig3a')}" in info(out)
     done = tmp_path / "done"
