@@ -427,9 +427,6 @@ def read_manifest(sweep_dir) -> dict:
 
 
 # ------------------------------------------------------------------------- the task
-_NOTES_LOCK = threading.Lock()
-
-
 class _TaskNotes(logging.Handler):
     """On a worker, sends the notes spikefa logs while a sweep's run is trained in this
     thread (``spikefa: note: ...``) to the sweep as events: it logs them and prints them
@@ -439,12 +436,13 @@ class _TaskNotes(logging.Handler):
     handler, since this handler, on the ``spikefa`` logger, takes that place."""
 
     tasks: dict = {}  # thread id -> (worker, topic, run file name)
+    _install = threading.Lock()
 
     @classmethod
     @contextmanager
     def forwarded(cls, worker, topic: str, file: str):
         logger = logging.getLogger("spikefa")
-        with _NOTES_LOCK:
+        with cls._install:
             if not any(isinstance(h, cls) for h in logger.handlers):
                 logger.addHandler(cls())
         ident = threading.get_ident()
