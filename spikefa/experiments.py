@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import sys
 import time
@@ -40,6 +39,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from spikefa import rate
+from spikefa.runfile import write_whole
 from spikefa.measures import angle_deg, normalized_squared_error
 
 log = logging.getLogger(__name__)
@@ -260,10 +260,10 @@ def _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwri
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
         # whole or not at all: a stop here leaves no truncated figure (nor one of an older run cut short)
-        _replace_file(path, lambda f, ext=ext: fig.savefig(f, format=ext, dpi=150))
+        write_whole(path, lambda f, ext=ext: fig.savefig(f, format=ext, dpi=150))
         files.append(str(path))
     path = out_dir / f"{name}.json"
-    _replace_file(path, lambda f: f.write(_to_json(result).encode()))
+    write_whole(path, lambda f: f.write(_to_json(result).encode()))
     files.append(str(path))
     checkpoint_path(out_dir, name).unlink(missing_ok=True)  # its numbers are in the JSON now
     result["files"] = files
@@ -394,20 +394,7 @@ class _Checkpoint:
         meta = {**self.key, "seconds": self.seconds0 + time.perf_counter() - self.start,
                 "resumes": self.resumes, "done": self.done, "current": current}
         payload = {"meta": np.array(json.dumps(meta, default=_jsonable)), **(arrays or {})}
-        _replace_file(self.path, lambda f: np.savez(f, **payload))
-
-
-def _replace_file(path: Path, write) -> None:
-    """Write ``path`` whole or not at all: into a temporary file beside it, then renamed
-    over it (a stop in between leaves the old file as it was)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        write_whole(self.path, lambda f: np.savez(f, **payload))
 
 
 def _to_json(result: dict) -> str:

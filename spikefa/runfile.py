@@ -284,6 +284,20 @@ def _open_left_open(path) -> h5py.File:
     return h5py.File(_FlagsCleared(path), "r")
 
 
+def write_whole(path: Path, write) -> None:
+    """Write ``path`` whole or not at all: ``write(f)`` into a temporary file beside it,
+    then renamed over it (a stop or error in between leaves the old file as it was, and no
+    temporary file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _writer(attrs) -> tuple[int, str]:
     """The writer a run file's attributes name: ``writer_pid`` (-1: none) and ``writer_host``."""
     return int(attrs.get("writer_pid", -1)), str(attrs.get("writer_host", ""))

@@ -94,7 +94,7 @@ import numpy as np
 from . import __version__
 from .config import Config, ConfigError, load_config
 from .interrupt import StopFile, StopRequest
-from .runfile import RunFileError, pid_alive
+from .runfile import RunFileError, pid_alive, write_whole
 
 MANIFEST = "sweep.json"
 LOG = "sweep-log.jsonl"
@@ -399,9 +399,7 @@ def file_lock(path, what: str):
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    write_whole(path, lambda f: f.write(json.dumps(data, indent=1, default=str).encode()))
 
 
 def _log(out: Path, session: str, event: str, **fields) -> None:

@@ -788,10 +788,10 @@ def test_cli_a_stop_after_the_json_is_written_says_the_experiment_finished(tmp_p
 
 
 def test_a_write_whose_rename_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
-    """_replace_file writes beside its target and renames: a rename that fails (a target
+    """runfile.write_whole writes beside its target and renames: a rename that fails (a target
     made immutable, a full directory) left the temporary file behind; the target stays as
     it was."""
-    from spikefa import experiments
+    from spikefa import runfile
 
     target = tmp_path / "fig3a.json"
     target.write_text("old")
@@ -799,9 +799,9 @@ def test_a_write_whose_rename_fails_leaves_no_temporary_file(tmp_path, monkeypat
     def refused(src, dst):
         raise PermissionError(1, "Operation not permitted", str(dst))
 
-    monkeypatch.setattr(experiments.os, "replace", refused)
+    monkeypatch.setattr(runfile.os, "replace", refused)
     with pytest.raises(PermissionError):
-        experiments._replace_file(target, lambda f: f.write(b"new"))
+        runfile.write_whole(target, lambda f: f.write(b"new"))
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["fig3a.json"]
 
 
