@@ -241,7 +241,7 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
 
 def _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwrite):
     saved = _checkpoint_to_continue(name, out_dir, quick, seed, cfg, resume, overwrite)
-    start = time.perf_counter()
+    start, ckpt = time.perf_counter(), None
     if name == "fig3a":
         key = {"experiment": name, "quick": quick, "seed": seed, "config": _plain(cfg)}
         ckpt = _Checkpoint(checkpoint_path(out_dir, name), key, saved, start)
@@ -250,11 +250,11 @@ def _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwri
         summary, curves = _RUNNERS[name](cfg, seed, progress)
     from spikefa import __version__
 
-    seconds = time.perf_counter() - start + (saved["meta"]["seconds"] if saved else 0.0)
+    seconds = time.perf_counter() - start + (ckpt.seconds0 if ckpt is not None else 0.0)
     result = {"experiment": name, "quick": quick, "seed": seed, "spikefa_version": __version__,
               "config": cfg, "summary": summary, "curves": curves, "seconds": round(seconds, 1)}
-    if saved:
-        result["resumes"] = saved["meta"]["resumes"] + 1
+    if ckpt is not None and ckpt.resumes:
+        result["resumes"] = ckpt.resumes
     fig = plot_experiment(result)
     files = []
     for ext in ("png", "pdf"):
@@ -379,8 +379,9 @@ class _Checkpoint:
 
     def __init__(self, path: Path, key: dict, saved: dict | None, start: float):
         self.path, self.key, self.start = path, key, start
-        self.saved = saved["meta"] if saved else None
+        self.saved = saved["meta"] if saved else None  # (None: a run from the start)
         self.arrays = saved["arrays"] if saved else {}
+        # the work kept before this session (its seconds) and how many times it was carried over
         self.seconds0 = self.saved["seconds"] if saved else 0.0
         self.resumes = self.saved["resumes"] + 1 if saved else 0
         self.done = dict(self.saved["done"]) if saved else {}
