@@ -311,7 +311,9 @@ def _not_a_run_hint(path: Path) -> str:
     folder = path if path.is_dir() else path.parent if path.name.endswith(".ckpt.npz") else None
     if folder is None:
         return ""
-    if (folder / "sweep.json").exists():
+    from .sweep import MANIFEST
+
+    if (folder / MANIFEST).exists():
         return f"; it is a sweep's folder: spikefa sweep-report {shlex.quote(str(folder))} summarizes it"
     hints, finished = [], []
     for name in EXPERIMENTS:
