@@ -77,3 +77,21 @@ def test_every_model_file_key_is_documented_where_docs_model_md_says():
             assert key in in_model_file, key
     intro = (ROOT / "docs" / "model.md").read_text().split("The ones a study most often changes")[0]
     assert "[record]" in intro and "file-format.md" in intro
+
+
+def test_minimum_python_is_what_the_code_needs():
+    """The README and setup.cfg said Python >= 3.10, but spikefa imports tomllib (the
+    standard library's TOML reader, new in 3.11) unconditionally: on 3.10 `import
+    spikefa.config` fails. The stated minimum must be one version, and at least 3.11."""
+    import ast
+
+    readme = re.search(r"Python >= (\d+)\.(\d+)", (ROOT / "README.md").read_text())
+    setup = re.search(r"python_requires = >=(\d+)\.(\d+)", (ROOT / "setup.cfg").read_text())
+    assert readme and setup
+    stated = tuple(map(int, readme.groups()))
+    assert stated == tuple(map(int, setup.groups()))
+    uses_tomllib = any(
+        isinstance(node, ast.Import) and any(a.name == "tomllib" for a in node.names)
+        for path in (ROOT / "spikefa").glob("*.py") for node in ast.walk(ast.parse(path.read_text())))
+    if uses_tomllib:
+        assert stated >= (3, 11), f"spikefa imports tomllib (Python 3.11+), but the stated minimum is {stated}"
