@@ -95,3 +95,25 @@ def test_minimum_python_is_what_the_code_needs():
         for path in (ROOT / "spikefa").glob("*.py") for node in ast.walk(ast.parse(path.read_text())))
     if uses_tomllib:
         assert stated >= (3, 11), f"spikefa imports tomllib (Python 3.11+), but the stated minimum is {stated}"
+
+
+def test_model_md_names_every_default_the_paper_model_file_departs_from():
+    """docs/model.md said the config classes hold the same defaults as
+    models/lillicrap2016-fig4.toml, but that file sets run.deferred_steps = 32 and
+    run.forward_pass = "incremental" against the defaults 8 and "full": each key on which
+    they differ must be named, with both values, in the sentence that says so."""
+    import tomllib
+
+    from spikefa.config import Config
+
+    model_file = tomllib.loads((ROOT / "models" / "lillicrap2016-fig4.toml").read_text())
+    defaults = Config().flat()
+    differ = {f"{s}.{k}": (defaults[f"{s}.{k}"], v) for s, table in model_file.items() if isinstance(table, dict)
+              for k, v in table.items() if (list(defaults[f"{s}.{k}"]) if isinstance(defaults[f"{s}.{k}"], tuple)
+                                            else defaults[f"{s}.{k}"]) != v}
+    intro = (ROOT / "docs" / "model.md").read_text().split("The ones a study most often changes")[0]
+    sentence = " ".join(intro.split("hold the same", 1)[1].split("[record]")[0].split())
+    for key, (default, there) in differ.items():
+        assert f"`{key}`" in sentence, key
+        for value in (default, there):
+            assert (f'"{value}"' if isinstance(value, str) else f"{value}") in sentence, (key, value)
