@@ -117,3 +117,59 @@ def test_model_md_names_every_default_the_paper_model_file_departs_from():
         assert f"`{key}`" in sentence, key
         for value in (default, there):
             assert (f'"{value}"' if isinstance(value, str) else f"{value}") in sentence, (key, value)
+
+
+def _layout_rows() -> dict:
+    """docs/file-format.md's layout table: ``{path pattern: the row's text}``."""
+    text = (ROOT / "docs" / "file-format.md").read_text().split("## Layout")[1].split("\n\n")[1]
+    rows, above = {}, ""
+    for line in text.splitlines():
+        if m := re.match(r"\| `([^`]+)`", line):
+            rows[m.group(1)] = line + (above if "attrs as above" in line else "")  # (the row above's)
+            above = line
+    return rows
+
+
+def _row_for(rows: dict, path: str) -> str:
+    """The layout row that documents the group ``path`` (``/rates``, ``/final/h1``,
+    ``/record/train/h1/psp``): of the patterns that match it part for part (a ``{...}``
+    part matches any name, a ``...`` part the rest), the one with most literal parts."""
+    parts = path.strip("/").split("/")
+    best = None
+    for pattern in rows:
+        pat = [p for p in pattern.strip("/").split("/") if p]
+        if pattern == "/" or not pat:
+            continue
+        ok = len(parts) >= len(pat) if pat[-1] == "..." else len(parts) == len(pat)
+        exact = 0
+        for want, have in zip(pat, parts):
+            if want == "...":
+                break
+            ok &= want == have or want.startswith("{")  # ({layer}, {h1..out}: any name)
+            exact += want == have
+        if ok and (best is None or (exact, len(pat)) > best[0]):
+            best = (exact, len(pat)), pattern
+    assert best is not None, f"no row of docs/file-format.md's layout table documents {path}"
+    return rows[best[1]]
+
+
+def test_file_format_names_every_attribute_a_run_file_has(fig4_run):
+    """Every attribute a run file holds is named in the layout row of its group in
+    docs/file-format.md (the root's in the `/` row, a test recording's in the rows of the
+    training recordings it repeats). /rates, /angles and /saturation carry an attribute
+    `every` (record.measure_every) that the layout did not name."""
+    import h5py
+
+    rows = _layout_rows()
+    with h5py.File(fig4_run / "runs" / "small-fig4.h5", "r") as f:
+        missing = [f"/ attr {a}" for a in f.attrs if f"`{a}`" not in rows["/"]]
+
+        def visit(name, obj):
+            if not isinstance(obj, h5py.Group) or not obj.attrs:
+                return
+            path = "/" + name.replace("record/test/", "record/train/", 1)
+            row = rows["/record/"] if path == "/record" else _row_for(rows, path)
+            missing.extend(f"/{name} attr {a}" for a in obj.attrs if f"`{a}`" not in row)
+
+        f.visititems(visit)
+    assert not missing, missing
