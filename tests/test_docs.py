@@ -173,3 +173,19 @@ def test_file_format_names_every_attribute_a_run_file_has(fig4_run):
 
         f.visititems(visit)
     assert not missing, missing
+
+
+def test_branched_from_is_the_checkpoint_as_documented(tmp_path):
+    """docs/file-format.md said `branched_from` holds the checkpoint "as given", but
+    `--branch-from RUN.h5` records `RUN.h5.ckpt`, the checkpoint that the run file names."""
+    import h5py
+
+    old, new = tmp_path / "old.h5", tmp_path / "new.h5"
+    assert main(["train", "tiny", "--epochs", "0.01", "-q", "--out", str(old)]) == 0
+    assert main(["train", "tiny", "--epochs", "0.02", "-q", "--branch-from", str(old), "--out", str(new)]) == 0
+    with h5py.File(new, "r") as f:
+        recorded = f.attrs["branched_from"]
+    assert recorded == f"{old}.ckpt"
+    row = _layout_rows()["/"]
+    said = row.split("`branched_from` and `branch_step`")[1].split(";")[0]
+    assert "`--branch-from RUN.h5` records `RUN.h5.ckpt`" in said, said
