@@ -521,7 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (else $SPIKEFA_MNIST_DIR, "
                                                  "data/mnist, ~/.cache/spikefa/mnist)")
     t.add_argument("--out", "-o", metavar="RUN.h5", help="run file (default runs/MODEL-FEEDBACK-seedS.h5, "
-                                                                   "with -SECTION.KEY=VALUE added for each --set)")
+                                                                   "with -SECTION.KEY=VALUE added for each --set of a "
+                                                                   "key that a resume may not change: train.epochs, "
+                                                                   "train.test_every, [record] keys and the [run] keys "
+                                                                   "but run.seed stay out of the name)")
     again = t.add_mutually_exclusive_group()  # keep the run file, or replace it: not both
     again.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised, "
                                                              "run settings changed)")

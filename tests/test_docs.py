@@ -189,3 +189,32 @@ def test_branched_from_is_the_checkpoint_as_documented(tmp_path):
     row = _layout_rows()["/"]
     said = row.split("`branched_from` and `branch_step`")[1].split(";")[0]
     assert "`--branch-from RUN.h5` records `RUN.h5.ckpt`" in said, said
+
+
+def _train_help(option: str) -> str:
+    from spikefa.cli import build_parser
+
+    parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" train"))
+    action = next(a for a in train._actions if option in a.option_strings)
+    return " ".join(action.help.split())
+
+
+def test_train_out_help_says_which_set_keys_stay_out_of_the_default_name():
+    """`spikefa train --help` said -SECTION.KEY=VALUE is added to the default run file
+    name "for each --set", but the keys a resume may change (train.epochs,
+    train.test_every, the [run] keys but run.seed) and [record] keys stay out of it, so
+    that `--resume` with another --epochs finds its own file."""
+    from spikefa.cli import _set_out
+    from spikefa.config import load_config
+    from spikefa.train import RESUMABLE_KEYS
+
+    cfg = load_config("tiny")
+    help_text = _train_help("--out")
+    for section, key in sorted(RESUMABLE_KEYS) + [("record", "flush_seconds")]:
+        value = 2 if key != "backend" else "numpy"
+        assert _set_out(cfg, None, [(section, key, value)]).name == "tiny-fa-seed1.h5", (section, key)
+        named = f"{section}.{key}" in help_text or f"[{section}] keys" in help_text
+        assert named, f"--out's help does not say that --set {section}.{key} stays out of the name"
+    assert _set_out(cfg, None, [("run", "seed", 2)]).name != "tiny-fa-seed2.h5"  # run.seed is named
+    assert "run.seed" in help_text
