@@ -528,8 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
     again = t.add_mutually_exclusive_group()  # keep the run file, or replace it: not both
     again.add_argument("--resume", action="store_true", help="continue the run file's checkpoint (--epochs may be raised, "
                                                              "run settings changed)")
-    t.add_argument("--branch-from", metavar="RUN.h5", help="start this new run from another run's checkpoint, continued "
-                                                          "with this model's learning rates, decay, test settings and epochs")
+    t.add_argument("--branch-from", metavar="RUN.h5", help="start this new run from another run's checkpoint (RUN.h5's "
+                                                          "RUN.h5.ckpt, or a .ckpt file), continued with this model's "
+                                                          "model.eta, gamma, eta_feedback and np_baseline_rate, "
+                                                          "test.readout and n_test, train.epochs and test_every and "
+                                                          "the [run] keys a resume may change; every other key must "
+                                                          "match the checkpoint's")
     again.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     t.add_argument("--backend", choices=["numba", "numpy"], help="numba kernels (fast) or the NumPy reference")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

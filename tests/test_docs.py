@@ -218,3 +218,17 @@ def test_train_out_help_says_which_set_keys_stay_out_of_the_default_name():
         assert named, f"--out's help does not say that --set {section}.{key} stays out of the name"
     assert _set_out(cfg, None, [("run", "seed", 2)]).name != "tiny-fa-seed2.h5"  # run.seed is named
     assert "run.seed" in help_text
+
+
+def test_train_branch_from_help_names_what_a_branch_may_change():
+    """`spikefa train --help` said a branch continues "with this model's learning rates,
+    decay, test settings and epochs", but of the test settings only test.readout and
+    test.n_test may change (test.steps_per_image is refused): the help names each key."""
+    from spikefa.train import BRANCHABLE_KEYS, RESUMABLE_KEYS
+
+    help_text = _train_help("--branch-from")
+    for section, key in sorted(BRANCHABLE_KEYS - RESUMABLE_KEYS) + [("train", "epochs"), ("train", "test_every")]:
+        assert f"{section}.{key}" in help_text or f" {key}" in help_text, (section, key)
+    assert "test settings" not in help_text
+    assert {("run", k) for k in ("backend", "block_steps", "checkpoint_minutes", "deferred_steps",
+                                 "forward_pass")} <= BRANCHABLE_KEYS and "[run] keys a resume may change" in help_text
