@@ -552,9 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--record-format", choices=["packed", "events"], help="spikes as bit-packed rows or (step, index) events")
     t.set_defaults(func=_train)
 
-    s = sub.add_parser("test", help="test a saved run's final weights",
-                       description="Test the final weights of a run file on its test set, plasticity off.")
-    s.add_argument("run", metavar="RUN.h5")
+    s = sub.add_parser("test", help="test a saved run's weights (final, or its checkpoint's while it runs)",
+                       description="Test the final weights of a run file on its test set, plasticity off; of a run "
+                                   "still running or cut off, the weights of its checkpoint (RUN.h5.ckpt), which "
+                                   "may also be given itself.")
+    s.add_argument("run", metavar="RUN.h5", help="a run file, or a checkpoint (RUN.h5.ckpt)")
     s.add_argument("--data", metavar="DIR", help="folder with the four MNIST files")
     s.add_argument("--n-test", type=int_at_least(1), help="test on the first N test images only")
     s.add_argument("--split", choices=["test", "train"], default="test",

@@ -232,3 +232,23 @@ def test_train_branch_from_help_names_what_a_branch_may_change():
     assert "test settings" not in help_text
     assert {("run", k) for k in ("backend", "block_steps", "checkpoint_minutes", "deferred_steps",
                                  "forward_pass")} <= BRANCHABLE_KEYS and "[run] keys a resume may change" in help_text
+
+
+def test_test_help_says_a_run_still_going_is_tested_from_its_checkpoint(tmp_path, capsys):
+    """`spikefa test --help` said it tests "the final weights of a run file", but of a run
+    still running or cut off it tests the checkpoint's weights (what the README says), and
+    a checkpoint file may be given itself."""
+    import json
+    import shutil
+
+    from spikefa.cli import build_parser
+
+    parser = build_parser()
+    test = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" test"))
+    assert "checkpoint" in " ".join(test.description.split())
+    run = tmp_path / "r.h5"
+    assert main(["train", "tiny", "--epochs", "0.01", "-q", "--out", str(run)]) == 0
+    capsys.readouterr()
+    shutil.copy(f"{run}.ckpt", tmp_path / "c.ckpt")
+    assert main(["test", str(tmp_path / "c.ckpt"), "--n-test", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weights"] == "checkpoint"
