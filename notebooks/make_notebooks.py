@@ -845,7 +845,8 @@ LAB4 = [
        in the bar chart are larger than the seed-to-seed spread. After the loop above `cfg`
        is the last variant's (`learned`), so build each variant's config again, e.g.
        `cfg = spikefa.load_config(MODEL).replace(model={"feedback": "fa"}, train={"epochs": EPOCHS})`,
-       then `train(cfg, seed=2, out=OUT_DIR / "fa-seed2.h5")` (about 10 s each).
+       then `train(cfg, seed=2, out=OUT_DIR / "fa-seed2.h5", progress=False, overwrite=True).test_error`
+       (about 10 s each).
     4. **Learning the feedback.** In the right panel of the alignment figure (`h1`),
        compare `learned` with `fa`. Does node perturbation make $B$ align faster than
        feedback alignment alone does? Is the answer the same early in training (up to about

@@ -13,6 +13,7 @@ outputs; two more tests check both.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,11 +41,35 @@ def _execute(path: Path, cwd: Path, timeout: int) -> float:
     and traceback, which pytest shows.
     """
     nb = nbformat.read(path, as_version=4)
+    tic = time.perf_counter()
+    _execute_nb(nb, cwd, timeout)
+    return time.perf_counter() - tic
+
+
+def _execute_nb(nb, cwd: Path, timeout: int):
+    """Run every cell of the notebook object ``nb`` in a fresh python3 kernel (in place)."""
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(cwd)}})
-    tic = time.perf_counter()
     client.execute()
-    return time.perf_counter() - tic
+    return nb
+
+
+def _code_cells(path: Path) -> list:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def _inline_code(path: Path, start: str) -> list:
+    """The inline code spans (`...`) of ``path``'s markdown cells that begin with ``start``:
+    the code an exercise tells students to type."""
+    nb = nbformat.read(path, as_version=4)
+    spans = [m for c in nb.cells if c.cell_type == "markdown" for m in re.findall(r"`([^`\n]+)`", c.source)]
+    return [s for s in spans if s.startswith(start)]
+
+
+def _stderr(nb, first_cell: int = 0) -> str:
+    """Everything the cells from ``first_cell`` on printed to stderr (warnings land there)."""
+    return "".join(o.text for c in nb.cells[first_cell:] if c.cell_type == "code"
+                   for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stderr")
 
 
 def test_the_five_labs_are_there():
@@ -100,3 +125,24 @@ def test_notebook_runs_full_size(path, tmp_path, monkeypatch):
     monkeypatch.delenv("SPIKEFA_QUICK", raising=False)
     wall = _execute(path, cwd, timeout=1800)
     print(f"{path.name}: {wall:.1f} s (full size)")
+
+
+@needs_jit
+def test_lab4_seed_exercise_runs_again_without_error_or_warning(tmp_path, monkeypatch):
+    """Lab 4, exercise 3: the config and ``train`` call it suggests, typed as given and run
+    twice (the same cell again, or the next seed with the file name left as it was), must
+    neither stop on the run file that already exists nor print a warning (tqdm's
+    "IProgress not found" when ipywidgets is not installed: its default progress bar)."""
+    path = NOTEBOOKS_DIR / "04-which-feedback.ipynb"
+    [make_cfg] = _inline_code(path, 'cfg = spikefa.load_config(MODEL).replace(model={"feedback": "fa"}')
+    [call] = _inline_code(path, "train(cfg, seed=2")
+    setup = [src for src in _code_cells(path) if "for variant in VARIANTS" not in src][:2]  # size and imports
+    assert "MODEL" in setup[0] and "OUT_DIR" in setup[1]
+    exercise = f"{make_cfg}\nprint({call})"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in setup + [exercise, exercise]]
+    cwd, _ = _folders(tmp_path, monkeypatch)
+    monkeypatch.setenv("SPIKEFA_QUICK", "1")
+    _execute_nb(nb, cwd, timeout=300)
+    assert "Warning" not in _stderr(nb, len(setup)), _stderr(nb, len(setup))
+
