@@ -378,7 +378,7 @@ LAB2 = [
     """),
     code("""
     x = np.arange(len(nse["bp"])) * RECORD
-    colors = {"bp": "k", "fa": "tab:green", "shallow": "0.6"}
+    colors = {"bp": "k", "fa": "tab:green", "shallow": "0.6", "np": "tab:orange"}  # np: exercise 2
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     for name, curve in nse.items():
         a.plot(x, curve.mean(axis=1), color=colors[name], label=name)

@@ -146,3 +146,17 @@ def test_lab4_seed_exercise_runs_again_without_error_or_warning(tmp_path, monkey
     _execute_nb(nb, cwd, timeout=300)
     assert "Warning" not in _stderr(nb, len(setup)), _stderr(nb, len(setup))
 
+
+@needs_jit
+def test_lab2_plot_takes_node_perturbation(tmp_path, monkeypatch):
+    """Lab 2, exercise 2 adds node perturbation ("np") to the comparison; the figure cell,
+    run again to compare the curves, must plot it too (it stopped with KeyError: 'np')."""
+    path = NOTEBOOKS_DIR / "02-feedback-alignment.ipynb"
+    cells = _code_cells(path)
+    [plot] = [src for src in cells if "colors = {" in src]
+    nb = nbformat.v4.new_notebook()
+    # a stand-in for the np curve: the exercise's own loop is the student's to write
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells + ['nse["np"] = nse["shallow"].copy()', plot]]
+    cwd, _ = _folders(tmp_path, monkeypatch)
+    monkeypatch.setenv("SPIKEFA_QUICK", "1")
+    _execute_nb(nb, cwd, timeout=300)
