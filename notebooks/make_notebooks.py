@@ -92,8 +92,8 @@ LAB1 = [
     spikefa simulates layered networks; the smallest one has an input layer, one hidden
     layer and an output layer. Our neuron is the single unit of the hidden layer (`h1`).
     The two output units are there only because every network has an output layer; we
-    ignore them. We compute in float64 so that the hand-written check below agrees to the
-    last digit.
+    ignore them. We compute in float64 so that the hand-written check below gives the same
+    spikes and PSPs equal to about $10^{-15}$.
 
     `net.W[0]` holds the weights from the inputs to `h1`, one row per input neuron;
     `net.b[0]` the bias of `h1`.
@@ -166,8 +166,12 @@ LAB1 = [
     md(r"""
     ## The neuron *is* the three equations
 
-    Here are the three equations as six lines of NumPy, fed with the same random numbers.
-    If spikefa's compiled kernel did anything else, the spikes would differ.
+    Here are the three equations as a few lines of NumPy, fed with the same random numbers.
+    If spikefa's compiled kernel did anything else, the spikes would differ. The PSPs agree
+    to about $10^{-15}$, not exactly: spikefa adds the weights of the inputs that spiked one
+    by one, the version by hand multiplies $w$ by their number, and float64 rounds the two
+    differently in the last digits. A spike could flip only where a uniform `u` fell within
+    about $10^{-15}$ of $\sigma(V)$.
     """),
     code("""
     def neuron_by_hand(uniforms, in_prob, step_image, w=0.1, bias=-2.0, tau=0.9):
