@@ -700,7 +700,7 @@ LAB4 = [
     As in Lab 3. The only line that changes is the feedback sweep (phase 4),
     $U^l \leftarrow (1-\tau)U^l + \tau \cdot (\text{what the table says})$, and for `learned` a
     learning rule for $B$. The delta of every learning neuron is still
-    $\delta = \tanh(U)\,\sigma'(V)$ and the weight change $\Delta W = -\eta\,\delta\, s_{pre}$.
+    $\delta = \tanh(U)\,\sigma'(V)$ and the weight change $\Delta W = -\eta\,(\delta\, s_{pre} + \gamma W)$.
 
     Alignment of hidden layer $l$: the angle between $(W^{l+1})^T$ and the feedback matrix
     (for `transport` it is 0° by construction; for `dfa` it is defined only for the top
