@@ -18,7 +18,9 @@ The paper's names for a three-layer network are ``W0 = W[0]`` (input -> hidden) 
 An *ensemble* of independent networks (the paper's n = 20 runs of Fig. 3d) can be trained
 in lockstep on the same samples: then every weight array has one leading run axis,
 ``W[l]`` is ``(runs, n_{l+1}, n_l)``, and activities are ``(runs, batch, n_l)``. All
-products are written with ``matmul`` and ``.mT`` so the same lines serve both cases.
+products are written with ``matmul`` and :func:`_mT` (the transpose of the last two axes:
+NumPy 2's ``.mT``, which NumPy 1.x, allowed by setup.cfg, lacks) so the same lines serve
+both cases.
 
 Learning (one SGD step on a batch)
 ----------------------------------
@@ -74,6 +76,11 @@ from spikefa.measures import angle_deg
 
 ACTIVATIONS = ("linear", "logistic", "tanh")
 RULES = ("bp", "fa", "shallow", "np", "sparse-fa")
+
+
+def _mT(a: np.ndarray) -> np.ndarray:
+    """``a.mT`` (the last two axes swapped, a view), also on NumPy 1.x."""
+    return np.swapaxes(a, -1, -2)
 
 
 def _activate(name: str, a: np.ndarray) -> np.ndarray:
@@ -165,7 +172,7 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
          for n_in, n_out in zip(sizes[:-1], sizes[1:])]
     b = [rng.uniform(-bias_scale, bias_scale, lead + (n_out,)).astype(dtype)
          for n_out in sizes[1:]]
-    B = [rng.uniform(-feedback_scale, feedback_scale, W[l].mT.shape).astype(dtype)
+    B = [rng.uniform(-feedback_scale, feedback_scale, _mT(W[l]).shape).astype(dtype)
          for l in range(1, n_layers)]
     net = RateNetwork(W, b, B, activations)
     if sparsity > 0.0:
@@ -181,7 +188,7 @@ def forward(net: RateNetwork, x: np.ndarray) -> list:
     (``(runs, batch, n_l)`` for an ensemble; ``x`` may be shared by all runs)."""
     acts = [np.atleast_2d(x)]
     for W, b, name in zip(net.W, net.b, net.activations):
-        acts.append(_activate(name, acts[-1] @ W.mT + b[..., np.newaxis, :]))
+        acts.append(_activate(name, acts[-1] @ _mT(W) + b[..., np.newaxis, :]))
     return acts
 
 
@@ -204,7 +211,7 @@ def _backward(net, acts, delta_out, feedback):
     carries delta_{l+1} to hidden layer l (shape (n_l, n_{l+1}))."""
     deltas = [delta_out]
     for l in range(len(net.W) - 1, 0, -1):
-        deltas.insert(0, (deltas[0] @ feedback(l).mT) * _derivative(net.activations[l - 1], acts[l]))
+        deltas.insert(0, (deltas[0] @ _mT(feedback(l))) * _derivative(net.activations[l - 1], acts[l]))
     return deltas
 
 
@@ -217,7 +224,7 @@ class Backprop:
     def modulators(self, net, x, target, rng=None):
         acts = forward(net, x)
         delta_out = _output_modulator(net, acts[-1], target)
-        return acts, _backward(net, acts, delta_out, lambda l: net.W[l].mT)
+        return acts, _backward(net, acts, delta_out, lambda l: _mT(net.W[l]))
 
 
 @dataclass(frozen=True)
@@ -284,7 +291,7 @@ class NodePerturbation:
         perturbed = len(net.W) - (self.output == "gradient")  # layers 1..perturbed
         acts, noise = [np.atleast_2d(x)], []
         for l, (W, b, name) in enumerate(zip(net.W, net.b, net.activations)):
-            drive = acts[-1] @ W.mT + b[..., np.newaxis, :]
+            drive = acts[-1] @ _mT(W) + b[..., np.newaxis, :]
             if l < perturbed:
                 xi = rng.normal(0.0, self.sigma, drive.shape).astype(W.dtype)
                 noise.append(xi)
@@ -345,7 +352,7 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
             W *= shrink
             if learn_biases:
                 b *= shrink
-        dW = delta.mT @ acts[l]
+        dW = _mT(delta) @ acts[l]
         if net.W_mask is not None:
             dW *= net.W_mask[l]  # a removed synapse never comes back
         W += eta * dW
@@ -363,7 +370,7 @@ def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1):
     Returns a float, or one angle per run (an array) for an ensemble.
     """
     delta_top = np.atleast_2d(delta_top)
-    fa = delta_top @ net.B[layer - 1].mT
+    fa = delta_top @ _mT(net.B[layer - 1])
     bp = delta_top @ net.W[layer]
     if net.W[layer].ndim == 2:
         return angle_deg(fa, bp)
@@ -373,7 +380,7 @@ def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1):
 def weight_angle(net: RateNetwork, layer: int = 1):
     """Angle in degrees between ``W[layer]`` and ``B[layer-1]^T``, both flattened
     (Fig. 5a, blue line); one per run for an ensemble."""
-    W, Bt = net.W[layer], net.B[layer - 1].mT
+    W, Bt = net.W[layer], _mT(net.B[layer - 1])
     if W.ndim == 2:
         return angle_deg(W, Bt)
     return np.array([angle_deg(w, bt) for w, bt in zip(W, Bt)])

@@ -160,3 +160,21 @@ def test_lab2_plot_takes_node_perturbation(tmp_path, monkeypatch):
     cwd, _ = _folders(tmp_path, monkeypatch)
     monkeypatch.setenv("SPIKEFA_QUICK", "1")
     _execute_nb(nb, cwd, timeout=300)
+
+
+def test_labs_library_needs_no_numpy2_only_attribute():
+    """setup.cfg lets students install NumPy 1.x (``numpy>=1.24``), but ``ndarray.mT`` and
+    ``.mH`` exist only from NumPy 2.0: spikefa.rate used ``.mT``, so Lab 2 stopped at its
+    first training cell with AttributeError on NumPy 1.26. No attribute of that name may be
+    read in the package while setup.cfg allows NumPy 1."""
+    import ast
+
+    root = NOTEBOOKS_DIR.parent
+    floor = re.search(r"numpy\s*>=\s*(\d+)", (root / "setup.cfg").read_text())
+    if floor is None or int(floor.group(1)) >= 2:
+        pytest.skip("setup.cfg requires NumPy 2")
+    uses = [f"{path.relative_to(root)}:{node.lineno}"
+            for path in sorted((root / "spikefa").rglob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr in ("mT", "mH")]
+    assert not uses, f"NumPy 2 only .mT/.mH (use np.swapaxes(a, -1, -2)): {uses}"
