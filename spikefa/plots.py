@@ -194,8 +194,16 @@ def traces(run, layer: str | None = None, neuron: int | None = None, window=None
     v = run.trace(layer, "psp", window, phase=phase)
     if not v.step.size:
         raise _no_steps(run, layer, window, phase)
-    j = 0 if neuron is None else int(np.flatnonzero(v.neurons == neuron)[0]) if np.any(v.neurons == neuron) else None
-    if j is None:
+    has_delta = "modulator" in run.recorded(phase).get(layer, ())
+    d = run.trace(layer, "modulator", window, phase=phase) if has_delta else None
+    if neuron is None:
+        # the first unit whose delta was traced too (a probe may trace V and delta of
+        # different units: 'psp layers=h1 neurons=0,7' with 'modulator layers=h1 neurons=3')
+        both = np.flatnonzero(np.isin(v.neurons, d.neurons)) if d is not None else np.zeros(0, np.int64)
+        j = int(both[0]) if both.size else 0
+    elif np.any(v.neurons == neuron):
+        j = int(np.flatnonzero(v.neurons == neuron)[0])
+    else:
         raise RunFileError(f"neuron {neuron} of {layer} was not traced; traced: {v.neurons.tolist()}")
     unit = int(v.neurons[j])
     ax.plot(*_gaps(v.step, v.values[:, j]), color=PSP_COLOR, linewidth=0.9, label="PSP V")
@@ -203,14 +211,18 @@ def traces(run, layer: str | None = None, neuron: int | None = None, window=None
     ax.set_xlabel("step")
     right = ax.twinx()
     ax.right_ax = right
-    if "modulator" in run.recorded(phase).get(layer, ()):
-        d = run.trace(layer, "modulator", window, phase=phase)
+    if d is not None and np.any(d.neurons == unit):
         k = int(np.flatnonzero(d.neurons == unit)[0])
         right.plot(*_gaps(d.step, d.values[:, k]), color=DELTA_COLOR, linewidth=0.9, label="delta")
         lim = float(np.nanmax(np.abs(d.values[:, k]))) if d.step.size else 0.0
         if lim > 0:
             right.set_ylim(-1.1 * lim, 1.1 * lim)
-    right.set_ylabel("delta (a.u.)", color=DELTA_COLOR)
+        right.set_ylabel("delta (a.u.)", color=DELTA_COLOR)
+    else:  # a labelled delta axis with no line read as a delta that was not drawn or was zero
+        right.set_ylabel(f"delta of {layer}:{unit} not recorded" + (
+            f" (traced for {d.neurons.tolist()})" if d is not None else
+            " (test passes record no delta)" if phase == "test" else ""), color=DELTA_COLOR, fontsize="x-small")
+        right.set_yticks([])
     right.tick_params(axis="y", colors=DELTA_COLOR, labelsize="x-small")
     if v.step.size:
         ax.set_xlim(v.step[0] - 0.5, v.step[-1] + 0.5)

@@ -341,3 +341,28 @@ def test_a_run_file_just_created_says_its_recordings_are_not_set_up_yet(tmp_path
         plots.fig4(bare, windows=[(0, 100)])
     with pytest.raises(RunFileError, match=r"nothing \(record with spikefa train"):
         bare.raster("h1")
+
+
+def test_traces_whose_delta_was_traced_for_other_units(tmp_path):
+    """`spikefa plot traces` of a run tracing V of some units and the delta of others
+    ('psp layers=h1 neurons=0,7' with 'modulator layers=h1 neurons=3,7') ended in an
+    IndexError traceback. It now shows a unit traced in both by default; a unit without a
+    delta gets its V and a right axis that says the delta was not recorded, never a labelled
+    delta axis with nothing on it (as a test pass, which records no delta, also had)."""
+    cfg = load_config("tiny").replace(
+        train={"epochs": 0.02, "test_every": 0},
+        record={"probes": ["psp layers=h1 neurons=0,7", "modulator layers=h1 neurons=3,7"], "windows": ["0:100"]})
+    run = load(train(cfg, out=tmp_path / "mixed.h5", progress=False).path)
+    ax = plots.traces(run)
+    assert ax.get_ylabel() == "V (h1:7)"
+    d = run.trace("h1", "modulator")
+    np.testing.assert_array_equal(ax.right_ax.lines[0].get_ydata(), d.values[:, 1])
+    ax = plots.traces(run, "h1", neuron=0)
+    assert ax.get_ylabel() == "V (h1:0)" and not ax.right_ax.lines
+    assert "not recorded" in ax.right_ax.get_ylabel()
+
+
+def test_traces_of_a_test_pass_do_not_label_a_delta_axis(run):
+    ax = plots.traces(run, "h1", window=0, phase="test")
+    assert ax.lines and not ax.right_ax.lines
+    assert "not recorded" in ax.right_ax.get_ylabel()
