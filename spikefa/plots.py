@@ -238,9 +238,16 @@ def test_error(run, *, ax=None, x: str = "epoch"):
     if x not in ("epoch", "step", "images"):
         raise ValueError(f"x = {x!r}; valid: 'epoch', 'step', 'images'")
     runs = [_run(r) for r in run] if isinstance(run, (list, tuple)) else [_run(run)]
+    curves = [r.test_curve() for r in runs]
+    for r, c in zip(runs, curves):
+        if not c["step"].size:  # drawn, it was an empty axes (or a legend entry with no line)
+            every = r.config.train.test_every
+            raise RunFileError(f"{r.path}: no test pass yet" + (
+                "" if r.complete else f" (train.test_every = {every}: " + (
+                    "it tests only at the end, and the run is not complete)" if not every else
+                    f"the first pass is after {every:,} training images)")))
     ax = _axes(ax)
-    for i, r in enumerate(runs):
-        c = r.test_curve()
+    for i, (r, c) in enumerate(zip(runs, curves)):
         readout = r.config.test.readout
         other = "sum" if readout == "last" else "last"
         if len(runs) == 1:

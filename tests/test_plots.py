@@ -366,3 +366,19 @@ def test_traces_of_a_test_pass_do_not_label_a_delta_axis(run):
     ax = plots.traces(run, "h1", window=0, phase="test")
     assert ax.lines and not ax.right_ax.lines
     assert "not recorded" in ax.right_ax.get_ylabel()
+
+
+def test_error_plot_of_a_run_without_a_test_pass_says_so(run, tmp_path, capsys):
+    """`spikefa plot error` of a run stopped (or still running) before its first test pass
+    wrote an empty axes with a legend and exited 0, as if the run had a curve to show."""
+    from spikefa.cli import main
+    from spikefa.runfile import create_run_file
+
+    cfg = load_config("tiny").replace(train={"test_every": 0})
+    empty = create_run_file(tmp_path / "new.h5", cfg, total_steps=1000)
+    with pytest.raises(RunFileError, match=r"new.h5: no test pass yet \(train.test_every = 0: it tests only at the end"):
+        plots.test_error(empty)
+    with pytest.raises(RunFileError, match="no test pass yet"):  # not left out of a comparison unsaid
+        plots.test_error([run, empty])
+    assert main(["plot", "error", str(empty), "-o", str(tmp_path / "e.png")]) == 2
+    assert "no test pass yet" in capsys.readouterr().err and not (tmp_path / "e.png").exists()
