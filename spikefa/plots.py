@@ -396,7 +396,12 @@ def _image_strip(run, ax, window):
     if not st.step.size:
         raise RunFileError(f"{run.path}: no stimulus recorded in steps {window[0]}-{window[1] - 1}")
     cfg = run.config
-    images, _ = load_dataset(cfg.train.dataset, "train")
+    # full MNIST: the folder the run was trained from (the run file's data_dir, as spikefa
+    # test reads it), else the usual search; without it a run trained with --data DIR got
+    # an empty images row whenever that folder was not also on the search path
+    saved = run.attrs.get("data_dir") if cfg.train.dataset == "mnist" else None
+    data_dir = str(saved) if saved and Path(str(saved)).is_dir() else None
+    images, _ = load_dataset(cfg.train.dataset, "train", data_dir)
     side = int(round(np.sqrt(images.shape[1])))
     change = np.flatnonzero(np.diff(st.image) != 0) + 1
     for a, b in zip(np.r_[0, change], np.r_[change, st.step.size]):
@@ -455,7 +460,7 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
     fig = fig if fig is not None else Figure(figsize=figsize, layout="constrained")
     grid = fig.add_gridspec(len(rows), len(windows), height_ratios=[heights.get(r, 1.0) for r in rows])
     names = ["early", "middle", "late"] if len(windows) == 3 else [f"window {i}" for i in range(len(windows))]
-    image_ok = images
+    image_ok, why = images, ""
     for c, (w, title) in enumerate(zip(windows, names)):
         for r, row in enumerate(rows):
             ax = fig.add_subplot(grid[r, c])
@@ -464,10 +469,14 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
                 try:
                     if image_ok:
                         _image_strip(run, ax, w)
-                except (DataError, RunFileError):  # dataset or stimulus not here: leave the strip empty
+                except (DataError, RunFileError) as exc:  # dataset or stimulus not here: say so in the strip
                     image_ok = False
+                    why = f"images not shown: {' '.join(str(exc).split())}"
                 if not image_ok:
                     ax.set_axis_off()
+                    if images and c == 0:
+                        ax.text(0, 0.5, why if len(why) < 160 else why[:157] + "...", transform=ax.transAxes,
+                                fontsize="x-small", va="center", color="0.4")
             elif row == "traces":
                 traces(run, trace_layer, neuron, w, ax=ax)
                 if c:

@@ -382,3 +382,38 @@ def test_error_plot_of_a_run_without_a_test_pass_says_so(run, tmp_path, capsys):
         plots.test_error([run, empty])
     assert main(["plot", "error", str(empty), "-o", str(tmp_path / "e.png")]) == 2
     assert "no test pass yet" in capsys.readouterr().err and not (tmp_path / "e.png").exists()
+
+
+def test_fig4_images_of_a_run_trained_on_mnist_from_its_own_folder(run, tmp_path, monkeypatch):
+    """A full-MNIST run trained with --data DIR records DIR as the file's data_dir (where
+    spikefa test looks first); fig4 looked only on the usual search path and, not finding
+    MNIST there, left its images row empty without a word."""
+    import shutil
+
+    from spikefa import data
+    from spikefa.data import DataError
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    path = tmp_path / "mnist-run.h5"
+    shutil.copy(run.path, path)
+    cfg = run.config.replace(train={"dataset": "mnist"})
+    with h5py.File(path, "a") as f:
+        f.attrs["config"] = cfg.to_json()
+        f.attrs["data_dir"] = str(folder)
+    subset = data.load_dataset("mnist-subset", "train")
+
+    def load_dataset(name, split="train", data_dir=None):  # MNIST only in the run's own folder
+        if name == "mnist" and data_dir is not None and str(data_dir) == str(folder):
+            return subset
+        raise DataError("MNIST not found")
+
+    monkeypatch.setattr(data, "load_dataset", load_dataset)
+    fig = plots.fig4(load(path))
+    strip = [ax for ax in fig.axes if ax.get_label() == "fig4:images:0"][0]
+    assert strip.images and strip.axison
+    # without the data the row stays empty, and says why
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(DataError("MNIST not found")))
+    fig = plots.fig4(load(path))
+    strip = [ax for ax in fig.axes if ax.get_label() == "fig4:images:0"][0]
+    assert not strip.images and "images not shown: MNIST not found" in strip.texts[0].get_text()
