@@ -67,6 +67,22 @@ def _no_steps(run, layer, window, phase) -> ValueError:
                       f"the run recorded {phase} steps in {_recorded_spans(run, phase)}")
 
 
+def _step_axis(run, ax, steps, phase) -> None:
+    """x label of a raster or trace: training steps, or, in a test pass, the recorded test
+    steps (their own counter, from 0) and the training steps done at the passes shown:
+    labelled "step" alone, test step 0 read as the first step of training."""
+    if phase != "test":
+        ax.set_xlabel("step")
+        return
+    ax.set_xlabel("recorded test step")
+    tp = run.test_passes()
+    shown = [int(t) for t, a, b in zip(tp["train_step"], tp["start"], tp["stop"])
+             if steps.size and a <= steps[-1] and b > steps[0]]
+    if shown:
+        ax.set_title(f"test pass{'es' if len(shown) > 1 else ''} after "
+                     + ", ".join(f"{t:,}" for t in shown) + " training steps", fontsize="small")
+
+
 def _axes(ax, figsize=(6.0, 3.5)):
     if ax is not None:
         return ax
@@ -155,7 +171,7 @@ def raster(run, layer: str, window=None, *, phase: str = "train", ax=None, class
     ax.set_ylim(-0.5, n - 0.5)
     if r.step.size:
         ax.set_xlim(r.step[0] - 0.5, r.step[-1] + 0.5)
-    ax.set_xlabel("step")
+    _step_axis(run, ax, r.step, phase)
     return ax
 
 
@@ -208,7 +224,7 @@ def traces(run, layer: str | None = None, neuron: int | None = None, window=None
     unit = int(v.neurons[j])
     ax.plot(*_gaps(v.step, v.values[:, j]), color=PSP_COLOR, linewidth=0.9, label="PSP V")
     ax.set_ylabel(f"V ({layer}:{unit})")
-    ax.set_xlabel("step")
+    _step_axis(run, ax, v.step, phase)
     right = ax.twinx()
     ax.right_ax = right
     if d is not None and np.any(d.neurons == unit):

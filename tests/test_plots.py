@@ -417,3 +417,20 @@ def test_fig4_images_of_a_run_trained_on_mnist_from_its_own_folder(run, tmp_path
     fig = plots.fig4(load(path))
     strip = [ax for ax in fig.axes if ax.get_label() == "fig4:images:0"][0]
     assert not strip.images and "images not shown: MNIST not found" in strip.texts[0].get_text()
+
+
+@pytest.mark.parametrize("kind", ["raster", "traces"])
+def test_a_test_pass_is_drawn_on_its_own_step_axis(run, kind):
+    """A test pass's raster and traces were labelled 'step' 0, 1, ... like training steps
+    (test passes count their recorded steps from 0), with nothing saying that they came
+    from a test pass, nor after how much training: read as the first steps of training."""
+    tp = run.test_passes()
+    draw = {"raster": lambda w: plots.raster(run, "out", w, phase="test"),
+            "traces": lambda w: plots.traces(run, "h1", window=w, phase="test")}[kind]
+    ax = draw(1)
+    assert ax.get_xlabel() == "recorded test step"
+    assert ax.get_title() == f"test pass after {int(tp['train_step'][1]):,} training steps"
+    ax = draw((int(tp["start"][0]), int(tp["stop"][1])))
+    assert ax.get_title() == f"test passes after {int(tp['train_step'][0]):,}, {int(tp['train_step'][1]):,} training steps"
+    assert {"raster": lambda: plots.raster(run, "out", 0),
+            "traces": lambda: plots.traces(run, "h1", window=0)}[kind]().get_xlabel() == "step"
