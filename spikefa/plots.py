@@ -309,10 +309,15 @@ def angles(run, *, ax=None, modulator: bool = True, ceiling: bool = True):
         fresh = init_network(run.config)        # fixed B: rebuilt from the run's seed
         lows = flat_ceilings([fresh.feedback_matrix(l) for l in range(1, fresh.m)], run.config.model.n_classes)
     layers = list(a["weight"])
+    # a layer whose angles are all NaN (dfa's lower layers: no B from the layer above) is
+    # left out of the legend too, which named a line that was not drawn
+    undefined = [layer for layer in layers if not np.isfinite(a["weight"][layer]).any()]
     for i, layer in enumerate(layers):
         color = f"C{i}"
+        if layer in undefined:
+            continue
         ax.plot(a["step"], a["weight"][layer], color=color, label=f"{layer}: W vs B")
-        if modulator:
+        if modulator and np.isfinite(a["modulator"][layer]).any():
             ax.plot(a["step"], a["modulator"][layer], color=color, linestyle="--", linewidth=0.7,
                     label=f"{layer}: modulators")
         if lows is not None:
@@ -325,9 +330,14 @@ def angles(run, *, ax=None, modulator: bool = True, ceiling: bool = True):
     ax.set_ylim(0, 135)
     ax.set_xlabel("training steps")
     ax.set_ylabel("angle (degrees)")
+    title = []
     if lows is not None:
-        ax.set_title("dotted: the W vs B angle of a W equal to B in the class-error "
-                     "subspace Q and zero elsewhere", fontsize="small")
+        title.append("dotted: the W vs B angle of a W equal to B in the class-error subspace Q and zero elsewhere")
+    if undefined:
+        title.append(f"no angle for {', '.join(undefined)}: feedback {run.config.model.feedback!r} sends "
+                     f"{'it' if len(undefined) == 1 else 'them'} no B from the layer above")
+    if title:
+        ax.set_title("\n".join(title), fontsize="small")
     ax.legend(fontsize="x-small", frameon=False, ncol=3, loc="upper center")
     return ax
 

@@ -434,3 +434,20 @@ def test_a_test_pass_is_drawn_on_its_own_step_axis(run, kind):
     assert ax.get_title() == f"test passes after {int(tp['train_step'][0]):,}, {int(tp['train_step'][1]):,} training steps"
     assert {"raster": lambda: plots.raster(run, "out", 0),
             "traces": lambda: plots.traces(run, "h1", window=0)}[kind]().get_xlabel() == "step"
+
+
+def test_angles_of_dfa_name_only_the_layers_drawn(tmp_path):
+    """With dfa the lower hidden layers get no B from the layer above: their angles are
+    all NaN, and the legend still named 'h1: W vs B' and 'h1: modulators' for lines that
+    were not drawn (one could look for them under the others'). They are now left out of
+    the legend, and the title says that h1 has no angle."""
+    res = train(load_config("tiny").replace(model={"feedback": "dfa"}, record={"measure_every": 200}), epochs=0.05,
+                out=tmp_path / "dfa.h5", progress=False)
+    a = load(res.path).angles()
+    assert np.isnan(a["weight"]["h1"]).all() and np.isfinite(a["weight"]["h2"]).any()
+    ax = plots.angles(res.path)
+    labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["h2: W vs B", "h2: modulators"]
+    assert "no angle for h1" in ax.get_title()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert not [t for t in legend if t.startswith("h1")]
