@@ -246,6 +246,17 @@ def traces(run, layer: str | None = None, neuron: int | None = None, window=None
 
 
 # ----------------------------------------------------------------------------- curves
+def _run_labels(paths) -> list[str]:
+    """Legend names of runs: the file names without suffix, or, where two share one
+    (runs/a/run.h5, runs/b/run.h5), enough of their folders to tell them apart."""
+    paths = [Path(p).resolve() for p in paths]
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        names = [str(Path(*p.with_suffix("").parts[-depth:])) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]  # the same file twice
+
+
 def test_error(run, *, ax=None, x: str = "epoch"):
     """Test error over training (with the run's read-out; the other read-out dotted).
 
@@ -263,13 +274,14 @@ def test_error(run, *, ax=None, x: str = "epoch"):
                     "it tests only at the end, and the run is not complete)" if not every else
                     f"the first pass is after {every:,} training images)")))
     ax = _axes(ax)
+    labels = _run_labels([r.path for r in runs])
     for i, (r, c) in enumerate(zip(runs, curves)):
         readout = r.config.test.readout
         other = "sum" if readout == "last" else "last"
         if len(runs) == 1:
             style, names = dict(color="k"), (f"read-out: {readout}", f"read-out: {other}")
         else:
-            style, names = dict(color=f"C{i}"), (f"{Path(r.path).stem} ({readout})", None)
+            style, names = dict(color=f"C{i}"), (f"{labels[i]} ({readout})", None)
         ax.plot(c[x], 100 * c["error"], marker="o", markersize=3, label=names[0], **style)
         ax.plot(c[x], 100 * c[f"error_{other}"], linestyle=":", label=names[1],
                 **(style if len(runs) > 1 else dict(color="0.4")))

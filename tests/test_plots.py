@@ -451,3 +451,17 @@ def test_angles_of_dfa_name_only_the_layers_drawn(tmp_path):
     assert "no angle for h1" in ax.get_title()
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert not [t for t in legend if t.startswith("h1")]
+
+
+def test_error_curves_of_runs_with_the_same_file_name_have_their_own_labels(run, tmp_path):
+    """Runs of the same name in two folders (runs/old/tiny-fa-seed1.h5 and
+    runs/new/tiny-fa-seed1.h5) were both labelled 'tiny-fa-seed1 (last)': the legend did
+    not say which curve is which."""
+    import shutil
+
+    for d in ("old", "new"):
+        (tmp_path / d).mkdir()
+        shutil.copy(run.path, tmp_path / d / "run.h5")
+    ax = plots.test_error([tmp_path / "old" / "run.h5", tmp_path / "new" / "run.h5"])
+    solid = [line.get_label() for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert solid == ["old/run (last)", "new/run (last)"]
