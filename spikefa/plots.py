@@ -401,7 +401,9 @@ def rates(run, *, step: int | None = None, layers=None, ax=None, bins: int = 30)
 def _fig4_windows(run, steps):
     """The first, middle and last recording windows that hold recorded steps (a running or
     stopped run may not have reached the last ones); with fewer such windows, those; with a
-    single window (or a recording of the whole run), its early, middle and late parts."""
+    recording of the whole run, its early, middle and late parts; with a single window, its
+    start, middle and end (parts that do not overlap). Returns the windows and their column
+    names (None: the usual ones)."""
     st = run.stimulus()
     if not st.step.size:
         # a running run flushes its recordings every record.flush_seconds: until the first
@@ -417,13 +419,21 @@ def _fig4_windows(run, steps):
         chosen = w  # two windows, or the others are not reached yet
     else:
         lo, hi = int(st.step[0]), int(st.step[-1]) + 1
-        n = min(steps or 200, hi - lo)
-        chosen = [(lo, lo + n), ((lo + hi - n) // 2, (lo + hi + n) // 2), (hi - n, hi)]
+        # three parts that do not overlap: a window shorter than three columns drew the
+        # same steps in two or three of them (0:100 as 'early', 'middle' and 'late' 0-99)
+        n = max(1, min(steps or 200, (hi - lo) // 3))
+        chosen = [(lo, lo + n), ((lo + hi - n) // 2, (lo + hi - n) // 2 + n), (hi - n, hi)]
+        whole = len(run.windows) == 0 or (int(run.windows[0][0]) <= 0
+                                          and int(run.windows[0][1]) >= int(run.attrs.get("total_steps", 0)))
+        if not whole:  # parts of one window, not the early, middle and late of training
+            return [(int(a), int(b)) for a, b in dict.fromkeys(chosen)], ["start of window 0", "middle of window 0",
+                                                                           "end of window 0"]
+        return [(int(a), int(b)) for a, b in dict.fromkeys(chosen)], None
     out = []
     for a, b in chosen:
         a, b = int(a), int(b)
         out.append((a, min(b, a + steps) if steps else b))
-    return out
+    return out, None
 
 
 def _image_strip(run, ax, window):
@@ -483,7 +493,11 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
         ``traces``; COLUMN 0, 1, 2).
     """
     run = _run(run)
-    windows = [tuple(map(int, w)) for w in windows] if windows is not None else _fig4_windows(run, steps)
+    names = None
+    if windows is not None:
+        windows = [tuple(map(int, w)) for w in windows]
+    else:
+        windows, names = _fig4_windows(run, steps)
     rec = run.recorded()
     hidden = [layer for layer in run.layers[1:-1] if "spikes" in rec.get(layer, ())]
     out_layer = run.layers[-1]
@@ -497,7 +511,8 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
     heights = {"images": 0.45, out_layer: 1.6, "traces": 1.1}
     fig = fig if fig is not None else Figure(figsize=figsize, layout="constrained")
     grid = fig.add_gridspec(len(rows), len(windows), height_ratios=[heights.get(r, 1.0) for r in rows])
-    names = ["early", "middle", "late"] if len(windows) == 3 else [f"window {i}" for i in range(len(windows))]
+    if names is None or len(names) != len(windows):
+        names = ["early", "middle", "late"] if len(windows) == 3 else [f"window {i}" for i in range(len(windows))]
     image_ok, why = images, ""
     for c, (w, title) in enumerate(zip(windows, names)):
         for r, row in enumerate(rows):

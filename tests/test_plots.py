@@ -465,3 +465,21 @@ def test_error_curves_of_runs_with_the_same_file_name_have_their_own_labels(run,
     ax = plots.test_error([tmp_path / "old" / "run.h5", tmp_path / "new" / "run.h5"])
     solid = [line.get_label() for line in ax.get_lines() if line.get_linestyle() == "-"]
     assert solid == ["old/run (last)", "new/run (last)"]
+
+
+def test_fig4_of_one_short_window_draws_each_step_once(tmp_path):
+    """Fig. 4 of a run recorded in one window shorter than three columns of 200 steps drew
+    overlapping columns (0:100 three times as 'early', 'middle' and 'late', all steps
+    0-99), under names that read as stages of training although the window lies at its
+    start. Its columns are now three parts of the window that do not overlap, named as
+    parts of the window; a recording of the whole run keeps early, middle and late."""
+    cfg = load_config("tiny").replace(train={"epochs": 0.2, "test_every": 0},
+                                      record={"probes": ["fig4"], "windows": ["0:150"], "measure_every": 0})
+    fig = plots.fig4(load(train(cfg, out=tmp_path / "short.h5", progress=False).path))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["start of window 0 (steps 0-49)", "middle of window 0 (steps 50-99)",
+                      "end of window 0 (steps 100-149)"]
+    whole = cfg.replace(record={"windows": []})
+    fig = plots.fig4(load(train(whole, out=tmp_path / "whole.h5", progress=False).path), steps=100)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["early (steps 0-99)", "middle (steps 950-1,049)", "late (steps 1,900-1,999)"]
