@@ -194,7 +194,8 @@ def _default_traced(run, phase="train"):
     for layer, kinds in rec.items():
         if "psp" in kinds:
             return layer
-    raise RunFileError(f"{run.path}: no PSP was recorded (add a probe such as 'psp,modulator layers=h1 random=1')")
+    raise RunFileError(f"{run.path}: no PSP was recorded" + (" in test passes" if phase == "test" else "") + (
+        run._untested(phase) or run._not_set_up(phase) or " (add a probe such as 'psp,modulator layers=h1 random=1')"))
 
 
 def traces(run, layer: str | None = None, neuron: int | None = None, window=None, *, phase: str = "train", ax=None):

@@ -1304,6 +1304,16 @@ class Run:
         return (f"; the run records {', '.join(map(str, rp.probes))} but has not set up its recordings in the "
                 f"file yet (it is starting: read it again in a moment; or it was stopped before that)")
 
+    def _untested(self, phase: str) -> str:
+        """Why a run with probes has no test-pass recordings: it records training only
+        ('' where that is not the reason). Advice to add a probe (--record fig4) would not
+        help a run that has them."""
+        rp = self.config.record
+        if phase != "test" or not rp.probes or rp.test:
+            return ""
+        return (f" (the run records {', '.join(map(str, rp.probes))} in training only, record.test = false: "
+                f"record test passes too with spikefa train ... --record-test, or plot --phase train)")
+
     def _window(self, window, phase: str = "train"):
         self._check_phase(phase)
         if window is None:
@@ -1334,7 +1344,7 @@ class Run:
         path = f"record/{phase}/{layer}/{kind}"
         if path not in f:
             have = ", ".join(f"{k} of {lay}" for lay, ks in self.recorded(phase).items() for k in ks)
-            have = have or "nothing" + (self._not_set_up(phase) or (
+            have = have or "nothing" + (self._not_set_up(phase) or self._untested(phase) or (
                 " (record with spikefa train ... --record PROBE, e.g. --record fig4, or in Python "
                 "record={'probes': ['fig4']} in the config; see spikefa train --help)"))
             raise RunFileError(f"{self.path}: {kind} of {layer} ({phase}) were not recorded; recorded: {have}")
@@ -1436,7 +1446,7 @@ class Run:
             g = f.get(f"record/{phase}/stimulus")
             if g is None:
                 raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r}" + (
-                    self._not_set_up(phase) or " (record with spikefa train ... --record PROBE, e.g. --record "
+                    self._not_set_up(phase) or self._untested(phase) or " (record with spikefa train ... --record PROBE, e.g. --record "
                     "fig4, or in Python record={'probes': ['fig4']} in the config)"))
             i0, i1 = _row_range(g["step"], self._window(window, phase), g["label"], g["image"])
             return Stimulus(g["step"][i0:i1], g["label"][i0:i1], g["image"][i0:i1])

@@ -483,3 +483,24 @@ def test_fig4_of_one_short_window_draws_each_step_once(tmp_path):
     fig = plots.fig4(load(train(whole, out=tmp_path / "whole.h5", progress=False).path), steps=100)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["early (steps 0-99)", "middle (steps 950-1,049)", "late (steps 1,900-1,999)"]
+
+
+def test_test_pass_plot_of_a_run_that_records_training_only_says_so(tmp_path, capsys):
+    """`spikefa plot raster|traces RUN.h5 --phase test` of a run that records its probes
+    in training only (record.test = false) said 'recorded: nothing (record with spikefa
+    train ... --record PROBE, e.g. --record fig4' and 'no PSP was recorded (add a probe',
+    advice that a run recorded with --record fig4 already follows; the cause is that it
+    records no test pass."""
+    from spikefa.cli import main
+
+    cfg = load_config("tiny").replace(train={"epochs": 0.02, "test_every": 0},
+                                      record={"probes": ["fig4"], "windows": ["0:50"]})
+    path = train(cfg, out=tmp_path / "train-only.h5", progress=False).path
+    with pytest.raises(RunFileError, match=r"were not recorded; recorded: nothing \(the run records .* in training "
+                                           r"only, record.test = false: .*--record-test"):
+        plots.raster(path, "out", phase="test")
+    with pytest.raises(RunFileError, match=r"no PSP was recorded in test passes \(the run records .*--record-test"):
+        plots.traces(path, phase="test")
+    assert main(["plot", "raster", str(path), "--phase", "test", "-o", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--record-test" in err and "e.g. --record fig4" not in err
