@@ -38,14 +38,26 @@ def _run(run) -> Run:
     return run if isinstance(run, Run) else Run(run)
 
 
+def _windows_recorded(run) -> list[int]:
+    """The numbers of the run's training recording windows that hold recorded steps: not
+    those before the step a run branched from (--branch-from), nor those a running or
+    stopped run has not reached."""
+    try:
+        return [i for i, (a, b) in enumerate(run.windows) if run.stimulus((int(a), int(b))).step.size]
+    except RunFileError:  # nothing recorded: the caller's read says so
+        return []
+
+
 def _one_window(run, window, phase, ax):
-    """``window``, or 0 when it is None and the training recording has several windows:
-    steps of several windows on one axis would be slivers. The title says so."""
+    """``window``, or the first window that holds recorded steps when it is None and the
+    training recording has several windows: steps of several windows on one axis would be
+    slivers. The title says so."""
     if window is None and phase == "train" and len(run.windows) > 1:
-        ax.set_title(f"recording window 0 of {len(run.windows)} (steps "
-                     f"{int(run.windows[0][0]):,}-{int(run.windows[0][1]) - 1:,}); "
+        i = (_windows_recorded(run) or [0])[0]
+        ax.set_title(f"recording window {i} of {len(run.windows)} (steps "
+                     f"{int(run.windows[i][0]):,}-{int(run.windows[i][1]) - 1:,}); "
                      f"window=N (--window N) shows another", fontsize="small")
-        return 0
+        return i
     return window
 
 
@@ -54,6 +66,9 @@ def _recorded_spans(run, phase) -> str:
         tp = run.test_passes()
         return ", ".join(f"{a}:{b}" for a, b in zip(tp["start"], tp["stop"])) or "no test pass"
     spans = ", ".join(f"{int(a)}:{int(b)}" for a, b in run.windows) or "the whole run"
+    if "branch_step" in run.attrs:  # the windows before the branch are recorded in the run it came from
+        spans += (f" (from step {int(run.attrs['branch_step']):,} on: the run was branched there from "
+                  f"{run.attrs.get('branched_from', 'another run')})")
     if not run.complete:  # running, stopped or killed: later windows may not be reached yet
         upto = run.progress()["steps_recorded"]
         spans += "; the run is not complete" + (
@@ -412,12 +427,15 @@ def _fig4_windows(run, steps):
         raise RunFileError(f"{run.path}: nothing was recorded" if run.complete else
                            f"{run.path}: no recorded steps to draw yet; the run records train steps in "
                            f"{_recorded_spans(run, 'train')}")
-    w = [(int(a), int(b)) for a, b in run.windows
-         if np.any((st.step >= a) & (st.step < b))]
+    held = [i for i, (a, b) in enumerate(run.windows) if np.any((st.step >= a) & (st.step < b))]
+    w = [(int(run.windows[i][0]), int(run.windows[i][1])) for i in held]
+    names = None
     if len(w) >= 3:
         chosen = [w[0], w[len(w) // 2], w[-1]]
     elif len(run.windows) > 1:
-        chosen = w  # two windows, or the others are not reached yet
+        # two windows, or the others are not reached yet (or, in a branched run, were
+        # recorded before its branch): named by their numbers in run.windows (--window N)
+        chosen, names = w, [f"window {i}" for i in held]
     else:
         lo, hi = int(st.step[0]), int(st.step[-1]) + 1
         # three parts that do not overlap: a window shorter than three columns drew the
@@ -434,7 +452,7 @@ def _fig4_windows(run, steps):
     for a, b in chosen:
         a, b = int(a), int(b)
         out.append((a, min(b, a + steps) if steps else b))
-    return out, None
+    return out, names
 
 
 def _image_strip(run, ax, window):

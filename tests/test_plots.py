@@ -504,3 +504,25 @@ def test_test_pass_plot_of_a_run_that_records_training_only_says_so(tmp_path, ca
     assert main(["plot", "raster", str(path), "--phase", "test", "-o", str(tmp_path / "r.png")]) == 2
     err = capsys.readouterr().err
     assert "--record-test" in err and "e.g. --record fig4" not in err
+
+
+def test_plots_of_a_branched_run_show_the_windows_it_recorded(tmp_path):
+    """A run branched from another's checkpoint (--branch-from) at step 500 records only
+    its windows after that step. Its fig4 column showing run.windows[2] was titled
+    'window 0' (--window 0 gives other steps), and a raster or traces plot without
+    --window took window 0, recorded in the run it came from, and failed with 'the run
+    recorded train steps in 0:50, ...', steps it did not record."""
+    base = load_config("tiny").replace(train={"epochs": 0.05, "test_every": 0})
+    first = train(base, out=tmp_path / "a.h5", progress=False)
+    cfg = base.replace(train={"epochs": 0.1}, record={"probes": ["fig4"], "windows": ["0:50", "50%:50", "end:50"]})
+    run = load(train(cfg, out=tmp_path / "b.h5", branch_from=first.path, progress=False).path)
+    assert run.windows.tolist() == [[0, 50], [500, 550], [950, 1000]]
+    fig = plots.fig4(run)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["window 1 (steps 500-549)", "window 2 (steps 950-999)"]
+    for draw in (lambda: plots.raster(run, "h1"), lambda: plots.traces(run)):
+        ax = draw()
+        assert ax.get_title().startswith("recording window 1 of 3 (steps 500-549)")
+        assert 500 <= ax.lines[0].get_xdata()[0] < 550
+    with pytest.raises(ValueError, match=r"0:50, 500:550, 950:1000 \(from step 500 on: the run was branched"):
+        plots.raster(run, "h1", 0)
