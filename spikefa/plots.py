@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .data import DataError
-from .runfile import Run, RunFileError
+from .runfile import Run, RunFileError, write_whole
 
 FORMATS = (".png", ".pdf", ".svg")
 SPIKE_COLOR = "k"
@@ -106,7 +106,9 @@ def _axes(ax, figsize=(6.0, 3.5)):
 
 
 def save(fig, path, *, dpi: int = 150) -> Path:
-    """Save a figure (or the figure of an axes) as PNG, PDF or SVG, chosen by the suffix."""
+    """Save a figure (or the figure of an axes) as PNG, PDF or SVG, chosen by the suffix.
+    The file is written whole or not at all (an error or a Ctrl-C while it is drawn leaves
+    a figure already at ``path`` as it was, not a truncated one)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give a file name such as {path / 'figure.png'}")
@@ -114,7 +116,7 @@ def save(fig, path, *, dpi: int = 150) -> Path:
         raise ValueError(f"cannot write {path}: the suffix must be one of {', '.join(FORMATS)}")
     fig = getattr(fig, "figure", fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    write_whole(path, lambda f: fig.savefig(f, format=path.suffix.lower()[1:], dpi=dpi))
     return path
 
 

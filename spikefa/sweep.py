@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -1068,11 +1069,13 @@ def sweep_report(sweep_dir, out=None) -> dict:
     rows = [_row(c) for c in conditions]
 
     fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(out / SUMMARY_CSV, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=fields)
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    # each file whole or not at all: a report stopped half-way leaves the last one as it was
+    write_whole(out / SUMMARY_CSV, lambda f: f.write(table.getvalue().encode()))
 
     keys = [k for k in (conditions[0].values if conditions else {})]
     head = (keys or ["condition"]) + ["n", "test error % (mean \u00b1 s.d.)", "min", "max", "epochs", "failed", "incomplete"]
@@ -1097,10 +1100,10 @@ def sweep_report(sweep_dir, out=None) -> dict:
     if failed:
         text += ["## Failed runs", ""] + [f"- `{r.file or r.id}` ({r.label()}): {r.error}" for r in failed] + [""]
     markdown = "\n".join(text)
-    (out / SUMMARY_MD).write_text(markdown)
+    write_whole(out / SUMMARY_MD, lambda f: f.write(markdown.encode()))
 
     fig = Figure(figsize=(6, 4), layout="constrained")
     plot_error_curves(conditions, fig.subplots())
-    fig.savefig(out / CURVES_PNG, dpi=150)
+    write_whole(out / CURVES_PNG, lambda f: fig.savefig(f, format="png", dpi=150))
     return dict(rows=rows, markdown=markdown, csv=out / SUMMARY_CSV, md=out / SUMMARY_MD, figure=out / CURVES_PNG,
                 invalid=invalid)

@@ -526,3 +526,29 @@ def test_plots_of_a_branched_run_show_the_windows_it_recorded(tmp_path):
         assert 500 <= ax.lines[0].get_xdata()[0] < 550
     with pytest.raises(ValueError, match=r"0:50, 500:550, 950:1000 \(from step 500 on: the run was branched"):
         plots.raster(run, "h1", 0)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg"])
+def test_save_stopped_while_drawing_leaves_the_old_figure_whole(tmp_path, suffix):
+    """A Ctrl-C (or an error) while `spikefa plot -o FIG` drew the figure left a truncated
+    file over the figure already there; it is now written whole or not at all."""
+    path = tmp_path / f"fig{suffix}"
+    ax = Figure().add_subplot()
+    ax.plot([0, 1], [1, 0])
+    plots.save(ax, path, dpi=30)
+    old = path.read_bytes()
+    fig = ax.figure
+    draw = fig.savefig
+
+    def interrupted(f, **kw):
+        draw(f, **kw)
+        raise KeyboardInterrupt  # after the bytes went out, before the save returned
+
+    fig.savefig = interrupted
+    ax.plot([0, 1], [0, 1])
+    with pytest.raises(KeyboardInterrupt):
+        plots.save(fig, path, dpi=30)
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    fig.savefig = draw
+    assert plots.save(fig, path, dpi=30) == path and path.read_bytes() != old
