@@ -357,7 +357,11 @@ def angles(run, *, ax=None, modulator: bool = True, ceiling: bool = True):
                 ax.axhline(lows[i], color=color, linestyle=":", linewidth=0.8,
                            label=f"{', '.join(layers[j] for j in same)}: ceiling (W = B in Q only)")
     ax.axhline(90, color="0.6", linewidth=0.6)
-    ax.set_ylim(0, 135)
+    # 0-135 degrees leaves room for the legend above the usual angles; a larger one (up to
+    # 180: W against B) raises the top rather than being cut off without a sign
+    drawn = [v for k in (("weight", "modulator") if modulator else ("weight",)) for v in a[k].values()]
+    top = max([135.0] + [float(np.nanmax(v)) + 10.0 for v in drawn if np.isfinite(v).any()])
+    ax.set_ylim(0, min(top, 190.0))
     ax.set_xlabel("training steps")
     ax.set_ylabel("angle (degrees)")
     title = []

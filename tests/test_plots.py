@@ -552,3 +552,19 @@ def test_save_stopped_while_drawing_leaves_the_old_figure_whole(tmp_path, suffix
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     fig.savefig = draw
     assert plots.save(fig, path, dpi=30) == path and path.read_bytes() != old
+
+
+def test_angles_above_135_degrees_are_not_cut_off(run, tmp_path):
+    """The angles axis was fixed at 0-135 degrees, so an angle above it (up to 180: W
+    against B, as a sign-flipped feedback gives) was cut off without a sign."""
+    import shutil
+
+    path = tmp_path / "run.h5"
+    shutil.copy(run.path, path)
+    assert plots.angles(path, ceiling=False).get_ylim() == (0, 135)
+    with h5py.File(path, "a") as f:
+        f["angles/weight/h2"][-1] = 172.0
+    ax = plots.angles(path, ceiling=False)
+    assert ax.get_ylim()[1] >= 175
+    drawn = [line for line in ax.get_lines() if line.get_label() == "h2: W vs B"][0]
+    assert drawn.get_ydata()[-1] == 172.0
