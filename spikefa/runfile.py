@@ -580,6 +580,11 @@ def _readable(path):
                 time.sleep(0.1)
                 continue
             if attempt == 19 or not Path(path).exists():
+                if Path(path).exists() and _writer_holds_lock(path):
+                    # a writer creating the file: older HDF5 (h5py 3.8's 1.12) calls the file
+                    # it has begun 'truncated' here rather than marked open for writing
+                    raise RunFileError(f"cannot read {path} now: another process is writing it outside "
+                                       "SWMR mode (starting or finishing a run); try again in a moment") from None
                 why = " ".join(str(exc).split())  # h5py's messages span lines
                 if "file signature not found" in why:
                     raise RunFileError(f"{path} is not an HDF5 file, so not a spikefa run file or checkpoint") from None
