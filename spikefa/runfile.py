@@ -53,7 +53,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
@@ -943,7 +943,14 @@ def save_checkpoint(path, net, *, rng, step: int, n_tests: int, wall_s: float, e
     try:
         _write_checkpoint(tmp, net, rng=rng, step=step, n_tests=n_tests, wall_s=wall_s, extra=extra)
         os.replace(tmp, ck)
-    except OSError as exc:
+    except BaseException as exc:
+        # a full disk, an error or a Ctrl-C in the middle of the write: the half-written
+        # checkpoint goes (it held the space a resume needs, and it is no checkpoint to
+        # continue); the previous one, if any, is untouched
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
         why = " ".join(str(exc).split())
         raise RunFileError(f"cannot write the checkpoint {ck} (a full disk, or a folder that cannot be "
                            f"written?): {why}") from None

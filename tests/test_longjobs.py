@@ -772,3 +772,38 @@ def test_a_process_forked_during_a_run_does_not_hold_the_runs_lock(tmp_path):
     said = subprocess.run([sys.executable, "-c", FORKED_DURING_A_RUN, str(out)], env=spikefa_env(), cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert said.stdout.split() == ["True", "True"], (said.stdout, said.stderr)
+
+
+def test_a_checkpoint_cut_off_by_a_full_disk_leaves_no_half_file_and_the_last_one_resumes(tmp_path, monkeypatch):
+    """A checkpoint whose write failed (a full disk) left its half-written RUN.h5.ckpt.tmp
+    beside the run: a file that held the space the resume needed, looked like a
+    checkpoint, and was removed only by the next successful one. It goes now; the last
+    whole checkpoint stays and resumes to the uninterrupted run."""
+    import errno as _errno
+
+    from spikefa import runfile
+
+    cfg = short_cfg(run={"checkpoint_minutes": 1e-9})  # a checkpoint after every block
+    real, calls = runfile._write_checkpoint, []
+
+    def write(tmp, *args, **kwargs):
+        calls.append(kwargs["step"])
+        if len(calls) < 3:
+            return real(tmp, *args, **kwargs)
+        Path(tmp).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4096))  # part of it, then the disk is full
+        raise OSError(_errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runfile, "_write_checkpoint", write)
+    out = tmp_path / "c.h5"
+    with pytest.raises(RunFileError, match=r"cannot write the checkpoint .*c\.h5\.ckpt.*No space left"):
+        train(cfg, out=out, progress=False)
+    monkeypatch.undo()
+    assert not Path(str(checkpoint_path(out)) + ".tmp").exists()
+    with h5py.File(checkpoint_path(out), "r") as f:
+        assert int(f.attrs["step"]) == calls[1]
+    res = train(cfg, out=out, progress=False, resume=True)
+    full = train(cfg, out=tmp_path / "full.h5", progress=False)
+    assert res.steps == full.steps == 500
+    np.testing.assert_array_equal(res.curve["error"], full.curve["error"])
+    for layer in LAYERS:
+        np.testing.assert_array_equal(Run(out).final(layer, "W"), Run(full.path).final(layer, "W"))
