@@ -45,6 +45,7 @@ import json
 import math
 import re
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -340,13 +341,28 @@ class _Series:
             if self.fill == self.rows:
                 self.flush()
 
+    def rows_held(self) -> int:
+        """Rows that every column holds (a write cut off between columns leaves one longer)."""
+        return min(ds.shape[0] for ds in self.dsets.values())
+
     def flush(self) -> None:
         if not self.fill:
             return
-        for name, ds in self.dsets.items():
-            n0 = ds.shape[0]
-            ds.resize(n0 + self.fill, axis=0)
-            ds[n0:] = self.buf[name][:self.fill]
+        n0 = self.rows_held()
+        try:
+            for name, ds in self.dsets.items():
+                ds.resize(n0 + self.fill, axis=0)
+                ds[n0:] = self.buf[name][:self.fill]
+        except BaseException:
+            # a write that failed (a full disk) after some columns grew: every column back to
+            # the rows they all hold, the buffer kept, so that a retry (the checkpoint of a
+            # stopped run flushes again) writes the same rows once, and no column is left
+            # longer than the others with unwritten rows (a step column of zeros)
+            for ds in self.dsets.values():
+                with suppress(Exception):
+                    if ds.shape[0] != n0:
+                        ds.resize(n0, axis=0)
+            raise
         self.fill = 0
 
     def truncate(self, n: int) -> None:
@@ -619,14 +635,18 @@ class Recorder:
         self.step = int(step)
         for path, s in self.sink.series.items():
             s.flush()
+            # only the rows that every column holds: a write cut off between columns (a full
+            # disk, a killed run) can leave one longer, its unwritten rows zeros, which are
+            # not sorted and would take the search past the rows recorded
+            n = s.rows_held()
             if path == "record/test/passes":
-                keep = bisect_dataset(s.dsets["start"], self._test_clock)
+                keep = bisect_dataset(s.dsets["start"], self._test_clock, hi=n)
             elif path.startswith("record/test"):
-                keep = bisect_dataset(s.dsets["step"], self._test_clock)
+                keep = bisect_dataset(s.dsets["step"], self._test_clock, hi=n)
             elif path.startswith("record/"):
-                keep = bisect_dataset(s.dsets["step"], self.step)  # step indices < step
+                keep = bisect_dataset(s.dsets["step"], self.step, hi=n)  # step indices < step
             else:
-                keep = bisect_dataset(s.dsets["step"], self.step, side="right")  # steps done <= step
+                keep = bisect_dataset(s.dsets["step"], self.step, side="right", hi=n)  # steps done <= step
             s.truncate(keep)
         if self.measure_every and net is not None:
             if not self.sink.series["angles"].dsets["step"].shape[0]:

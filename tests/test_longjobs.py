@@ -807,3 +807,46 @@ def test_a_checkpoint_cut_off_by_a_full_disk_leaves_no_half_file_and_the_last_on
     np.testing.assert_array_equal(res.curve["error"], full.curve["error"])
     for layer in LAYERS:
         np.testing.assert_array_equal(Run(out).final(layer, "W"), Run(full.path).final(layer, "W"))
+
+
+def test_a_recording_cut_off_by_a_full_disk_resumes_to_the_uninterrupted_recordings(tmp_path, monkeypatch):
+    """A recording's flush grows its columns one by one (step, then the spike bits); a
+    full disk as it wrote the first left the step column longer than the bits, and the stop's
+    checkpoint flushed again and grew it further, its unwritten rows zeros. A resume cut
+    the recordings back by searching that column, unsorted now, and kept the zeros: the
+    resumed run's raster paired its spikes with the wrong steps (step 0 over and over).
+    The columns now stay together and the resume searches only the rows they all hold."""
+    import errno as _errno
+
+    cfg = short_cfg(train={"test_every": 0}, run={"checkpoint_minutes": 1e-9},
+                    record={"probes": ["spikes layers=h1 random=5"], "chunk_rows": 50, "measure_every": 0})
+    real, writes = h5py.Dataset.__setitem__, []
+
+    def setitem(self, key, value):
+        if self.name == "/record/train/h1/spikes/step":
+            writes.append(key)
+            if len(writes) > 4:  # the disk is full from here on (the column has grown already)
+                raise OSError(_errno.ENOSPC, "Can't synchronously write data (No space left on device)")
+        return real(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", setitem)
+    out = tmp_path / "r.h5"
+    with pytest.raises(OSError, match="No space left"):
+        train(cfg, out=out, progress=False)
+    monkeypatch.undo()
+    with h5py.File(out, "r") as f:  # what the cut-off run left: its columns together
+        g = f["record/train/h1/spikes"]
+        assert g["step"].shape[0] == g["bits"].shape[0]
+    with h5py.File(out, "r+") as f:  # as a run killed between two columns' writes leaves them
+        step = f["record/train/h1/spikes/step"]
+        step.resize(step.shape[0] + 100, axis=0)
+    res = train(cfg, out=out, progress=False, resume=True)
+    full = train(cfg, out=tmp_path / "full.h5", progress=False)
+    assert res.steps == full.steps == 500
+    a, b = Run(out).raster("h1"), Run(full.path).raster("h1")
+    np.testing.assert_array_equal(a.step, np.arange(500))
+    np.testing.assert_array_equal(a.step, b.step)
+    np.testing.assert_array_equal(a.spikes, b.spikes)
+    with h5py.File(out, "r") as f, h5py.File(full.path, "r") as g:
+        for name in ("step", "bits"):
+            np.testing.assert_array_equal(f["record/train/h1/spikes"][name][...], g["record/train/h1/spikes"][name][...])
