@@ -800,6 +800,8 @@ def _one_line(exc: BaseException) -> str:
             return f"cannot write or find {name}: no such folder or file"
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return f"cannot write {name}: permission denied (a read-only place?)"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"cannot write {name}: no space left on its device (a full disk, or a quota reached)"
         return f"{name}: {exc.strerror or exc}"
     return " ".join(str(exc).split()) or type(exc).__name__
 

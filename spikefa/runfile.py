@@ -293,8 +293,12 @@ def write_whole(path: Path, write) -> None:
         with open(tmp, "wb") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # a write into the open file (a full disk) names no file: name the one written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
 
 

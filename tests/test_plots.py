@@ -568,3 +568,27 @@ def test_angles_above_135_degrees_are_not_cut_off(run, tmp_path):
     assert ax.get_ylim()[1] >= 175
     drawn = [line for line in ax.get_lines() if line.get_label() == "h2: W vs B"][0]
     assert drawn.get_ydata()[-1] == 172.0
+
+
+def test_plot_on_a_full_disk_names_the_file_and_keeps_the_old_one(run, tmp_path, monkeypatch, capsys):
+    """A full disk while a figure was written ended with 'spikefa: error: [Errno 28] No space
+    left on device', naming no file: the write into the open file carries no name. The
+    error names the figure now, and the figure already there stays as it was."""
+    import errno
+
+    from spikefa.cli import main
+
+    out = tmp_path / "e.png"
+    assert main(["plot", "error", str(run.path), "-o", str(out), "--dpi", "30"]) == 0
+    before = out.read_bytes()
+
+    def savefig(self, f, **kwargs):
+        f.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    capsys.readouterr()
+    assert main(["plot", "error", str(run.path), "-o", str(out), "--dpi", "30"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {out}: no space left" in err, err
+    assert out.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
