@@ -715,9 +715,14 @@ def write_script(net: Network, path, images, labels, *, steps_per_image=None, un
         layers="-".join(map(str, cfg.model.layers)), feedback=cfg.model.feedback, phi_d=cfg.model.phi_d,
         mode="plasticity on" if plastic else "plasticity off (test)", n_images=n_img, k=k, npz=npz.name,
         noise=noise, source=source or "a spikefa network in memory", script=path.name)
+    from .runfile import write_whole
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(npz, **arrays)
-    path.write_text(head + _model_source() + _SCRIPT_MAIN)
+    # each whole or not at all (a temporary file, then renamed): a full disk or a Ctrl-C
+    # while the arrays were written left a truncated .npz ('File is not a zip file') over a
+    # good one, beside a script that reads it; the script, which names the arrays, goes last
+    write_whole(npz, lambda f: np.savez_compressed(f, **arrays))
+    write_whole(path, lambda f: f.write((head + _model_source() + _SCRIPT_MAIN).encode()))
     return path, npz
 
 

@@ -635,3 +635,30 @@ def test_validate_from_a_run_that_is_not_complete_starts_from_its_checkpoint(tmp
         assert np.array_equal(start.state.psp[start.layer_slice(l)], ck.state.psp[ck.layer_slice(l)])
     rep = cross_validate(str(model), steps=10, run_file=run)
     assert rep.passed and f"checkpoint (step {info['step']})" in str(rep)
+
+
+def test_export_on_a_full_disk_keeps_the_export_there_and_names_the_file(tmp_path, capsys, monkeypatch):
+    """export-brian2 wrote its .npz in place: a full disk (or a Ctrl-C) in the middle left a
+    truncated one ('File is not a zip file') over the good export, beside the script that
+    reads it, and the error named no file ('[Errno 28] No space left on device'). Both
+    files are written whole now: the export there stays as it was."""
+    import errno
+
+    assert main(["export-brian2", "tiny", "-o", str(tmp_path / "m.py"), "--images", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"m.py", "m.npz"}
+    capsys.readouterr()
+
+    def savez_compressed(f, **arrays):
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 half an archive")
+        else:  # (given a path, as before)
+            with open(f, "wb") as fh:
+                fh.write(b"PK\x03\x04 half an archive")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", savez_compressed)
+    assert main(["export-brian2", "tiny", "-o", str(tmp_path / "m.py"), "--images", "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'm.npz'}: no space left" in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
