@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import sys
 import tomllib
@@ -197,8 +198,15 @@ def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
 
 
+def is_number(value) -> bool:
+    """A real number, bool excluded: Python's int and float and NumPy's scalars
+    (``np.int64(3)`` from ``np.arange``, ``np.float32(0.01)``), which a sweep written
+    in a notebook passes as often as Python's own."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # (NumPy's bool_ is not Real)
+
+
 def _number(key, value, *, lo=None, hi=None, lo_open=False, integer=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         _fail(key, value, "expected a number")
     if not math.isfinite(value):
         _fail(key, value, "expected a finite number")
@@ -220,6 +228,8 @@ def _choice(key, value, choices):
 def _validate(cfg: Config) -> Config:
     m, tr, te, ru = cfg.model, cfg.train, cfg.test, cfg.run
     layers = m.layers
+    if type(layers).__name__ == "ndarray" and layers.ndim == 1:  # np.array([784, 300, 10]); NumPy not imported here
+        layers = layers.tolist()
     if not isinstance(layers, (list, tuple)) or len(layers) < 3:
         _fail("model.layers", layers, "a list of at least three layer sizes (input, one or more hidden, output)")
     layers = tuple(_number(f"model.layers[{i}]", n, lo=1, integer=True) for i, n in enumerate(layers))

@@ -253,13 +253,13 @@ def validate_record(rp, layers):
 
     ``fig4`` expands to its probes. Errors name the key (``record.probes[1]``).
     """
-    from .config import ConfigError, RecordParams
+    from .config import ConfigError, RecordParams, is_number
 
     def fail(key, value, why):
         raise ConfigError(f"record.{key} = {value!r} is not allowed: {why}")
 
     def integer(key, value, lo):
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        if (not is_number(value) or not math.isfinite(value)
                 or float(value) != int(value)):
             fail(key, value, "expected an integer")
         if value < lo:
@@ -299,7 +299,7 @@ def validate_record(rp, layers):
     if rp.spike_format not in SPIKE_FORMATS:
         fail("spike_format", rp.spike_format, "one of " + ", ".join(map(repr, SPIKE_FORMATS)))
     fs = rp.flush_seconds
-    if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not math.isfinite(fs) or fs <= 0:
+    if not is_number(fs) or not math.isfinite(fs) or fs <= 0:
         fail("flush_seconds", fs, "a number > 0")
     return RecordParams(
         measure_every=integer("measure_every", rp.measure_every, 0), probes=tuple(probes),

@@ -534,6 +534,25 @@ def test_bad_config_is_a_clear_error(table, bad, message):
         config_from_dict(table)
 
 
+def test_numpy_numbers_are_numbers_in_a_config():
+    """A sweep in a notebook passes NumPy scalars (``for seed in np.arange(3)``,
+    ``np.logspace``'s float32 cast, ``np.array`` of layer sizes): they were refused as
+    "expected a number". They are taken, as Python numbers in the resolved config."""
+    cfg = load_config("tiny").replace(model={"eta": np.float32(0.01), "layers": np.array([784, 50, 10])},
+                                      run={"seed": np.int64(3)}, record={"measure_every": np.int32(100)})
+    assert cfg.model.eta == pytest.approx(0.01) and type(cfg.model.eta) is float
+    assert cfg.model.layers == (784, 50, 10) and all(type(n) is int for n in cfg.model.layers)
+    assert cfg.run.seed == 3 and type(cfg.run.seed) is int
+    assert cfg.record.measure_every == 100
+    json.loads(cfg.to_json())
+    with pytest.raises(ConfigError, match=r"model.layers\[1\] = 50.5 .*integer"):
+        load_config("tiny").replace(model={"layers": np.array([784, 50.5, 10])})
+    with pytest.raises(ConfigError, match="model.eta = .*nan.*finite"):
+        load_config("tiny").replace(model={"eta": np.float32("nan")})
+    with pytest.raises(ConfigError, match="train.shuffle"):
+        load_config("tiny").replace(train={"shuffle": np.bool_(True)})
+
+
 def test_an_unknown_table_in_set_is_a_clear_error(capsys):
     from spikefa.cli import main
 
