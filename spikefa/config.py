@@ -160,6 +160,9 @@ class Config:
                 continue
             if section not in _SECTIONS:
                 raise ConfigError(f"unknown table [{section}]; valid tables: {', '.join(_SECTIONS)}")
+            if not isinstance(values, dict):  # model=3 was "'int' object is not iterable"; a list of pairs passed
+                raise ConfigError(f"{section}={values!r}: the keys of [{section}] to change, as a dict, "
+                                  f"e.g. replace({section}={{{next(iter(d[section]))!r}: ...}})")
             d[section].update(values)
         return config_from_dict(d)
 
@@ -337,6 +340,9 @@ def load_config(model: str | os.PathLike | Config) -> Config:
     """Read a model file by path or by bundled name (``small``, ``lillicrap2016-fig4``)."""
     if isinstance(model, Config):
         return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(f"model = {model!r}: give a bundled model's name ({', '.join(available_models())}), "
+                          "a path to a .toml file, or a Config (a dict of tables: config_from_dict)")
     path = Path(model)
     if not path.suffix and not path.exists():
         path = models_dir() / f"{model}.toml"
@@ -350,6 +356,8 @@ def load_config(model: str | os.PathLike | Config) -> Config:
             d = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes UTF-8 itself and lets this through
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     d.setdefault("name", path.stem)
     try:
         return config_from_dict(d)

@@ -570,6 +570,21 @@ def test_bad_model_file(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="not found.*small"):
         load_config("no-such-model")
+    # a binary or UTF-16 file was a UnicodeDecodeError that named no file
+    p.write_bytes("[model]\neta = 0.1\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match=f"{p.name}: not valid TOML: not UTF-8"):
+        load_config(p)
+    # None, a number or a dict was a TypeError from pathlib
+    for bad in (None, 3, {"model": {}}):
+        with pytest.raises(ConfigError, match=f"model = {bad!r}: give a bundled model's name.*tiny"):
+            load_config(bad)
+
+
+def test_replace_takes_a_dict_per_table():
+    with pytest.raises(ConfigError, match=r"model=3: the keys of \[model\] to change, as a dict"):
+        load_config("tiny").replace(model=3)
+    with pytest.raises(ConfigError, match=r"train=\[\('epochs', 2\)\]"):
+        load_config("tiny").replace(train=[("epochs", 2)])
 
 
 def test_bad_images_are_clear_errors():
