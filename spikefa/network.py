@@ -197,6 +197,65 @@ class Network:
             )
         return self._work
 
+    def _check_block(self, uniforms, in_prob, step_image, step_label, rec_idx, plastic, feedback):
+        """:meth:`run`'s inputs, checked and converted in one place. The kernels index without
+        bounds checks: a short ``step_label`` or an index out of range read past an array
+        (garbage, or a crash), a label outside ``0..n_classes-1`` trained towards no class, and
+        raw pixels or NaN as probabilities made every or no input unit spike, all silently."""
+        def array(name, a, what):
+            try:
+                return np.asarray(a)
+            except Exception as exc:  # ragged lists
+                raise ValueError(f"{name} must be {what}; got {type(a).__name__} ({exc})") from None
+
+        def integers(name, a, length):
+            a = array(name, a, f"an integer array of shape ({length},)")
+            if a.shape != (length,) or not (np.issubdtype(a.dtype, np.integer) or (a.size == 0 and a.dtype == float)):
+                raise ValueError(f"{name} must be an integer array of shape ({length},), one entry per step "
+                                 f"(len(uniforms) = {length}); got {a.dtype} {a.shape}")
+            return np.ascontiguousarray(a, dtype=np.int64)
+
+        uniforms = array("uniforms", uniforms, f"float64 of shape (T, {self.n_units})")
+        if uniforms.ndim != 2 or uniforms.shape[1] != self.n_units or uniforms.dtype != np.float64:
+            raise ValueError(f"uniforms must be float64 of shape (T, {self.n_units}), got {uniforms.dtype} {uniforms.shape}")
+        T = uniforms.shape[0]
+        # NaN made no unit spike; the kernels take uniform draws in [0, 1)
+        if uniforms.size and not (uniforms.min() >= 0 and uniforms.max() <= 1):
+            bad = uniforms[~((uniforms >= 0) & (uniforms <= 1))].flat[0]
+            raise ValueError(f"uniforms must be uniform draws in [0, 1) (rng.random((T, {self.n_units}))); got {float(bad)!r}")
+        in_prob = array("in_prob", in_prob, f"a float array of shape (n_img, {self.sizes[0]})")
+        if in_prob.ndim != 2 or in_prob.shape[1] != self.sizes[0]:
+            raise ValueError(f"input images must have {self.sizes[0]} pixels, got shape {in_prob.shape}")
+        if not np.issubdtype(in_prob.dtype, np.number) or np.issubdtype(in_prob.dtype, np.complexfloating):
+            raise ValueError(f"in_prob must be real spike probabilities, got dtype {in_prob.dtype}")
+        in_prob = np.ascontiguousarray(in_prob, dtype=np.float64)
+        if in_prob.size and not (in_prob.min() >= 0 and in_prob.max() <= 1):
+            bad = in_prob[~((in_prob >= 0) & (in_prob <= 1))].flat[0]
+            raise ValueError(f"in_prob holds the input units' spike probabilities, in [0, 1]: pass "
+                             f"input_probabilities(images, p_max), not the images; got {float(bad)!r}")
+        step_image = integers("step_image", step_image, T)
+        step_label = integers("step_label", step_label, T)
+        if T and (step_image.min() < 0 or step_image.max() >= in_prob.shape[0]):
+            raise ValueError(f"step_image indexes {in_prob.shape[0]} images; got {step_image.min()}..{step_image.max()}")
+        n_classes = self.config.model.n_classes
+        if T and (step_label.min() < 0 or step_label.max() >= n_classes):
+            raise ValueError(f"step_label must lie in 0..{n_classes - 1} (model.n_classes = {n_classes}); "
+                             f"got {step_label.min()}..{step_label.max()}")
+        if rec_idx is None:
+            rec_idx = np.zeros(0, np.int64)
+        else:
+            rec_idx = array("rec_idx", rec_idx, "a 1-D array of flat neuron indices")
+            if rec_idx.ndim != 1 or not (np.issubdtype(rec_idx.dtype, np.integer) or rec_idx.size == 0):
+                raise ValueError(f"rec_idx must be a 1-D integer array of flat neuron indices; got {rec_idx.dtype} "
+                                 f"{rec_idx.shape}")
+            rec_idx = np.ascontiguousarray(rec_idx, dtype=np.int64)
+        if rec_idx.size and (rec_idx.min() < 0 or rec_idx.max() >= self.n_units):
+            raise ValueError(f"recorded neuron indices must lie in 0..{self.n_units - 1}; got {rec_idx.min()}..{rec_idx.max()}")
+        for name, flag in (("plastic", plastic), ("feedback", feedback)):
+            if not (isinstance(flag, (bool, np.bool_)) or (name == "feedback" and flag is None)):
+                raise ValueError(f"{name} = {flag!r}: expected True or False" + (" (or None)" if name == "feedback" else ""))
+        return uniforms, in_prob, step_image, step_label, rec_idx
+
     def run(self, uniforms, in_prob, step_image, step_label, *, plastic=True, feedback=None,
             rec_idx=None, backend=None) -> dict:
         """Advance ``len(uniforms)`` steps in place and return the block's buffers.
@@ -235,16 +294,9 @@ class Network:
                 backend = "numpy"
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} unknown; valid: {', '.join(BACKENDS)}")
+        uniforms, in_prob, step_image, step_label, rec_idx = self._check_block(
+            uniforms, in_prob, step_image, step_label, rec_idx, plastic, feedback)
         T = uniforms.shape[0]
-        if uniforms.ndim != 2 or uniforms.shape[1] != self.n_units or uniforms.dtype != np.float64:
-            raise ValueError(f"uniforms must be float64 of shape (T, {self.n_units}), got {uniforms.dtype} {uniforms.shape}")
-        if in_prob.ndim != 2 or in_prob.shape[1] != self.sizes[0]:
-            raise ValueError(f"input images must have {self.sizes[0]} pixels, got shape {in_prob.shape}")
-        rec_idx = np.zeros(0, np.int64) if rec_idx is None else np.ascontiguousarray(rec_idx, dtype=np.int64)
-        if rec_idx.size and (rec_idx.min() < 0 or rec_idx.max() >= self.n_units):
-            raise ValueError(f"recorded neuron indices must lie in 0..{self.n_units - 1}; got {rec_idx.min()}..{rec_idx.max()}")
-        if step_image.size and (np.min(step_image) < 0 or np.max(step_image) >= in_prob.shape[0]):
-            raise ValueError(f"step_image indexes {in_prob.shape[0]} images; got {np.min(step_image)}..{np.max(step_image)}")
         nthreads = numba.get_num_threads() if backend == "numba-parallel" else 1
         work = self._workspaces(max(T, 1), rec_idx.size)
         w = self.wiring
@@ -262,8 +314,7 @@ class Network:
             tuple(w.F), w.src, w.scale_idx, w.on, w.learns, w.quantum,
             st.spikes, st.psp, st.prob, st.feedback_psp, st.phi_fb, st.fb_drive, st.modulator, st.psp_baseline,
             work["active"], work["n_active"], work["acc"], work["g"],
-            uniforms, np.ascontiguousarray(in_prob, dtype=f64),
-            np.ascontiguousarray(step_image, dtype=np.int64), np.ascontiguousarray(step_label, dtype=np.int64),
+            uniforms, in_prob, step_image, step_label,
             int(self.sizes[-1] // mp.n_classes),
             f64(1.0 - mp.tau), f64(mp.tau), f64(mp.eta), f64(mp.eta * mp.gamma), f64(mp.eta_feedback),
             f64(mp.np_baseline_rate), f64(mp.np_variance_floor), kernels.PHI_CODES[mp.phi_d],

@@ -602,6 +602,38 @@ def test_bad_images_are_clear_errors():
         check_images(images[:5], labels[:5] + 10, cfg)
 
 
+@pytest.mark.parametrize("backend", ["numba-serial", "numpy"])
+def test_bad_block_inputs_are_clear_errors(backend):
+    """Network.run's kernels index without bounds checks: a short step_label read past its
+    end, a label outside 0..n_classes-1 trained towards no class, raw pixels or NaN as
+    probabilities made every or no input unit spike, float labels were truncated, a 2-D
+    rec_idx was a Numba TypingError; all but the last silently. Each is now a ValueError
+    that names the argument, and the network is left as it was."""
+    cfg = small_cfg()
+    net = init_network(cfg)
+    W0 = net.W[0].copy()
+    u, probs, si, lab = block_inputs(net, 20)
+    bad = {
+        "step_label must be an integer array of shape \\(20,\\)": dict(step_label=lab[:5]),
+        "step_image must be an integer array of shape \\(20,\\)": dict(step_image=si[:5]),
+        "step_label must lie in 0..9 .*got [0-9]..10": dict(step_label=np.where(lab == lab[0], 10, lab)),
+        "step_label must lie in 0..9 .*got -1": dict(step_label=np.full(20, -1)),
+        "step_label must be an integer array.*float64": dict(step_label=lab + 0.5),
+        "in_prob holds the input units' spike probabilities.*input_probabilities.*200.0":
+            dict(in_prob=np.full_like(probs, 200.0)),
+        "in_prob .*got nan": dict(in_prob=np.where(probs > 0.5, np.nan, probs)),
+        "uniforms must be uniform draws in \\[0, 1\\).*got nan": dict(uniforms=np.full_like(u, np.nan)),
+        "rec_idx must be a 1-D integer array": dict(rec_idx=np.array([[1, 2]])),
+        "plastic = 'no': expected True or False": dict(plastic="no"),
+    }
+    for message, change in bad.items():
+        args = dict(uniforms=u, in_prob=probs, step_image=si, step_label=lab) | change
+        kw = {k: args.pop(k) for k in ("plastic", "rec_idx") if k in args}
+        with pytest.raises(ValueError, match=message):
+            net.run(args["uniforms"], args["in_prob"], args["step_image"], args["step_label"], backend=backend, **kw)
+    assert np.array_equal(net.W[0], W0) and not net.state.spikes.any()
+
+
 def test_wrong_image_size_for_model(tmp_path):
     cfg = load_config("tiny").replace(model={"layers": [100, 20, 10]})
     with pytest.raises(DataError, match="100 pixels"):
