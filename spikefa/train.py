@@ -106,6 +106,8 @@ def epochs_at(cfg: Config, steps: int) -> float:
 def check_images(images, labels, cfg: Config) -> None:
     """Clear errors for images that do not fit the model (shape, NaN, range, labels)."""
     n_in = cfg.model.layers[0]
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"labels must be integers (class indices), got dtype {labels.dtype}")
     if images.ndim != 2 or images.shape[1] != n_in:
         raise DataError(f"the model expects images of {n_in} pixels (model.layers[0]); got an array of shape {images.shape}")
     if labels.shape != (images.shape[0],):
@@ -151,8 +153,16 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
         Neurons whose traces ``outputs`` should carry.
     """
     cfg = net.config
+    # labels of another length were an IndexError or a broadcast error deep in the pass,
+    # n_test = -1 dropped the last image, no images an error of NaN
+    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 0:
+        raise ValueError(f"n_test = {n_test!r}: expected an integer >= 0 (0: all the images)")
+    images, labels = np.asarray(images), np.asarray(labels)
     if n_test:
         images, labels = images[:n_test], labels[:n_test]
+    check_images(images, labels, cfg)
+    if not images.shape[0]:
+        raise DataError("no images to test (an error over no images is undefined)")
     M = cfg.test.steps_per_image
     n = images.shape[0]
     n_classes = cfg.model.n_classes

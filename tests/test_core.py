@@ -634,6 +634,26 @@ def test_bad_block_inputs_are_clear_errors(backend):
     assert np.array_equal(net.W[0], W0) and not net.state.spikes.any()
 
 
+def test_evaluate_refuses_what_it_cannot_test():
+    """evaluate() on images and labels of the caller's: labels of another length were an
+    IndexError or a broadcast error inside the pass, n_test = -1 dropped the last image
+    (an error over 19 of 20 images), no images gave an error of NaN."""
+    net = init_network(load_config("tiny"))
+    images, labels = load_subset("test")
+    x, y = images[:20], labels[:20]
+    with pytest.raises(DataError, match="20 images but labels of shape \\(5,\\)"):
+        evaluate(net, x, y[:5])
+    with pytest.raises(ValueError, match="n_test = -1: expected an integer >= 0"):
+        evaluate(net, x, y, n_test=-1)
+    with pytest.raises(DataError, match="no images to test"):
+        evaluate(net, x[:0], y[:0])
+    with pytest.raises(DataError, match="labels must be integers.*float64"):
+        evaluate(net, x, y.astype(float))
+    with pytest.raises(DataError, match="labels must lie in 0..9"):
+        evaluate(net, x, np.full(20, 10))
+    assert evaluate(net, x, list(y)).n_test == 20
+
+
 def test_wrong_image_size_for_model(tmp_path):
     cfg = load_config("tiny").replace(model={"layers": [100, 20, 10]})
     with pytest.raises(DataError, match="100 pixels"):
