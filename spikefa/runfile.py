@@ -1304,6 +1304,7 @@ class Run:
         """``{layer: (kinds...)}`` of what the probes recorded in ``phase``."""
         from .record import KINDS
 
+        self._check_phase(phase)  # recorded("val") was {}, read as "nothing recorded"
         with _readable(self.path) as f:
             g = f.get(f"record/{phase}")
             if g is None:
@@ -1337,6 +1338,9 @@ class Run:
         if isinstance(window, (tuple, list, np.ndarray)):
             if len(window) != 2:
                 raise ValueError(f"window = {window!r}: expected (start, stop) steps")
+            # (0.5, 50.5) was cut to (0, 50) without a word, NaN "cannot convert float NaN to integer"
+            if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in window):
+                raise ValueError(f"window = {tuple(window)!r}: expected (start, stop) steps, two integers")
             if int(window[1]) <= int(window[0]):
                 raise ValueError(f"window = {tuple(window)!r}: stop must be after start")
             return window

@@ -713,6 +713,11 @@ def test_test_passes_record_no_feedback_and_windows_name_them(tmp_path):
                           (lambda: run.raster("out", 1.5), "expected"),
                           (lambda: run.trace("h2", "spikes"), "a trace is one of"),
                           (lambda: run.raster("out", phase="tset"), "phase"),
+                          # these were {} (read as "nothing recorded"), rows of (0, 50) and a bare
+                          # "cannot convert float NaN to integer"
+                          (lambda: run.recorded("val"), "phase = 'val'; valid: 'train', 'test'"),
+                          (lambda: run.raster("out", (0.5, 50.5)), r"window = \(0.5, 50.5\): .*two integers"),
+                          (lambda: run.trace("h2", "psp", (float("nan"), 50)), r"window = \(nan, 50\)"),
                           (lambda: run.final("out", "B"), "no final 'B'"),
                           (lambda: run.rates("h9"), "unknown layer")):
         with pytest.raises(ValueError, match=message):
