@@ -361,6 +361,17 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
     return acts[-1]
 
 
+def _hidden_layer(net: RateNetwork, layer) -> int:
+    """``layer`` as a hidden layer of ``net`` (1..m-1). Layer 0 indexed ``B[-1]``, the
+    feedback of the top hidden layer: with layers of equal size an angle of the wrong pair
+    of matrices, with no error."""
+    m = len(net.W)
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= layer <= m - 1:
+        allowed = f"1..{m - 1}" if m > 1 else "none: this network has no hidden layer"
+        raise ValueError(f"layer = {layer!r}: a hidden layer, counted from 1 (allowed: {allowed})")
+    return int(layer)
+
+
 def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1):
     """Angle in degrees between the FA and BP modulators of hidden layer ``layer`` for
     the same top-down signal ``delta_top`` (the modulator of layer ``layer + 1``):
@@ -369,7 +380,11 @@ def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1):
 
     Returns a float, or one angle per run (an array) for an ensemble.
     """
+    layer = _hidden_layer(net, layer)
     delta_top = np.atleast_2d(delta_top)
+    if delta_top.shape[-1] != net.W[layer].shape[-2]:
+        raise ValueError(f"delta_top has {delta_top.shape[-1]} columns; the modulator of layer {layer + 1} has "
+                         f"{net.W[layer].shape[-2]} units")
     fa = delta_top @ _mT(net.B[layer - 1])
     bp = delta_top @ net.W[layer]
     if net.W[layer].ndim == 2:
@@ -380,6 +395,7 @@ def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1):
 def weight_angle(net: RateNetwork, layer: int = 1):
     """Angle in degrees between ``W[layer]`` and ``B[layer-1]^T``, both flattened
     (Fig. 5a, blue line); one per run for an ensemble."""
+    layer = _hidden_layer(net, layer)
     W, Bt = net.W[layer], _mT(net.B[layer - 1])
     if W.ndim == 2:
         return angle_deg(W, Bt)

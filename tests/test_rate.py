@@ -81,6 +81,24 @@ def test_unknown_rule_and_activation_list_valid_names():
         rate.init_network((3, 2), "linear", np.random.default_rng(0), 0.1, 0.1, sparsity=1.0)
 
 
+def test_angles_take_a_hidden_layer_only():
+    """weight_angle(net, layer=0) read B[-1], the top hidden layer's feedback: with layers
+    of equal size it returned the angle between W[0] and a matrix that is not its feedback,
+    with no error. Layers out of 1..m-1 are now refused, and so is a delta_top of the wrong
+    width (it was a matmul error)."""
+    net = rate.init_network((20, 20, 20), "tanh", np.random.default_rng(0), 0.1, 0.5)
+    for layer in (0, 2, -1, 1.0):
+        with pytest.raises(ValueError, match=rf"layer = {layer!r}: a hidden layer, counted from 1 \(allowed: 1..1\)"):
+            rate.weight_angle(net, layer=layer)
+        with pytest.raises(ValueError, match=rf"layer = {layer!r}"):
+            rate.modulator_angle(net, np.ones((1, 20)), layer=layer)
+    with pytest.raises(ValueError, match="delta_top has 7 columns; the modulator of layer 2 has 20 units"):
+        rate.modulator_angle(net, np.ones((1, 7)))
+    with pytest.raises(ValueError, match="no hidden layer"):
+        rate.weight_angle(rate.init_network((20, 20), "tanh", np.random.default_rng(0), 0.1, 0.5))
+    assert 0 <= rate.weight_angle(net) <= 180
+
+
 def _tiny_net(seed=0, runs=None):
     return rate.init_network((4, 5, 3, 2), ("tanh", "logistic", "linear"),
                              np.random.default_rng(seed), 0.8, 0.5, bias_scale=0.3,
