@@ -152,12 +152,30 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
         Build an ensemble of this many independent networks (a leading run axis on
         every array); default a single network.
     """
+    if isinstance(sizes, str) or not hasattr(sizes, "__len__") or not all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in sizes):
+        # 20.7 was cut to 20, a 0 made an empty layer, -2 or '30,20' a NumPy error
+        raise ValueError(f"sizes = {sizes!r}: a sequence of layer sizes, integers >= 1, input first, e.g. (30, 20, 10)")
     sizes = tuple(int(n) for n in sizes)
     if len(sizes) < 2:
         raise ValueError(f"need at least an input and an output layer, got sizes={sizes}")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng = {rng!r}: a numpy.random.Generator, e.g. np.random.default_rng(seed)")
+    for name, value in (("w_scale", w_scale), ("feedback_scale", feedback_scale), ("bias_scale", bias_scale)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
+                or value < 0:
+            raise ValueError(f"{name} = {value!r}: the half-width of a uniform distribution, a finite number >= 0")
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise ValueError(f"dtype = {dtype!r}: a float dtype (float32 or float64); an integer dtype rounds the "
+                         "weights to 0")
+    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1):
+        raise ValueError(f"runs = {runs!r}: the number of networks in the ensemble, an integer >= 1 (None: one network)")
     n_layers = len(sizes) - 1
     if isinstance(activations, str):
         activations = (activations,) * n_layers
+    if not isinstance(activations, (list, tuple)):
+        raise ValueError(f"activations = {activations!r}: one of {', '.join(ACTIVATIONS)}, or a list of them, "
+                         "one per non-input layer")
     activations = tuple(activations)
     if len(activations) != n_layers:
         raise ValueError(f"{len(activations)} activations for {n_layers} layers")
@@ -186,10 +204,22 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
 def forward(net: RateNetwork, x: np.ndarray) -> list:
     """Activities of every layer, input first: ``[x, h_1, ..., y]``, each ``(batch, n_l)``
     (``(runs, batch, n_l)`` for an ensemble; ``x`` may be shared by all runs)."""
-    acts = [np.atleast_2d(x)]
+    acts = [_inputs(net, x)]
     for W, b, name in zip(net.W, net.b, net.activations):
         acts.append(_activate(name, acts[-1] @ _mT(W) + b[..., np.newaxis, :]))
     return acts
+
+
+def _inputs(net: RateNetwork, x) -> np.ndarray:
+    """``x`` as a batch of inputs of ``net``: a wrong width was a matmul error, NaN a NaN
+    output and, in training, NaN weights."""
+    x = np.atleast_2d(np.asarray(x))
+    if x.shape[-1] != net.sizes[0] or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"inputs must be numbers of shape (batch, {net.sizes[0]}) (the input layer's size); "
+                         f"got {x.dtype} {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"inputs hold {int(np.sum(~np.isfinite(x)))} NaN or infinite values")
+    return x
 
 
 def predict(net: RateNetwork, x: np.ndarray) -> np.ndarray:
@@ -279,6 +309,11 @@ class NodePerturbation:
     name: str = "np"
 
     def __post_init__(self):
+        # sigma = 0 divided the reward by 0 (NaN weights after one step); < 0 a NumPy error
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float, np.number)) \
+                or not np.isfinite(self.sigma) or self.sigma <= 0:
+            raise ValueError(f"node perturbation sigma = {self.sigma!r}: the noise's standard deviation, a finite "
+                             "number > 0")
         if self.output not in NP_OUTPUTS:
             raise ValueError(f"node perturbation output = {self.output!r}; valid: "
                              f"{', '.join(NP_OUTPUTS)}")
@@ -286,6 +321,7 @@ class NodePerturbation:
     def modulators(self, net, x, target, rng=None):
         if rng is None:
             raise ValueError("node perturbation needs a random generator (rng=...)")
+        x = _inputs(net, x)
         clean = forward(net, x)[-1]
         loss_clean = 0.5 * np.sum((target - clean) ** 2, axis=-1, keepdims=True)
         perturbed = len(net.W) - (self.output == "gradient")  # layers 1..perturbed
@@ -308,6 +344,8 @@ class NodePerturbation:
 def get_rule(name: str, **options):
     """The learning rule called ``name`` (one of :data:`RULES`); ``options`` go to it
     (only ``np`` takes any: ``sigma`` and ``output``)."""
+    if options and name != "np":  # fa with sigma=... was "__init__() got an unexpected keyword argument"
+        raise ValueError(f"rule {name!r} takes no options; got {', '.join(options)} (only 'np' takes sigma and output)")
     if name == "bp":
         return Backprop(**options)
     if name in ("fa", "sparse-fa"):
@@ -339,8 +377,24 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
         The output the rule computed for this batch before the update (for ``np``, the
         noisy one).
     """
-    x = np.atleast_2d(x)
-    target = np.atleast_2d(target)
+    if not hasattr(rule, "modulators"):  # train_step(net, "fa", ...) was "'str' object has no attribute 'modulators'"
+        raise ValueError(f"rule = {rule!r}: a learning rule object, e.g. rate.get_rule('fa'); valid names: "
+                         f"{', '.join(RULES)}")
+    for name, value in (("eta", eta), ("weight_decay", weight_decay)):
+        # NaN made every weight NaN after one step; a string a NumPy UFuncTypeError
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
+                or value < 0:
+            raise ValueError(f"{name} = {value!r}: a finite number >= 0")
+    x = _inputs(net, x)
+    target = np.atleast_2d(np.asarray(target))
+    n_out = net.sizes[-1]
+    if target.shape[-1] != n_out or target.shape[-2] != x.shape[-2] or not np.issubdtype(target.dtype, np.number):
+        raise ValueError(f"target must be numbers of shape ({x.shape[-2]}, {n_out}): one row per input of the batch, "
+                         f"one column per output unit; got {target.dtype} {target.shape}")
+    if not np.isfinite(target).all():
+        raise ValueError(f"target holds {int(np.sum(~np.isfinite(target)))} NaN or infinite values")
+    if learn is not None and (isinstance(learn, str) or not hasattr(learn, "__len__") or len(learn) != len(net.W)):
+        raise ValueError(f"learn = {learn!r}: one True/False per weight layer ({len(net.W)} here: W[0]..W[{len(net.W) - 1}])")
     acts, deltas = rule.modulators(net, x, target, rng)
     for l, delta in enumerate(deltas):
         if delta is None or (learn is not None and not learn[l]):

@@ -99,6 +99,39 @@ def test_angles_take_a_hidden_layer_only():
     assert 0 <= rate.weight_angle(net) <= 180
 
 
+def test_bad_arguments_name_themselves():
+    """Mistakes that were silent or errors from deep inside NumPy: sigma = 0 (NaN weights
+    after one step), eta = NaN (NaN weights), sizes 20.7 (cut to 20) or 0 (an empty layer),
+    an int seed for rng, a target of the wrong shape (a broadcast error, or broadcast over
+    the batch), a too short learn list (IndexError), a rule's name for the rule."""
+    rng = np.random.default_rng(0)
+    net = rate.init_network((30, 20, 10), "tanh", rng, 0.1, 0.5)
+    x, y = rng.random((4, 30)), rng.random((4, 10))
+    fa = rate.get_rule("fa")
+    calls = {
+        "node perturbation sigma = 0": lambda: rate.get_rule("np", sigma=0),
+        "rule 'fa' takes no options; got sigma": lambda: rate.get_rule("fa", sigma=0.1),
+        r"sizes = \[30, 20.7, 10\]": lambda: rate.init_network([30, 20.7, 10], "tanh", rng, 0.1, 0.5),
+        r"sizes = \[30, 0, 10\]": lambda: rate.init_network([30, 0, 10], "tanh", rng, 0.1, 0.5),
+        "rng = 0: a numpy.random.Generator": lambda: rate.init_network([30, 10], "tanh", 0, 0.1, 0.5),
+        "w_scale = nan": lambda: rate.init_network([30, 10], "tanh", rng, float("nan"), 0.5),
+        "runs = 0": lambda: rate.init_network([30, 10], "tanh", rng, 0.1, 0.5, runs=0),
+        "dtype = .*int32.*a float dtype": lambda: rate.init_network([30, 10], "tanh", rng, 0.1, 0.5, dtype=np.int32),
+        "eta = nan: a finite number >= 0": lambda: rate.train_step(net, fa, x, y, float("nan")),
+        r"target must be numbers of shape \(4, 10\).*\(4, 9\)": lambda: rate.train_step(net, fa, x, y[:, :9], 0.01),
+        r"target must be numbers of shape \(4, 10\).*\(1, 10\)": lambda: rate.train_step(net, fa, x, y[:1], 0.01),
+        r"inputs must be numbers of shape \(batch, 30\).*\(4, 31\)": lambda: rate.predict(net, rng.random((4, 31))),
+        "inputs hold 120 NaN": lambda: rate.train_step(net, fa, np.full((4, 30), np.nan), y, 0.01),
+        r"learn = \[True\]: one True/False per weight layer \(2 here": lambda: rate.train_step(net, fa, x, y, 0.01, learn=[True]),
+        "rule = 'fa': a learning rule object, e.g. rate.get_rule": lambda: rate.train_step(net, "fa", x, y, 0.01),
+    }
+    W = [w.copy() for w in net.W]
+    for message, call in calls.items():
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert all(np.array_equal(a, b) for a, b in zip(W, net.W))
+
+
 def _tiny_net(seed=0, runs=None):
     return rate.init_network((4, 5, 3, 2), ("tanh", "logistic", "linear"),
                              np.random.default_rng(seed), 0.8, 0.5, bias_scale=0.3,
