@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .data import DataError
@@ -100,6 +101,9 @@ def _step_axis(run, ax, steps, phase) -> None:
 
 def _axes(ax, figsize=(6.0, 3.5)):
     if ax is not None:
+        if not isinstance(ax, Axes):  # the array of plt.subplots(1, 2), or its figure
+            raise ValueError(f"ax = {type(ax).__name__}: one matplotlib Axes (e.g. axs[0] of plt.subplots(1, 2)), "
+                             "or None for a new figure")
         return ax
     fig = Figure(figsize=figsize, layout="constrained")
     return fig.add_subplot()
@@ -283,6 +287,8 @@ def test_error(run, *, ax=None, x: str = "epoch"):
     if x not in ("epoch", "step", "images"):
         raise ValueError(f"x = {x!r}; valid: 'epoch', 'step', 'images'")
     runs = [_run(r) for r in run] if isinstance(run, (list, tuple)) else [_run(run)]
+    if not runs:  # was "max() arg is an empty sequence"
+        raise ValueError("run = []: give a run (or a list of runs) to draw")
     curves = [r.test_curve() for r in runs]
     for r, c in zip(runs, curves):
         if not c["step"].size:  # drawn, it was an empty axes (or a legend entry with no line)
@@ -398,6 +404,15 @@ def rates(run, *, step: int | None = None, layers=None, ax=None, bins: int = 30)
     """Histogram over units of the firing rate (spikes per step), one outline per layer, at
     the rate sample nearest ``step`` (default: the last)."""
     run = _run(run)
+    # step = NaN showed the first sample under its title, bins = 0 an empty axes, layers="h1"
+    # was read as layers 'h' and '1'
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float, np.number))
+                             or not np.isfinite(step)):
+        raise ValueError(f"step = {step!r}: a training step (the sample nearest it is drawn), or None for the last")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins = {bins!r}: the number of histogram bins, an integer >= 1")
+    if isinstance(layers, str):
+        layers = [layers]
     ax = _axes(ax)
     layers = layers or run.layers
     edges = np.linspace(0, 1, bins + 1)
@@ -519,7 +534,15 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
     """
     run = _run(run)
     names = None
+    # steps = 0 or NaN drew whole windows as if no limit were given; windows=[7] was a TypeError
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ValueError(f"steps = {steps!r}: the most steps of each window to show, an integer >= 1, or None for all")
     if windows is not None:
+        if isinstance(windows, str) or not all(
+                isinstance(w, (tuple, list, np.ndarray)) and len(w) == 2
+                and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in w) for w in windows):
+            raise ValueError(f"windows = {windows!r}: a list of (start, stop) steps, e.g. [(0, 200), (5000, 5200), "
+                             f"(9800, 10000)]; the run's recording windows: {[tuple(map(int, w)) for w in run.windows]}")
         windows = [tuple(map(int, w)) for w in windows]
     else:
         windows, names = _fig4_windows(run, steps)

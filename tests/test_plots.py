@@ -592,3 +592,29 @@ def test_plot_on_a_full_disk_names_the_file_and_keeps_the_old_one(run, tmp_path,
     err = capsys.readouterr().err
     assert f"cannot write {out}: no space left" in err, err
     assert out.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_plot_arguments_name_themselves(run):
+    """Silent before: rates(step=nan) drew the first sample, rates(bins=0) an empty axes,
+    fig4(steps=0 or nan) whole windows; errors from elsewhere before: rates(layers='h1')
+    ('unknown layer h'), rates(step='100') (a ufunc error), fig4(windows=[7]) (TypeError),
+    test_error([]) ('max() arg is an empty sequence'), ax = the array of plt.subplots(1, 2)
+    ("'numpy.ndarray' object has no attribute 'plot'")."""
+    fig = Figure()
+    axs = np.array([fig.add_subplot(121), fig.add_subplot(122)])
+    calls = {
+        "step = nan": lambda: plots.rates(run, step=float("nan")),
+        "step = '100'": lambda: plots.rates(run, step="100"),
+        "bins = 0: the number of histogram bins": lambda: plots.rates(run, bins=0),
+        "steps = 0: the most steps of each window": lambda: plots.fig4(run, steps=0),
+        "steps = nan": lambda: plots.fig4(run, steps=float("nan")),
+        r"windows = \[7\]: a list of \(start, stop\) steps.*recording windows: \[\(0, 60\)": lambda: plots.fig4(run, windows=[7]),
+        r"run = \[\]": lambda: plots.test_error([]),
+        "ax = ndarray: one matplotlib Axes": lambda: plots.raster(run, "h1", 0, ax=axs),
+        "ax = Figure": lambda: plots.angles(run, ax=fig),
+    }
+    for message, call in calls.items():
+        with pytest.raises(ValueError, match=message):
+            call()
+    ax = plots.rates(run, layers="h1")
+    assert [t.get_text() for t in ax.get_legend().get_texts()][0].startswith("h1 ")
