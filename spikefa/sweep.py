@@ -49,7 +49,8 @@ The sweep folder holds
     prints above its progress bar), appended across sessions.
 
 A run counts as done when its file exists, is ``complete`` and holds the same resolved
-config (same hash); done runs are never run again, so a stopped sweep is resumed by
+config (same hash), or that config as a resume changed it (a point extended with ``spikefa
+train --resume --epochs``: ``sweep-report`` lists it in a row of its own length); done runs are never run again, so a stopped sweep is resumed by
 starting it again, and points added to the sweep file later only run what is new. A
 run that was cut off is continued from its checkpoint when it has one, else restarted.
 A point whose keys do not make a valid model (:class:`ConfigError`) or whose run raises
@@ -314,8 +315,30 @@ class SweepRun:
         return ", ".join(parts) or "base"
 
 
-def is_done(path, expected_hash: str) -> bool:
-    """Whether ``path`` is a complete run file of the config with this hash."""
+def same_point(run_cfg: Config, expected_hash: str, planned: Config | None = None) -> bool:
+    """Whether a run file's config is the run of the point with this hash: the same config,
+    or, given the point's ``planned`` config, one that a resume made of it (the keys a
+    resume may change, e.g. ``train.epochs`` raised by ``spikefa train --resume --epochs``,
+    as the README suggests for extending a point)."""
+    if config_hash(run_cfg) == expected_hash:
+        return True
+    if planned is None or config_hash(planned) != expected_hash:
+        return False
+    from .train import RESUMABLE_KEYS
+
+    reset: dict[str, dict] = {}
+    for section, key in RESUMABLE_KEYS:
+        reset.setdefault(section, {})[key] = getattr(getattr(planned, section), key)
+    try:
+        return config_hash(run_cfg.replace(**reset)) == expected_hash
+    except ConfigError:
+        return False
+
+
+def is_done(path, expected_hash: str, planned: Config | None = None) -> bool:
+    """Whether ``path`` is a complete run file of the config with this hash (or, given the
+    point's ``planned`` config, of that config resumed with other resumable keys: see
+    :func:`same_point`)."""
     from .runfile import Run
 
     path = Path(path)
@@ -325,7 +348,7 @@ def is_done(path, expected_hash: str) -> bool:
         run = Run(path)
     except (RunFileError, ConfigError, KeyError, ValueError):
         return False
-    return run.complete and config_hash(run.config) == expected_hash
+    return run.complete and same_point(run.config, expected_hash, planned)
 
 
 def plan(sweep: Sweep, out) -> list[SweepRun]:
@@ -354,7 +377,7 @@ def plan(sweep: Sweep, out) -> list[SweepRun]:
             continue
         seen[h] = i
         r = SweepRun(id=h, overrides=overrides, file=run_file_name(cfg))
-        if is_done(out / r.file, h):
+        if is_done(out / r.file, h, cfg):
             r.status = "done"
             run = Run(out / r.file)
             r.test_error = run.test_error
@@ -509,7 +532,7 @@ def _train_task(cfg_json, path, data_dir, stop, worker, t0, cpu0) -> dict:
     cfg = config_from_dict(json.loads(cfg_json))
     path = Path(path)
     with file_lock(path.with_name(path.name + ".lock"), f"run file {path.name}"):
-        if is_done(path, config_hash(cfg)):  # finished by a task that outlived an earlier sweep
+        if is_done(path, config_hash(cfg), cfg):  # finished by a task that outlived an earlier sweep
             run = Run(path)
             return dict(test_error=run.test_error, wall_s=float(run.attrs.get("wall_s", 0.0)), worker=worker,
                         resumed=False, task_s=time.perf_counter() - t0, cpu_s=time.thread_time() - cpu0)
@@ -955,10 +978,17 @@ def collect(sweep_dir) -> tuple[list[Condition], list[SweepRun]]:
             continue
         path = sweep_dir / e.file
         try:
+            planned = resolve({"base": sweep.base, **e.overrides})
+        except ConfigError:  # (the bundled base model changed since the sweep ran)
+            planned = None
+        try:
             run = Run(path)
-            cfg, complete = run.config, run.complete and config_hash(run.config) == e.id
+            # a point extended with spikefa train --resume --epochs is complete, as its own condition
+            cfg, complete = run.config, run.complete and same_point(run.config, e.id, planned)
         except RunFileError:
-            run, cfg, complete = None, resolve({"base": sweep.base, **e.overrides}), False
+            if planned is None:
+                raise
+            run, cfg, complete = None, planned, False
         flat = cfg.flat()
         flat.pop("run.seed")
         key = json.dumps(flat, sort_keys=True, default=str)

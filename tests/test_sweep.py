@@ -253,6 +253,39 @@ def test_sweep_of_3_seeds_x_2_variants_and_its_summary(scheduler, tmp_path):
     assert not sw.is_done(victim, victim.stem.rsplit("-", 1)[1])
 
 
+def test_a_point_extended_with_resume_epochs_stays_done_and_is_reported_as_its_own_condition(scheduler, tmp_path):
+    """The README's way to extend a point (spikefa train --resume --epochs on its run file):
+    the sweep, started again, re-uses it instead of failing it ("a resume can raise the
+    epochs, not lower them"), and sweep-report counts it, complete, in a row of its own
+    length, not as an incomplete run of the original condition."""
+    from spikefa.train import train
+
+    out = tmp_path / "sweep"
+    path = _sweep_file(tmp_path, f"""
+base = "tiny"
+out = "{out}"
+epochs = 0.05
+{SET}
+[grid]
+seed = [1, 2]
+""")
+    assert sw.run_sweep(path, scheduler=scheduler, progress=False).complete
+    first = sw.read_manifest(out)["runs"][0]
+    res = train(sw.resolve({"base": "tiny", **first["overrides"]}), epochs=0.1, out=out / first["file"],
+                resume=True, progress=False)
+    assert spikefa.load(out / first["file"]).complete
+
+    assert [r.status for r in sw.plan(sw.load_sweep(path), out)] == ["done", "done"]  # what --dry-run shows
+    again = sw.run_sweep(path, scheduler=scheduler, progress=False)
+    assert again.complete and not again.failed and len(again.reused) == 2
+    rows = sw.sweep_report(out)["rows"]
+    by_epochs = {r["train.epochs"]: r for r in rows}
+    assert set(by_epochs) == {0.05, 0.1}
+    assert by_epochs[0.1]["n"] == 1 and by_epochs[0.1]["n_incomplete"] == 0 and by_epochs[0.1]["epochs"] == 0.1
+    assert by_epochs[0.1]["error_mean"] == pytest.approx(res.test_error)
+    assert by_epochs[0.05]["n"] == 1 and by_epochs[0.05]["n_incomplete"] == 0
+
+
 def test_failed_runs_are_reported_and_the_others_finish(scheduler, tmp_path, capsys):
     out = tmp_path / "sweep"
     path = _sweep_file(tmp_path, f"""
