@@ -958,8 +958,23 @@ class Condition:
         return {k: np.stack([c[k][:n] for c in curves]) for k in curves[0]}
 
 
+def _condition_keys(cfg: Config) -> dict:
+    """What makes a condition: the config's dotted keys less ``run.seed``, the ``[record]``
+    table and the run keys that cannot change results (NOT_IDENTITY), as for the config
+    hash: runs of a sweep whose ``run.checkpoint_minutes``, say, was edited between sessions
+    are the same condition, not two rows."""
+    flat = cfg.flat()
+    flat.pop("run.seed")
+    for key in [k for k in flat if k.startswith("record.")]:
+        del flat[key]
+    for section, key in NOT_IDENTITY:
+        flat.pop(f"{section}.{key}", None)
+    return flat
+
+
 def collect(sweep_dir) -> tuple[list[Condition], list[SweepRun]]:
-    """Group the sweep's run files by condition (config without ``run.seed``).
+    """Group the sweep's run files by condition (config without ``run.seed``, ``[record]``
+    and the run keys that do not change results).
 
     Returns the conditions in the order the sweep lists them, and the points that could
     not be resolved to a model at all (they belong to no condition).
@@ -989,8 +1004,7 @@ def collect(sweep_dir) -> tuple[list[Condition], list[SweepRun]]:
             if planned is None:
                 raise
             run, cfg, complete = None, planned, False
-        flat = cfg.flat()
-        flat.pop("run.seed")
+        flat = _condition_keys(cfg)
         key = json.dumps(flat, sort_keys=True, default=str)
         cond = groups.setdefault(key, Condition(values={}))
         flats[key] = flat

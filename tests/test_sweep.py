@@ -286,6 +286,32 @@ seed = [1, 2]
     assert by_epochs[0.05]["n"] == 1 and by_epochs[0.05]["n_incomplete"] == 0
 
 
+def test_a_sweep_file_edited_in_execution_only_keys_keeps_one_row_per_condition(scheduler, tmp_path):
+    """Runs re-used across an edit of keys that do not change results (run.checkpoint_minutes,
+    [record]; not in the config hash) and the runs added with it are one condition: the
+    table had a second row per variant, splitting its seeds, with a column of that key."""
+    out = tmp_path / "sweep"
+    text = f"""
+base = "tiny"
+out = "{out}"
+epochs = 0.05
+{SET or "[set]"}
+{{extra}}
+[grid]
+seed = {{seeds}}
+"model.feedback" = ["fa", "dfa"]
+"""
+    path = _sweep_file(tmp_path, text.format(extra="", seeds=[1, 2]))
+    assert sw.run_sweep(path, scheduler=scheduler, progress=False).complete
+    path = _sweep_file(tmp_path, text.format(extra='"run.checkpoint_minutes" = 5\n"record.measure_every" = 500',
+                                             seeds=[1, 2, 3]))
+    res = sw.run_sweep(path, scheduler=scheduler, progress=False)
+    assert res.complete and len(res.reused) == 4 and len(res.ran) == 2
+    rep = sw.sweep_report(out)
+    assert [(r["condition"], r["n"]) for r in rep["rows"]] == [("fa", 3), ("dfa", 3)]
+    assert "checkpoint_minutes" not in rep["markdown"]
+
+
 def test_failed_runs_are_reported_and_the_others_finish(scheduler, tmp_path, capsys):
     out = tmp_path / "sweep"
     path = _sweep_file(tmp_path, f"""
