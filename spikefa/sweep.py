@@ -50,8 +50,9 @@ The sweep folder holds
 
 A run counts as done when its file exists, is ``complete`` and holds the same resolved
 config (same hash), or that config as a resume changed it (a point extended with ``spikefa
-train --resume --epochs``: ``sweep-report`` lists it in a row of its own length); done runs are never run again, so a stopped sweep is resumed by
-starting it again, and points added to the sweep file later only run what is new. A
+train --resume --epochs``: ``sweep-report`` lists it in a row of its own length); done runs
+are never run again, so a stopped sweep is resumed by starting it again, and points added
+to the sweep file later only run what is new. A
 run that was cut off is continued from its checkpoint when it has one, else restarted.
 A point whose keys do not make a valid model (:class:`ConfigError`) or whose run raises
 is recorded as failed with its error; the others go on.
