@@ -208,6 +208,11 @@ def is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)  # (NumPy's bool_ is not Real)
 
 
+def is_integer(value) -> bool:
+    """An integer, bool excluded: Python's int and NumPy's integer scalars."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _number(key, value, *, lo=None, hi=None, lo_open=False, integer=False):
     if not is_number(value):
         _fail(key, value, "expected a number")

@@ -25,6 +25,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .config import is_integer, is_number
 from .data import DataError
 from .runfile import Run, RunFileError, write_whole
 
@@ -406,10 +407,9 @@ def rates(run, *, step: int | None = None, layers=None, ax=None, bins: int = 30)
     run = _run(run)
     # step = NaN showed the first sample under its title, bins = 0 an empty axes, layers="h1"
     # was read as layers 'h' and '1'
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float, np.number))
-                             or not np.isfinite(step)):
+    if step is not None and (not is_number(step) or not np.isfinite(step)):
         raise ValueError(f"step = {step!r}: a training step (the sample nearest it is drawn), or None for the last")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+    if not is_integer(bins) or bins < 1:
         raise ValueError(f"bins = {bins!r}: the number of histogram bins, an integer >= 1")
     if isinstance(layers, str):
         layers = [layers]
@@ -535,12 +535,12 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
     run = _run(run)
     names = None
     # steps = 0 or NaN drew whole windows as if no limit were given; windows=[7] was a TypeError
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+    if steps is not None and (not is_integer(steps) or steps < 1):
         raise ValueError(f"steps = {steps!r}: the most steps of each window to show, an integer >= 1, or None for all")
     if windows is not None:
         if isinstance(windows, str) or not all(
                 isinstance(w, (tuple, list, np.ndarray)) and len(w) == 2
-                and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in w) for w in windows):
+                and all(is_integer(x) for x in w) for w in windows):
             raise ValueError(f"windows = {windows!r}: a list of (start, stop) steps, e.g. [(0, 200), (5000, 5200), "
                              f"(9800, 10000)]; the run's recording windows: {[tuple(map(int, w)) for w in run.windows]}")
         windows = [tuple(map(int, w)) for w in windows]

@@ -72,10 +72,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikefa.config import is_integer, is_number
 from spikefa.measures import angle_deg
 
 ACTIVATIONS = ("linear", "logistic", "tanh")
 RULES = ("bp", "fa", "shallow", "np", "sparse-fa")
+
+
+def _at_least_0(name: str, value, allowed: str) -> None:
+    if not is_number(value) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} = {value!r}: {allowed}")
 
 
 def _mT(a: np.ndarray) -> np.ndarray:
@@ -152,8 +158,7 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
         Build an ensemble of this many independent networks (a leading run axis on
         every array); default a single network.
     """
-    if isinstance(sizes, str) or not hasattr(sizes, "__len__") or not all(
-            isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in sizes):
+    if isinstance(sizes, str) or not hasattr(sizes, "__len__") or not all(is_integer(n) and n >= 1 for n in sizes):
         # 20.7 was cut to 20, a 0 made an empty layer, -2 or '30,20' a NumPy error
         raise ValueError(f"sizes = {sizes!r}: a sequence of layer sizes, integers >= 1, input first, e.g. (30, 20, 10)")
     sizes = tuple(int(n) for n in sizes)
@@ -162,13 +167,11 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng = {rng!r}: a numpy.random.Generator, e.g. np.random.default_rng(seed)")
     for name, value in (("w_scale", w_scale), ("feedback_scale", feedback_scale), ("bias_scale", bias_scale)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
-                or value < 0:
-            raise ValueError(f"{name} = {value!r}: the half-width of a uniform distribution, a finite number >= 0")
+        _at_least_0(name, value, "the half-width of a uniform distribution, a finite number >= 0")
     if not np.issubdtype(np.dtype(dtype), np.floating):
         raise ValueError(f"dtype = {dtype!r}: a float dtype (float32 or float64); an integer dtype rounds the "
                          "weights to 0")
-    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1):
+    if runs is not None and (not is_integer(runs) or runs < 1):
         raise ValueError(f"runs = {runs!r}: the number of networks in the ensemble, an integer >= 1 (None: one network)")
     n_layers = len(sizes) - 1
     if isinstance(activations, str):
@@ -310,8 +313,7 @@ class NodePerturbation:
 
     def __post_init__(self):
         # sigma = 0 divided the reward by 0 (NaN weights after one step); < 0 a NumPy error
-        if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float, np.number)) \
-                or not np.isfinite(self.sigma) or self.sigma <= 0:
+        if not is_number(self.sigma) or not np.isfinite(self.sigma) or self.sigma <= 0:
             raise ValueError(f"node perturbation sigma = {self.sigma!r}: the noise's standard deviation, a finite "
                              "number > 0")
         if self.output not in NP_OUTPUTS:
@@ -381,10 +383,7 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
         raise ValueError(f"rule = {rule!r}: a learning rule object, e.g. rate.get_rule('fa'); valid names: "
                          f"{', '.join(RULES)}")
     for name, value in (("eta", eta), ("weight_decay", weight_decay)):
-        # NaN made every weight NaN after one step; a string a NumPy UFuncTypeError
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
-                or value < 0:
-            raise ValueError(f"{name} = {value!r}: a finite number >= 0")
+        _at_least_0(name, value, "a finite number >= 0")  # NaN made every weight NaN after one step
     x = _inputs(net, x)
     target = np.atleast_2d(np.asarray(target))
     n_out = net.sizes[-1]
@@ -420,7 +419,7 @@ def _hidden_layer(net: RateNetwork, layer) -> int:
     feedback of the top hidden layer: with layers of equal size an angle of the wrong pair
     of matrices, with no error."""
     m = len(net.W)
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= layer <= m - 1:
+    if not is_integer(layer) or not 1 <= layer <= m - 1:
         allowed = f"1..{m - 1}" if m > 1 else "none: this network has no hidden layer"
         raise ValueError(f"layer = {layer!r}: a hidden layer, counted from 1 (allowed: {allowed})")
     return int(layer)

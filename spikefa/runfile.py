@@ -62,7 +62,7 @@ import numba
 import numpy as np
 
 from . import __version__
-from .config import Config, ConfigError, config_from_dict, layer_names
+from .config import Config, ConfigError, config_from_dict, is_integer, layer_names
 
 SCHEMA_VERSION = 2
 log = logging.getLogger(__name__)
@@ -1339,7 +1339,7 @@ class Run:
             if len(window) != 2:
                 raise ValueError(f"window = {window!r}: expected (start, stop) steps")
             # (0.5, 50.5) was cut to (0, 50) without a word, NaN "cannot convert float NaN to integer"
-            if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in window):
+            if not all(is_integer(x) for x in window):
                 raise ValueError(f"window = {tuple(window)!r}: expected (start, stop) steps, two integers")
             if int(window[1]) <= int(window[0]):
                 raise ValueError(f"window = {tuple(window)!r}: stop must be after start")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import record, runfile
-from .config import READOUT_CHOICES, Config, ConfigError, load_config, unused_settings
+from .config import READOUT_CHOICES, Config, ConfigError, is_integer, load_config, unused_settings
 from .data import DataError, find_mnist_dir, load_dataset
 from .interrupt import StopRequest
 from .network import SEED_NOISE, SEED_ORDER, SEED_TEST, Network, init_network, input_probabilities, rng_for
@@ -155,7 +155,7 @@ def evaluate(net: Network, images, labels, *, seed_key: int = 0, backend=None, n
     cfg = net.config
     # labels of another length were an IndexError or a broadcast error deep in the pass,
     # n_test = -1 dropped the last image, no images an error of NaN
-    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 0:
+    if not is_integer(n_test) or n_test < 0:
         raise ValueError(f"n_test = {n_test!r}: expected an integer >= 0 (0: all the images)")
     images, labels = np.asarray(images), np.asarray(labels)
     if n_test:
