@@ -183,8 +183,17 @@ def network_for(cfg: Config, run_file=None):
         net.b[l - 1][...] = src.biases(l)
         net.state.psp[sl] = src.state.psp[sl]
         net.state.feedback_psp[sl] = src.state.feedback_psp[sl]
-        if l < net.m and net.wiring.learns[l - 1]:
-            net.wiring.F[l - 1][...] = src.wiring.F[l - 1]
+        net.state.phi_fb[sl] = src.state.phi_fb[sl]
+        net.state.psp_baseline[sl] = src.state.psp_baseline[sl]
+        # the run's feedback matrices and synapse masks, not fresh ones of cfg's run.seed: a
+        # run trained with --seed 2 and validated with the model file's seed got the B (and
+        # sparse-fa masks) of seed 1 beside its trained W, a network that never existed (for
+        # sparse-fa a false FAIL: Brian2 drops the weights outside the wrong mask)
+        net.wiring.W_mask[l - 1] = None if src.wiring.W_mask[l - 1] is None else src.wiring.W_mask[l - 1].copy()
+        if l < net.m and net.wiring.scale_idx[l - 1] < 0:  # transport aliases W, copied above
+            F = src.wiring.F[l - 1]
+            net.wiring.F[l - 1] = F.copy() if F.dtype == np.int8 else F.astype(net.W[0].dtype)
+            net.wiring.quantum[l - 1] = src.wiring.quantum[l - 1]
     return net
 
 

@@ -662,3 +662,28 @@ def test_export_on_a_full_disk_keeps_the_export_there_and_names_the_file(tmp_pat
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'm.npz'}: no space left" in err, err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("feedback", ["fa", "sparse-fa"])
+def test_validate_from_a_run_of_another_seed_keeps_the_runs_feedback_and_masks(tmp_path, feedback):
+    """`spikefa validate MODEL --from RUN.h5` of a run trained with `--seed 2` (the model
+    file says run.seed = 1) put the fresh B (and sparse-fa masks) of seed 1 beside the run's
+    trained W: fa validated a network that never existed, sparse-fa failed at step 0 (Brian2
+    connects only the synapses of the wrong mask, spikefa sums every weight)."""
+    from spikefa.train import network_from_file, train
+    from spikefa.validate import network_for
+
+    model = tmp_path / "mini.toml"
+    model.write_text(f'name = "mini"\n[model]\nlayers = [784, 40, 40, 20]\nfeedback = "{feedback}"\n'
+                     '[train]\ndataset = "mnist-subset"\nn_train = 20\nepochs = 1.0\ntest_every = 0\n'
+                     '[test]\nn_test = 10\n' + RUN_TABLE)
+    run = train(load_config(str(model)).replace(run={"seed": 2}), out=tmp_path / "run.h5", progress=False).path
+    src = network_from_file(run)[0]
+    start = network_for(load_config(str(model)).replace(model={"dtype": "float64"}), run)
+    for l in range(1, start.m):
+        assert np.array_equal(start.feedback_matrix(l), src.feedback_matrix(l).astype(np.float64))
+    for l in range(1, start.m + 1):
+        a, b = start.wiring.W_mask[l - 1], src.wiring.W_mask[l - 1]
+        assert (a is None and b is None) or np.array_equal(a, b)
+    rep = cross_validate(str(model), steps=20, run_file=run)
+    assert rep.passed, str(rep)
