@@ -444,7 +444,7 @@ def model_arrays(net: Network, images, labels, *, steps_per_image=None, uniforms
     uniforms : float64 array (T, N), optional
         Shared noise in the layout of :meth:`Network.run`; None: Brian2 draws its own.
     plastic, feedback : bool
-        As in :meth:`Network.run` (``feedback`` defaults to ``plastic``).
+        As in :meth:`Network.run`: the feedback sweep runs if ``plastic`` or ``feedback``.
     """
     cfg = net.config
     mp = cfg.model
@@ -465,7 +465,10 @@ def model_arrays(net: Network, images, labels, *, steps_per_image=None, uniforms
         eta_feedback=np.float64(mp.eta_feedback), np_baseline_rate=np.float64(mp.np_baseline_rate),
         np_variance_floor=np.float64(mp.np_variance_floor), phi_d=np.array(mp.phi_d),
         feedback=np.array(mp.feedback), dtype=np.array(mp.dtype),
-        plastic=np.bool_(plastic), feedback_on=np.bool_(plastic if feedback is None else feedback),
+        plastic=np.bool_(plastic),
+        # as Network.run: plasticity reads phi_d(U), so it runs the feedback sweep whatever
+        # ``feedback`` says (plastic=True, feedback=False exported plasticity on stale U)
+        feedback_on=np.bool_(plastic or bool(feedback)),
         learn=np.asarray(w.learn, bool), fb_on=np.asarray(w.on, bool), fb_src=np.asarray(w.src, np.int64),
         fb_transport=np.asarray(w.scale_idx, np.int64) >= 0, fb_learns=np.asarray(w.learns, bool),
         pixels=input_probabilities(images, 1.0), labels=labels.astype(np.int64),

@@ -687,3 +687,26 @@ def test_validate_from_a_run_of_another_seed_keeps_the_runs_feedback_and_masks(t
         assert (a is None and b is None) or np.array_equal(a, b)
     rep = cross_validate(str(model), steps=20, run_file=run)
     assert rep.passed, str(rep)
+
+
+def test_plasticity_without_feedback_flag_still_runs_the_feedback_sweep():
+    """to_brian2(plastic=True, feedback=False) dropped the error and feedback sweep while
+    keeping plasticity (on a stale phi_d(U)); spikefa's Network.run sweeps whenever it is
+    plastic, so the two diverged silently. The export now runs the sweep as spikefa does."""
+    cfg = small(MINI, dtype="float64")
+    net = init_network(cfg)
+    images, labels = export.stimulus(cfg, 4)
+    T, k = 20, cfg.train.steps_per_image
+    uniforms = rng_for(1, SEED_NOISE).random((T, net.n_units))
+    bnet = export.to_brian2(net, images, labels, uniforms=uniforms, plastic=True, feedback=False)
+    bnet.run_steps(T)
+    step_image = np.arange(T) // k
+    out = net.run(uniforms, input_probabilities(images, cfg.model.p_max), step_image, labels[step_image],
+                  plastic=True, feedback=False)
+    for l, n in enumerate(net.names):
+        assert np.array_equal(export.spike_raster(bnet, n), out["spikes"][:, net.layer_slice(l)])
+    st = export.network_state(bnet)
+    eps = np.finfo(np.float64).eps
+    for l, n in enumerate(net.names[1:], start=1):
+        assert np.abs(st[f"W_{n}"] - net.weights(l)).max() <= TOL_FACTOR * eps * T
+        assert np.abs(st[f"U_{n}"] - net.state.feedback_psp[net.layer_slice(l)]).max() <= TOL_FACTOR * eps * T
