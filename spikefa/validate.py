@@ -6,6 +6,8 @@ same images and read the same uniforms, so they must take the same random decisi
 Per population we report the first step where the spikes differ (if any) and the
 largest differences of the forward PSPs ``V`` and feedback PSPs ``U`` (every step, every
 neuron) and of ``W``, ``b`` and ``B`` (compared every ``check_every`` steps).
+Where a quantity goes over its tolerance, the report says at which step it first did,
+in the order the step computes them (where a difference that flips no spike started).
 
 Tolerances. Both simulators evaluate the same expressions in the working precision but
 sum and decay in different orders (spikefa: float64 sums and a float64 decay scale;
@@ -56,6 +58,9 @@ class PopulationDiff:
     rate: float
     diffs: dict  # quantity ('V', 'U', 'W', 'b', 'B') -> max |brian2 - spikefa|
     tols: dict  # quantity -> tolerance
+    # quantity -> first step after which it was over its tolerance (V, U: every step; W, b,
+    # B: the first comparison over it, every check_every steps); only quantities over it
+    first_over: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -119,6 +124,16 @@ def format_report(rep: ValidationReport) -> str:
                      + " ".join(f"{c:>9}" for c in cells) + f"  {'pass' if r.passed else 'FAIL'}")
     for q, (d, t) in rep.extra.items():
         lines.append(f"{q}: max|d| {_fmt(d)} (tol {_fmt(t)}) {'pass' if d <= t else 'FAIL'}")
+    m = len(rep.rows) - 1
+    # within a step, in the order the step computes them: V bottom-up, U top-down, then plasticity
+    phase = {"V": lambda l: l, "U": lambda l: 2 * m + 1 - l, "W": lambda l: 2 * m + l,
+             "b": lambda l: 2 * m + l, "B": lambda l: 3 * m + l}
+    over = sorted((step, phase[q](l), r.name, q) for l, r in enumerate(rep.rows) for q, step in r.first_over.items())
+    if over:
+        # spikes may all agree while V, U or weights drift: where it started, population by
+        # population (step t: the values after step t; W, b, B are compared every few steps)
+        said = [f"{name} {q} {'at' if q in ('V', 'U') else 'by'} step {step}" for step, _, name, q in over]
+        lines.append("first step over tolerance: " + ", ".join(said[:6]) + (", ..." if len(said) > 6 else ""))
     if rep.first_diff is not None:
         f = rep.first_diff
         margin = min(abs(f["u"] - f["p_spikefa"]), abs(f["u"] - f["p_brian2"]))
@@ -253,6 +268,7 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
     sf = dict(spikes=np.zeros((steps, N), np.uint8), psp=np.zeros((steps, N)), feedback_psp=np.zeros((steps, N)))
     m, names = net.m, net.names
     wdiff = {q: np.zeros(m + 1) for q in ("W", "b", "B")}
+    whist = {q: [[] for _ in range(m + 1)] for q in ("W", "b", "B")}  # (last step, max |d|) per check
     wmax = {q: np.zeros(m + 1) for q in ("W", "b", "B")}
     has_B = [False] * (m + 1)
     extra_d, extra_max = 0.0, 0.0
@@ -281,6 +297,7 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
             for q, ref in pairs:
                 ref = ref.astype(np.float64)
                 wdiff[q][l] = max(wdiff[q][l], float(np.abs(st[f"{q}_{n}"] - ref).max()))
+                whist[q][l].append((t1 - 1, float(np.abs(st[f"{q}_{n}"] - ref).max())))
                 wmax[q][l] = max(wmax[q][l], float(np.abs(ref).max()))
             if f"Vbar_{n}" in st:
                 ref = net.state.psp_baseline[net.layer_slice(l)]
@@ -298,22 +315,27 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
         raster = export.spike_raster(bnet, n, 0, steps)
         bad = raster != sf["spikes"][:, sl]
         bad_steps = np.nonzero(bad.any(axis=1))[0]
-        diffs, tols = {}, {}
+        diffs, tols, first_over = {}, {}, {}
         if l > 0:
             for q, name, mon, var in (("V", "psp", n, "psp"), ("U", "feedback_psp", f"{n}_fb", "feedback_psp")):
                 ref = sf[name][:, sl]
                 got = np.asarray(getattr(bnet[f"trace_{mon}"], var)[:]).T
                 traces[q, l] = (got, ref)
-                diffs[q] = float(np.abs(got - ref).max())
+                per_step = np.abs(got - ref).max(axis=1)
+                diffs[q] = float(per_step.max())
                 tols[q] = tol(np.abs(ref).max())
+                if diffs[q] > tols[q]:
+                    first_over[q] = int(np.argmax(per_step > tols[q]))
             for q in ("W", "b", "B"):
                 if q != "B" or has_B[l]:
                     diffs[q] = float(wdiff[q][l])
                     tols[q] = tol(wmax[q][l])
+                    if diffs[q] > tols[q]:
+                        first_over[q] = next(t for t, d in whist[q][l] if d > tols[q])
         rows.append(PopulationDiff(name=n, units=int(net.sizes[l]),
                                    first_spike_diff=int(bad_steps[0]) if bad_steps.size else None,
                                    spike_diffs=int(bad.sum()), rate=float(sf["spikes"][:, sl].mean()),
-                                   diffs=diffs, tols=tols))
+                                   diffs=diffs, tols=tols, first_over=first_over))
         if bad_steps.size and (first_diff is None or bad_steps[0] < first_diff["step"]):
             t = int(bad_steps[0])
             j = int(np.nonzero(bad[t])[0][0])

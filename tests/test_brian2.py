@@ -710,3 +710,22 @@ def test_plasticity_without_feedback_flag_still_runs_the_feedback_sweep():
     for l, n in enumerate(net.names[1:], start=1):
         assert np.abs(st[f"W_{n}"] - net.weights(l)).max() <= TOL_FACTOR * eps * T
         assert np.abs(st[f"U_{n}"] - net.state.feedback_psp[net.layer_slice(l)]).max() <= TOL_FACTOR * eps * T
+
+
+def _error_neurons_off_by_1e9(bnet):
+    o = bnet["out_fb_error"]
+    o.abstract_code = o.abstract_code.replace("tau*(spike - target)", "tau*(spike - target)*(1 + 1e-9)")
+
+
+def test_report_names_the_first_step_and_population_over_tolerance():
+    """A difference that flips no spike (error neurons off by 1e-9 relative) failed every
+    population's row with no step and no origin: the report now says where each quantity
+    first went over its tolerance, in the step's order, the error neurons' U first."""
+    rep = cross_validate(small(MINI), steps=20, dtype="float64", check_every=10, modify_brian2=_error_neurons_off_by_1e9)
+    assert not rep.passed and rep.first_diff is None
+    rows = {r.name: r for r in rep.rows}
+    assert rows["out"].first_over["U"] == 0 and rows["h1"].first_over["U"] == 0
+    assert rows["out"].first_over["V"] == 1  # the forward sweep sees it one step later, through plasticity
+    assert "first step over tolerance: out U at step 0, h2 U at step 0, h1 U at step 0" in str(rep)
+    ok = cross_validate(small(MINI), steps=20, dtype="float64", check_every=10)
+    assert ok.passed and all(not r.first_over for r in ok.rows) and "over tolerance" not in str(ok)
