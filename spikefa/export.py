@@ -567,13 +567,23 @@ def stimulus(cfg: Config, n_images: int, split: str = "train", key: int = 0):
     """``n_images`` images of the bundled MNIST subset and their labels, in a seeded order.
 
     For the training split this is the order in which ``spikefa train`` shows the subset
-    in its first epoch (``rng_for(run.seed, SEED_ORDER, 0)``), so with ``train.dataset =
-    "mnist-subset"`` an export with shared noise replays the start of a training run.
+    from its start (``train.n_train`` images, epoch after epoch, shuffled as ``train.shuffle``
+    says), so with ``train.dataset = "mnist-subset"`` an export with shared noise replays the
+    start of a training run.
     """
     x, y = load_dataset("mnist-subset", split)
     if not 0 < n_images <= len(x):
         raise ValueError(f"the bundled subset holds {len(x)} {split} images; asked for {n_images}")
-    order = rng_for(cfg.run.seed, SEED_ORDER, key).permutation(len(x))[:n_images]
+    if split == "train" and key == 0:
+        # spikefa train's own stream (train.ImageOrder): the first train.n_train images,
+        # epoch after epoch, shuffled or not as train.shuffle says (a permutation of the
+        # whole subset was another order, other images even, when n_train or shuffle was set)
+        from .train import ImageOrder
+
+        n = min(cfg.train.n_train, len(x)) if cfg.train.n_train else len(x)
+        order = ImageOrder(cfg, n)(np.arange(n_images))
+    else:
+        order = rng_for(cfg.run.seed, SEED_ORDER, key).permutation(len(x))[:n_images]
     return x[order], y[order]
 
 

@@ -729,3 +729,19 @@ def test_report_names_the_first_step_and_population_over_tolerance():
     assert "first step over tolerance: out U at step 0, h2 U at step 0, h1 U at step 0" in str(rep)
     ok = cross_validate(small(MINI), steps=20, dtype="float64", check_every=10)
     assert ok.passed and all(not r.first_over for r in ok.rows) and "over tolerance" not in str(ok)
+
+
+@pytest.mark.parametrize("train", [{}, {"n_train": 20}, {"shuffle": False}], ids=["default", "n_train", "no-shuffle"])
+def test_training_stimulus_is_the_order_spikefa_train_shows(train):
+    """export.stimulus claims the order of spikefa train's first epoch (so that an export
+    with shared noise replays a training run); with train.n_train or train.shuffle = false
+    it was a permutation of the whole subset: other images than the run saw."""
+    from spikefa.data import load_dataset
+    from spikefa.train import ImageOrder
+
+    cfg = load_config("tiny").replace(train=train)
+    x, y = load_dataset("mnist-subset", "train")
+    n = min(cfg.train.n_train, len(x)) if cfg.train.n_train else len(x)
+    idx = ImageOrder(cfg, n)(np.arange(30))
+    images, labels = export.stimulus(cfg, 30)
+    assert np.array_equal(images, x[idx]) and np.array_equal(labels, y[idx])
