@@ -73,12 +73,16 @@ The logistic function is computed as ``(1 + tanh(a/2)) / 2``, which equals
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from spikefa.config import is_integer, is_number
 from spikefa.measures import angle_deg
+
+log = logging.getLogger(__name__)
+_NOTED_NO_DECAY: set = set()  # (dtype, eta, weight_decay, batch) already noted
 
 ACTIVATIONS = ("linear", "logistic", "tanh")
 RULES = ("bp", "fa", "shallow", "np", "sparse-fa")
@@ -407,6 +411,13 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
         if weight_decay:
             # once per example of the batch, as online learning would decay it
             shrink = (1.0 - eta * weight_decay) ** x.shape[-2]
+            key = (W.dtype.name, float(eta), float(weight_decay), x.shape[-2])
+            if W.dtype.type(shrink) == 1 and key not in _NOTED_NO_DECAY:
+                # W *= shrink then changes no weight: the decay is asked for but not applied
+                _NOTED_NO_DECAY.add(key)
+                log.warning("spikefa: note: weight decay %g at eta %g over a batch of %d shrinks the weights "
+                            "by 1 - %.1e, which is 1 in %s: no decay is applied (float64 weights apply it)",
+                            weight_decay, eta, x.shape[-2], 1.0 - shrink, W.dtype.name)
             W *= shrink
             if learn_biases:
                 b *= shrink

@@ -1089,3 +1089,26 @@ def test_a_checkpoint_missing_part_of_its_rules_state_is_refused_in_one_line(tmp
     assert main(["info", str(out)]) == 2
     err = capsys.readouterr().err
     assert re.search(refusal, err) and "Traceback" not in err
+
+
+def test_a_weight_decay_that_rounds_to_nothing_in_float32_is_said(caplog):
+    """Fig. 3a's decay (alpha 1e-6 at eta 1e-3, batch 20) shrinks W by a factor 1 - 2e-8,
+    which is 1 in float32: it was silently not applied. It is now said, once; float64
+    weights apply it."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    x, t = rng.random((20, 30)), rng.random((20, 10))
+    for dtype, applied in (("float32", False), ("float64", True)):
+        nets = [rate.init_network((30, 20, 10), "logistic", np.random.default_rng(1), 0.2, 0.5, dtype=dtype)
+                for _ in range(2)]
+        with caplog.at_level(logging.WARNING, logger="spikefa.rate"):
+            caplog.clear()
+            for _ in range(2):
+                for net, decay in zip(nets, (1e-6, 0.0)):
+                    rate.train_step(net, rate.get_rule("fa"), x, t, 1e-3, decay)
+        assert (not all(np.array_equal(a, b) for a, b in zip(nets[0].W, nets[1].W))) == applied
+        notes = [r.getMessage() for r in caplog.records if "no decay is applied" in r.getMessage()]
+        assert len(notes) == (0 if applied else 1), notes
+        if not applied:
+            assert "1 in float32" in notes[0]
