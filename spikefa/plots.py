@@ -40,14 +40,16 @@ def _run(run) -> Run:
     return run if isinstance(run, Run) else Run(run)
 
 
-def _windows_recorded(run) -> list[int]:
-    """The numbers of the run's training recording windows that hold recorded steps: not
-    those before the step a run branched from (--branch-from), nor those a running or
-    stopped run has not reached."""
-    try:
-        return [i for i, (a, b) in enumerate(run.windows) if run.stimulus((int(a), int(b))).step.size]
-    except RunFileError:  # nothing recorded: the caller's read says so
-        return []
+def _windows_recorded(run, steps=None) -> list[int]:
+    """The numbers of the run's training recording windows that hold recorded steps
+    (``steps``: the recorded stimulus steps, read here if None): not those before the step
+    a run branched from (--branch-from), nor those a running or stopped run has not reached."""
+    if steps is None:
+        try:
+            steps = run.stimulus().step
+        except RunFileError:  # nothing recorded: the caller's read says so
+            return []
+    return [i for i, (a, b) in enumerate(run.windows) if np.any((steps >= a) & (steps < b))]
 
 
 def _one_window(run, window, phase, ax):
@@ -448,7 +450,7 @@ def _fig4_windows(run, steps):
         raise RunFileError(f"{run.path}: nothing was recorded" if run.complete else
                            f"{run.path}: no recorded steps to draw yet; the run records train steps in "
                            f"{_recorded_spans(run, 'train')}")
-    held = [i for i, (a, b) in enumerate(run.windows) if np.any((st.step >= a) & (st.step < b))]
+    held = _windows_recorded(run, st.step)
     w = [(int(run.windows[i][0]), int(run.windows[i][1])) for i in held]
     names = None
     if len(w) >= 3:

@@ -332,11 +332,10 @@ class NodePerturbation:
     def modulators(self, net, x, target, rng=None):
         if rng is None:
             raise ValueError("node perturbation needs a random generator (rng=...)")
-        x = _inputs(net, x)
-        clean = forward(net, x)[-1]
-        loss_clean = 0.5 * np.sum((target - clean) ** 2, axis=-1, keepdims=True)
+        clean = forward(net, x)  # (checks x)
+        loss_clean = 0.5 * np.sum((target - clean[-1]) ** 2, axis=-1, keepdims=True)
         perturbed = len(net.W) - (self.output == "gradient")  # layers 1..perturbed
-        acts, noise = [np.atleast_2d(x)], []
+        acts, noise = [clean[0]], []
         for l, (W, b, name) in enumerate(zip(net.W, net.b, net.activations)):
             drive = acts[-1] @ _mT(W) + b[..., np.newaxis, :]
             if l < perturbed:
