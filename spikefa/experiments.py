@@ -636,6 +636,11 @@ def _run_fig5(cfg, seed, progress):
     return summary, curves
 
 
+def _net_arrays(net) -> dict:
+    """A rate network's arrays by their checkpoint names (``W0``, ``b0``, ``B0``, ...)."""
+    return {f"{name}{i}": a for name, arrays in (("W", net.W), ("b", net.b), ("B", net.B)) for i, a in enumerate(arrays)}
+
+
 def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
     from spikefa.data import load_dataset
 
@@ -686,9 +691,8 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
             if {k: kept[k] for k in sizes} != sizes:
                 raise ValueError(f"{ckpt.path} was run on {kept['n_train']:,} training and {kept['n_test']:,} test "
                                  f"images, this data has {n_train:,} and {len(x_test):,}: give its data folder")
-            for name, arrays in (("W", net.W), ("b", net.b), ("B", net.B)):
-                for i, a in enumerate(arrays):
-                    a[...] = ckpt.arrays[f"{name}{i}"]
+            for key, a in _net_arrays(net).items():
+                a[...] = ckpt.arrays[key]
             order_rng.bit_generator.state = kept["order_rng"]
             errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
             first_epoch, count, next_eval = kept["epoch"], kept["count"], kept["next_eval"]
@@ -714,8 +718,7 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
                     ckpt.save({"rule": rule_name, "epoch": epoch + 1, "count": count, "next_eval": next_eval,
                                "order_rng": order_rng.bit_generator.state, "examples": seen[rule_name],
                                "test_error": errors[rule_name], "angle": angles[rule_name], **sizes},
-                              {f"{name}{i}": a for name, arrays in (("W", net.W), ("b", net.b), ("B", net.B))
-                               for i, a in enumerate(arrays)})
+                              _net_arrays(net))
             if seen[rule_name][-1] != count:
                 errors[rule_name].append(test_error(net))
                 seen[rule_name].append(count)
