@@ -66,7 +66,7 @@ _SCHEMAS = {
                     "feedback_init": float, "bias_init": float, "learn_biases": bool},
         "task": {"target_init": float, "n_test": int, "task_seed": int},
         "train": {"rules": list, "steps": int, "record_every": int, "np_sigma": float,
-                  "np_output": str,
+                  "np_output": str, "angle_band": str, "angle_window": int,
                   "eta": {"shallow": float, "np": float, "bp": float, "fa": float}},
         "run": {"runs": int},
     },
@@ -295,20 +295,25 @@ def read_checkpoint(out_dir, name: str) -> dict | None:
             arrays = {k: f[k] for k in f.files if k != "meta"}
         missing = [k for k in ("experiment", "config", "done", "seconds", "resumes") if k not in meta]
         current = meta.get("current") if not missing else None
+        if not missing:  # each finished rule's curves (a checkpoint of an older spikefa may lack one)
+            missing = sorted({f"done.{rule}.{k}" for rule, kept in meta["done"].items()
+                              for k in ("examples", "test_error", *ANGLES_3A) if k not in kept})
         if current:  # the state of the rule it stopped in, and that rule's weights
-            missing = [k for k in _CURRENT_KEYS if k not in current]
+            missing += [k for k in _CURRENT_KEYS if k not in current]
             n_layers = len(meta["config"]["network"]["sizes"]) - 1
             missing += [k for k in (f"{a}{i}" for a in "Wb" for i in range(n_layers)) if k not in arrays]
         if missing:
             raise KeyError(f"no {', '.join(missing)}")
         checkpoint_progress(meta)  # (what `spikefa info` and a stop message say of it)
-    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read the experiment checkpoint {path} ({type(exc).__name__}: {exc}); start "
                          f"the experiment again with --overwrite, which deletes it") from None
     return {"meta": meta, "arrays": arrays, "path": path}
 
 
-_CURRENT_KEYS = ("rule", "epoch", "count", "next_eval", "order_rng", "examples", "test_error", "angle",
+# fig3a's two FA/BP angles: of the signals sent down, and of the modulators (with f'(h))
+ANGLES_3A = ("angle", "modulator_angle")
+_CURRENT_KEYS = ("rule", "epoch", "count", "next_eval", "order_rng", "examples", "test_error", *ANGLES_3A,
                  "n_train", "n_test")
 
 
@@ -442,6 +447,7 @@ def _steps(n, progress, desc):
 def _run_fig2(cfg, seed, progress):
     net_cfg, task, train = cfg["network"], cfg["task"], cfg["train"]
     runs = cfg["run"]["runs"]
+    _check_angle_band(train["angle_band"], train["angle_window"])  # (before minutes of training)
     task_rng = np.random.default_rng(task["task_seed"])
     n_in, n_out = net_cfg["sizes"][0], net_cfg["sizes"][-1]
     T = task_rng.uniform(-task["target_init"], task["target_init"], (n_out, n_in))
@@ -474,7 +480,8 @@ def _run_fig2(cfg, seed, progress):
         if rule_name == "fa":
             angle = np.array(angles).T  # (runs, steps)
     summary = {"final_nse": {r: float(np.mean(c[:, -1])) for r, c in nse.items()},
-               "final_nse_sd": {r: float(np.std(c[:, -1])) for r, c in nse.items()},
+               "final_nse_sd": {r: float(np.std(c[:, -1], ddof=1)) if runs > 1 else 0.0
+                                for r, c in nse.items()},
                "runs": runs, "steps": train["steps"]}
     curves = {"steps": steps, "nse": {r: c for r, c in nse.items()}}
     if angle is not None:
@@ -482,9 +489,41 @@ def _run_fig2(cfg, seed, progress):
         summary["fa_bp_angle_step1"] = float(np.mean(angle[:, 0]))
         summary["fa_bp_angle_first10"] = float(np.mean(angle[:, :10]))
         summary["fa_bp_angle_last5pct"] = float(np.mean(angle[:, -window:]))
-        curves["angle"] = angle.mean(axis=0)
-        curves["angle_sd"] = angle.std(axis=0)
+        curves["angle"], curves["angle_sd"] = _angle_band(angle, train["angle_band"], train["angle_window"])
     return summary, curves
+
+
+ANGLE_BANDS = ("window", "runs")
+
+
+def _check_angle_band(band: str, window: int) -> None:
+    if band not in ANGLE_BANDS:
+        raise ValueError(f"train.angle_band = {band!r}: valid: {', '.join(ANGLE_BANDS)}")
+    if window < 1:
+        raise ValueError(f"train.angle_window = {window!r}: a number of examples, at least 1")
+
+
+def _angle_band(angle, band: str, window: int):
+    """Fig. 2b's line and s.d. (the band is +- 2 s.d.) from the angles ``(runs, steps)``.
+
+    ``"window"`` (the paper's "two s.d.'s for a sliding window of 10 examples"): at each
+    example, over the ``window`` examples up to it (fewer at the start), the line is the
+    mean over runs and examples, and the s.d. is that of one run's angles in the window,
+    averaged over runs (what one run's curve shows, as the paper draws). ``"runs"``: the
+    mean and s.d. across runs at each example, no window.
+    """
+    _check_angle_band(band, window)
+    if band == "runs":
+        return angle.mean(axis=0), angle.std(axis=0)
+    # trailing window sums from cumulative sums (angles are below 180: no cancellation to fear)
+    zero = np.zeros((angle.shape[0], 1))
+    c1, c2 = (np.concatenate([zero, np.cumsum(a, axis=1)], axis=1) for a in (angle, angle * angle))
+    end = np.arange(1, angle.shape[1] + 1)
+    start = np.maximum(end - window, 0)
+    n = end - start
+    mean = (c1[:, end] - c1[:, start]) / n
+    var = np.maximum((c2[:, end] - c2[:, start]) / n - mean * mean, 0.0)
+    return mean.mean(axis=0), np.sqrt(var).mean(axis=0)
 
 
 def _run_fig3d(cfg, seed, progress):
@@ -662,16 +701,26 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
         guess = np.argmax(rate.predict(net, x_test), axis=1)
         return float(np.mean(guess != labels_test))
 
-    def fa_angle(net):
-        y = rate.predict(net, x_train[probe])
+    def fa_angles(net):
+        """The FA/BP angle of the signals sent down (``angle``) and of the hidden
+        modulators, with the derivative (``modulator_angle``), on the probe images."""
+        acts = rate.forward(net, x_train[probe])
+        y = acts[-1]
         delta_out = (y_train[probe] - y) * y * (1.0 - y)
-        return rate.modulator_angle(net, delta_out)
+        return rate.modulator_angle(net, delta_out), rate.modulator_angle(net, delta_out, h=acts[1])
 
-    errors, angles, seen = {}, {}, {}
+    def record_angles(net, rule_name):
+        for key, value in zip(ANGLES_3A, fa_angles(net)):
+            angles[key][rule_name].append(value)
+
+    errors, seen = {}, {}
+    angles = {key: {} for key in ANGLES_3A}
     for rule_name in train["rules"]:
         if ckpt is not None and rule_name in ckpt.done:  # finished before the stop
             kept = ckpt.done[rule_name]
-            errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
+            errors[rule_name], seen[rule_name] = kept["test_error"], kept["examples"]
+            for key in ANGLES_3A:
+                angles[key][rule_name] = kept[key]
             count = seen[rule_name][-1]
             continue
         init_rng, order_rng, _ = _rngs(seed)  # same initial W, B and example order per rule
@@ -685,7 +734,10 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
         kept = ckpt.current(rule_name) if ckpt is not None else None
         if kept is None:
             errors[rule_name], seen[rule_name] = [test_error(net)], [0]
-            angles[rule_name] = [fa_angle(net)] if has_b else []
+            for key in ANGLES_3A:
+                angles[key][rule_name] = []
+            if has_b:
+                record_angles(net, rule_name)
             first_epoch, count, next_eval = 0, 0, train["eval_every"]
         else:
             if {k: kept[k] for k in sizes} != sizes:
@@ -694,7 +746,9 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
             for key, a in _net_arrays(net).items():
                 a[...] = ckpt.arrays[key]
             order_rng.bit_generator.state = kept["order_rng"]
-            errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
+            errors[rule_name], seen[rule_name] = kept["test_error"], kept["examples"]
+            for key in ANGLES_3A:
+                angles[key][rule_name] = kept[key]
             first_epoch, count, next_eval = kept["epoch"], kept["count"], kept["next_eval"]
         # (closed on an error too: its line is cleared, not left under the error message)
         with tqdm(total=train["epochs"] * n_batches, initial=first_epoch * n_batches, desc=f"fig3a {rule_name}",
@@ -712,30 +766,32 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
                         errors[rule_name].append(test_error(net))
                         seen[rule_name].append(count)
                         if has_b:
-                            angles[rule_name].append(fa_angle(net))
+                            record_angles(net, rule_name)
                         bar.set_postfix(test_error=f"{errors[rule_name][-1]:.2%}")
                 if ckpt is not None and epoch + 1 < train["epochs"]:
                     ckpt.save({"rule": rule_name, "epoch": epoch + 1, "count": count, "next_eval": next_eval,
                                "order_rng": order_rng.bit_generator.state, "examples": seen[rule_name],
-                               "test_error": errors[rule_name], "angle": angles[rule_name], **sizes},
+                               "test_error": errors[rule_name], **{k: angles[k][rule_name] for k in ANGLES_3A},
+                               **sizes},
                               _net_arrays(net))
             if seen[rule_name][-1] != count:
                 errors[rule_name].append(test_error(net))
                 seen[rule_name].append(count)
                 if has_b:
-                    angles[rule_name].append(fa_angle(net))
+                    record_angles(net, rule_name)
         if net.W_mask is not None:  # removed synapses must still be exactly zero
             assert all(not np.any(w[~m]) for w, m in zip(net.W, net.W_mask))
         if ckpt is not None:
             ckpt.done[rule_name] = {"examples": seen[rule_name], "test_error": errors[rule_name],
-                                    "angle": angles[rule_name]}
+                                    **{k: angles[k][rule_name] for k in ANGLES_3A}}
             ckpt.save()
     summary = {"final_test_error": {r: e[-1] for r, e in errors.items()},
                "epochs": train["epochs"], "examples_seen": count, "dataset": dataset,
                "n_train": n_train, "n_test": len(x_test),
-               "final_fa_bp_angle": {r: a[-1] for r, a in angles.items() if a}}
+               "final_fa_bp_angle": {r: a[-1] for r, a in angles["angle"].items() if a},
+               "final_modulator_angle": {r: a[-1] for r, a in angles["modulator_angle"].items() if a}}
     return summary, {"examples": seen, "test_error": errors,
-                     "angle": {r: a for r, a in angles.items() if a}}
+                     **{k: {r: a for r, a in angles[k].items() if a} for k in ANGLES_3A}}
 
 
 _RUNNERS = {"fig2": _run_fig2, "fig3d": _run_fig3d, "fig5": _run_fig5}
@@ -788,7 +844,10 @@ def plot_angle(x, angle, sd=None, ax=None, color="tab:green", label=None,
         ax.fill_between(x, angle - 2 * sd, angle + 2 * sd, color=color, alpha=0.2,
                         linewidth=0)
     ax.axhline(90.0, color="0.6", linestyle=":", linewidth=1)
-    ax.set_ylim(0, 100)
+    shown = angle + 2 * sd if sd is not None else angle
+    # at least 0-100 deg, and no angle drawn on these axes cut off (one is at most 180 deg)
+    top = max([100.0, ax.get_ylim()[1], *(shown[np.isfinite(shown)] + 5)])
+    ax.set_ylim(0, min(top, 185.0))
     ax.set_xlabel("examples")
     ax.set_ylabel(ylabel)
     return ax
@@ -850,13 +909,18 @@ def plot_experiment(result: dict):
         a.set_yscale("log")
         a.legend(frameon=False, fontsize="small")
         a.set_title("a  784-1000-10 logistic network", loc="left")
-        for rule, ang in curves["angle"].items():
-            plot_angle(np.asarray(curves["examples"][rule]) / n_train, ang, ax=b,
-                       color=COLORS.get(rule), label=RULE_LABELS.get(rule, rule),
-                       ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)")
+        # solid: the modulators (with f'(h), the 2016 paper's); dashed: the signals sent down
+        # (B delta vs W^T delta); a JSON of an older spikefa holds the dashed ones only
+        for key, style in (("modulator_angle", "-"), ("angle", "--")):
+            for rule, ang in curves.get(key, {}).items():
+                label = RULE_LABELS.get(rule, rule) + (" (sent down)" if style == "--" else "")
+                line = plot_angle(np.asarray(curves["examples"][rule]) / n_train, ang, ax=b,
+                                  color=COLORS.get(rule), label=label,
+                                  ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)").lines[-1]
+                line.set_linestyle(style)
         b.set_xlabel("epochs")
-        b.legend(frameon=False, fontsize="small")
-        b.set_title("b  angle of B e to W$^T$ e (hidden layer)", loc="left")
+        b.legend(frameon=False, fontsize="x-small")
+        b.set_title("b  FA vs BP modulators (hidden layer)", loc="left")
     elif name == "fig5":
         fig = Figure(figsize=(13, 3.6))
         a, b, c = fig.subplots(1, 3)

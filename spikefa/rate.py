@@ -440,11 +440,18 @@ def _hidden_layer(net: RateNetwork, layer) -> int:
     return int(layer)
 
 
-def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1):
-    """Angle in degrees between the FA and BP modulators of hidden layer ``layer`` for
-    the same top-down signal ``delta_top`` (the modulator of layer ``layer + 1``):
-    ``B[layer-1] delta_top`` vs ``W[layer]^T delta_top`` (Figs 2b, 3b; a batch is
-    flattened into one vector). The derivative factor, common to both, is left out.
+def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1, h=None):
+    """Angle in degrees between the FA and BP signals to hidden layer ``layer`` for the
+    same top-down signal ``delta_top`` (the modulator of layer ``layer + 1``; a batch is
+    flattened into one vector, Figs 2b, 3b).
+
+    Without ``h``: the signals sent down, ``B[layer-1] delta_top`` vs ``W[layer]^T
+    delta_top`` (the 2014 preprint's ``Delta h_FA`` and ``Delta h_BP``). With ``h``, that
+    layer's activities for the same inputs: the modulators the rules compute from them,
+    both multiplied element-wise by ``f'(h)`` (the 2016 paper's "modulator vectors"). The
+    derivative scales each unit's entry of both vectors by the same factor, but by a
+    different factor per unit, so it changes the angle; in a linear layer (Fig. 2) the two
+    are the same.
 
     Returns a float, or one angle per run (an array) for an ensemble.
     """
@@ -455,6 +462,12 @@ def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1):
                          f"{net.W[layer].shape[-2]} units")
     fa = delta_top @ _mT(net.B[layer - 1])
     bp = delta_top @ net.W[layer]
+    if h is not None:
+        h = np.asarray(h)
+        if h.shape != fa.shape:
+            raise ValueError(f"h has shape {h.shape}; layer {layer}'s activities for these inputs have {fa.shape}")
+        slope = _derivative(net.activations[layer - 1], h)
+        fa, bp = fa * slope, bp * slope
     if net.W[layer].ndim == 2:
         return angle_deg(fa, bp)
     return np.array([angle_deg(f, g) for f, g in zip(fa, bp)])

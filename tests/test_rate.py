@@ -388,6 +388,28 @@ def test_fig3d_quick_runs_learn(quick_results):
 
 
 
+def test_modulator_angle_with_h_is_the_angle_of_the_rules_modulators():
+    """Fig. 3b's angle of the modulators (the 2016 paper's delta_FA and delta_BP, with the
+    derivative f'(h)) is the angle between the hidden modulators the FA and BP rules
+    compute; without h it is that of the signals sent down, B delta and W^T delta. The two
+    differ in a logistic layer (the derivative scales each unit by its own factor) and
+    agree in a linear one."""
+    rng = np.random.default_rng(3)
+    x, target = rng.uniform(0, 1, (6, 8)), rng.uniform(0, 1, (6, 3))
+    for activation, differ in (("logistic", True), ("linear", False)):
+        net = rate.init_network((8, 5, 3), activation, np.random.default_rng(1), 1.0, 0.5)
+        acts, fa = rate.get_rule("fa").modulators(net, x, target)
+        _, bp = rate.get_rule("bp").modulators(net, x, target)
+        delta_out = fa[-1]
+        with_h = rate.modulator_angle(net, delta_out, h=acts[1])
+        np.testing.assert_allclose(with_h, rate.angle_deg(fa[0], bp[0]), rtol=1e-12)
+        sent = rate.modulator_angle(net, delta_out)
+        np.testing.assert_allclose(sent, rate.angle_deg(delta_out @ net.B[0].T, delta_out @ net.W[1]), rtol=1e-12)
+        assert (abs(with_h - sent) > 0.1) == differ, (activation, with_h, sent)
+    with pytest.raises(ValueError, match=r"h has shape \(6, 4\); layer 1's activities for these inputs have \(6, 5\)"):
+        rate.modulator_angle(net, delta_out, h=np.ones((6, 4)))
+
+
 def test_fig3a_quick_learns_mnist(quick_results):
     """Fig. 3a quick run (bundled subset, 5 epochs, eta 1e-2, seed 0): every rule starts at
     chance (~90% error) and BP and FA end below 30% (measured 15.2% and 16.4%; shallow
@@ -401,6 +423,12 @@ def test_fig3a_quick_learns_mnist(quick_results):
         assert errors[rule][-1] < 0.3
         assert result["curves"]["examples"][rule][-1] == 5 * 2000
     assert result["summary"]["final_test_error"] == {r: e[-1] for r, e in errors.items()}
+    # both FA/BP angles, one per test point, for the rules that have a B
+    for key, final in (("angle", "final_fa_bp_angle"), ("modulator_angle", "final_modulator_angle")):
+        angles = result["curves"][key]
+        assert set(angles) == {"fa", "sparse-fa"}
+        assert all(len(a) == len(errors[r]) and 0 < a[-1] < 90 for r, a in angles.items())
+        assert result["summary"][final] == {r: a[-1] for r, a in angles.items()}
 
 
 FIG2_SMALL = """
@@ -421,6 +449,8 @@ steps = 4
 record_every = RECORD
 np_sigma = 0.01
 np_output = "gradient"
+angle_band = "window"
+angle_window = 3
 [train.eta]
 shallow = 0.01
 np = 0.01
@@ -445,6 +475,39 @@ def test_fig2_final_nse_is_after_the_last_step_whatever_record_every(tmp_path):
         finals.append(result["summary"]["final_nse"])
     assert finals[0]["bp"] < 1.0  # it did learn something in 4 steps
     assert finals[0] == finals[1] == finals[2]
+
+
+def test_fig2_angle_band_is_the_papers_sliding_window_or_the_runs():
+    """Fig. 2b's band is "two s.d.'s for a sliding window of 10 examples": with
+    angle_band = "window" each point's line is the mean over runs and the window's examples
+    and its s.d. is one run's s.d. in the window, averaged over runs (checked against a
+    plain loop, fewer examples at the start); "runs" is the s.d. across runs at each
+    example. A bad band or window is refused, naming the key, before any training."""
+    from spikefa.experiments import _angle_band
+
+    angle = np.random.default_rng(0).uniform(20, 100, (3, 25))
+    line, sd = _angle_band(angle, "window", 10)
+    for t in range(25):
+        part = angle[:, max(0, t - 9):t + 1]
+        assert line[t] == pytest.approx(part.mean())
+        assert sd[t] == pytest.approx(part.std(axis=1).mean())
+    assert sd[0] == 0 and line[0] == pytest.approx(angle[:, 0].mean())
+    line, sd = _angle_band(angle, "runs", 10)
+    np.testing.assert_allclose(line, angle.mean(axis=0))
+    np.testing.assert_allclose(sd, angle.std(axis=0))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("angle_band", '"sliding"', r"train.angle_band = 'sliding': valid: window, runs"),
+    ("angle_window", "0", r"train.angle_window = 0: a number of examples, at least 1")])
+def test_fig2_bad_angle_band_is_refused_before_training(tmp_path, monkeypatch, key, value, message):
+    import re
+
+    path = tmp_path / "fig2.toml"
+    path.write_text(re.sub(rf"^{key} = .*$", f"{key} = {value}", FIG2_SMALL.replace("RECORD", "1"), flags=re.M))
+    monkeypatch.setattr(rate, "train_step", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=message):
+        run_experiment("fig2", tmp_path / "o", config=path, progress=False)
 
 
 FIG3A_SMALL = """
@@ -655,6 +718,26 @@ def test_a_stopped_fig3a_resumes_to_the_uninterrupted_result(tmp_path, monkeypat
         return {k: v for k, v in saved.items() if k not in ("seconds", "resumes")}
 
     assert numbers(out / "fig3a.json") == numbers(tmp_path / "whole" / "fig3a.json")
+
+
+def test_a_fig3a_checkpoint_without_the_modulator_angle_is_refused_by_name(tmp_path, monkeypatch):
+    """A checkpoint written before fig3a recorded the modulators' angle (with f'(h)) holds
+    the sent-down angle only: resuming it would stop with a bare KeyError mid-run, or give
+    curves of different lengths. It is refused on reading, naming what it lacks."""
+    from spikefa.experiments import checkpoint_path
+
+    config, out = _stopped_fig3a(tmp_path, monkeypatch, n=450)  # bp done, sparse-fa after 1 epoch
+    ckpt = checkpoint_path(out, "fig3a")
+    with np.load(ckpt) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays.pop("meta")[()]))
+    assert meta["done"]["bp"]["modulator_angle"] == [] and meta["current"]["rule"] == "sparse-fa"
+    del meta["done"]["bp"]["modulator_angle"], meta["current"]["modulator_angle"]
+    np.savez(ckpt, meta=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(ValueError, match=r"cannot read the experiment checkpoint .*\(KeyError: 'no "
+                                         r"done.bp.modulator_angle, modulator_angle'\); start the experiment "
+                                         r"again with --overwrite"):
+        run_experiment("fig3a", out, config=config, progress=False, resume=True)
 
 
 def test_an_experiment_checkpoint_is_neither_thrown_away_nor_mixed_up(tmp_path, monkeypatch):
