@@ -75,13 +75,13 @@ _SCHEMAS = {
                     "feedback_init": float, "sparsity": float, "dtype": str},
         "data": {"dataset": str},
         "train": {"rules": list, "eta": float, "weight_decay": float, "batch_size": int,
-                  "epochs": int, "eval_every": int, "probe_size": int},
+                  "epochs": int, "eval_every": int, "probe_size": int, "fa_derivatives": str},
     },
     "fig3d": {
         "target": {"sizes": list, "w_init": float, "task_seed": int},
         "network": {"w_init": float, "feedback_init": float},
         "learner": [{"label": str, "sizes": list, "rule": str}],
-        "train": {"eta": float, "steps": int, "record_every": int, "n_test": int},
+        "train": {"eta": float, "steps": int, "record_every": int, "n_test": int, "fa_derivatives": str},
         "run": {"runs": int},
     },
     "fig5": {
@@ -159,7 +159,19 @@ def load_experiment_config(name: str, quick: bool = False, path=None) -> dict:
         rate.get_rule(rule)  # an unknown rule name fails here, listing the valid ones
     for learner in cfg.get("learner", []):
         rate.get_rule(learner["rule"])
+    if "fa_derivatives" in cfg.get("train", {}):  # a bad value fails here, before any training
+        try:
+            _rule(cfg, "fa")
+        except ValueError as exc:
+            raise ValueError(f"{path}: train.fa_{exc}") from None
     return cfg
+
+
+def _rule(cfg, name: str):
+    """Learning rule ``name`` with the options the experiment's config gives it."""
+    derivatives = cfg["train"].get("fa_derivatives")
+    options = {"derivatives": derivatives} if name in ("fa", "sparse-fa") and derivatives else {}
+    return rate.get_rule(name, **options)
 
 
 # --- running ---------------------------------------------------------------------------
@@ -295,9 +307,9 @@ def read_checkpoint(out_dir, name: str) -> dict | None:
             arrays = {k: f[k] for k in f.files if k != "meta"}
         missing = [k for k in ("experiment", "config", "done", "seconds", "resumes") if k not in meta]
         current = meta.get("current") if not missing else None
-        if not missing:  # each finished rule's curves (a checkpoint of an older spikefa may lack one)
+        if not missing:  # each finished rule's curves
             missing = sorted({f"done.{rule}.{k}" for rule, kept in meta["done"].items()
-                              for k in ("examples", "test_error", *ANGLES_3A) if k not in kept})
+                              for k in ("examples", "test_error", "angle") if k not in kept})
         if current:  # the state of the rule it stopped in, and that rule's weights
             missing += [k for k in _CURRENT_KEYS if k not in current]
             n_layers = len(meta["config"]["network"]["sizes"]) - 1
@@ -311,9 +323,7 @@ def read_checkpoint(out_dir, name: str) -> dict | None:
     return {"meta": meta, "arrays": arrays, "path": path}
 
 
-# fig3a's two FA/BP angles: of the signals sent down, and of the modulators (with f'(h))
-ANGLES_3A = ("angle", "modulator_angle")
-_CURRENT_KEYS = ("rule", "epoch", "count", "next_eval", "order_rng", "examples", "test_error", *ANGLES_3A,
+_CURRENT_KEYS = ("rule", "epoch", "count", "next_eval", "order_rng", "examples", "test_error", "angle",
                  "n_train", "n_test")
 
 
@@ -549,7 +559,7 @@ def _run_fig3d(cfg, seed, progress):
         activations = ("tanh",) * (len(sizes) - 2) + ("linear",)
         net = rate.init_network(sizes, activations, init_rng, net_cfg["w_init"],
                                 net_cfg["feedback_init"], net_cfg["w_init"], runs=runs)
-        rule = rate.get_rule(learner["rule"])
+        rule = _rule(cfg, learner["rule"])
         curve = [_nse_per_run(y_test, rate.predict(net, x_test))]
         for step in _steps(train["steps"], progress, f"fig3d {learner['label']}"):
             x = data_rng.normal(size=(1, n_in))
@@ -701,26 +711,19 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
         guess = np.argmax(rate.predict(net, x_test), axis=1)
         return float(np.mean(guess != labels_test))
 
-    def fa_angles(net):
-        """The FA/BP angle of the signals sent down (``angle``) and of the hidden
-        modulators, with the derivative (``modulator_angle``), on the probe images."""
-        acts = rate.forward(net, x_train[probe])
-        y = acts[-1]
+    fa_rule = _rule(cfg, "fa")
+
+    def record_angle(net, rule_name):
+        """delta_FA (what B carries: e for "local") vs delta_BP on the probe images."""
+        y = rate.predict(net, x_train[probe])
         delta_out = (y_train[probe] - y) * y * (1.0 - y)
-        return rate.modulator_angle(net, delta_out), rate.modulator_angle(net, delta_out, h=acts[1])
+        angles[rule_name].append(rate.modulator_angle(net, delta_out, sent=fa_rule.sent(net, y, y_train[probe])))
 
-    def record_angles(net, rule_name):
-        for key, value in zip(ANGLES_3A, fa_angles(net)):
-            angles[key][rule_name].append(value)
-
-    errors, seen = {}, {}
-    angles = {key: {} for key in ANGLES_3A}
+    errors, angles, seen = {}, {}, {}
     for rule_name in train["rules"]:
         if ckpt is not None and rule_name in ckpt.done:  # finished before the stop
             kept = ckpt.done[rule_name]
-            errors[rule_name], seen[rule_name] = kept["test_error"], kept["examples"]
-            for key in ANGLES_3A:
-                angles[key][rule_name] = kept[key]
+            errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
             count = seen[rule_name][-1]
             continue
         init_rng, order_rng, _ = _rngs(seed)  # same initial W, B and example order per rule
@@ -728,16 +731,14 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
         net = rate.init_network(net_cfg["sizes"], net_cfg["activation"], init_rng,
                                 net_cfg["w_init"], net_cfg["feedback_init"],
                                 sparsity=sparsity, dtype=dtype)
-        rule = rate.get_rule(rule_name)
+        rule = _rule(cfg, rule_name)
         has_b = rule_name in ("fa", "sparse-fa")
         n_batches = -(-n_train // batch)
         kept = ckpt.current(rule_name) if ckpt is not None else None
         if kept is None:
-            errors[rule_name], seen[rule_name] = [test_error(net)], [0]
-            for key in ANGLES_3A:
-                angles[key][rule_name] = []
+            errors[rule_name], seen[rule_name], angles[rule_name] = [test_error(net)], [0], []
             if has_b:
-                record_angles(net, rule_name)
+                record_angle(net, rule_name)
             first_epoch, count, next_eval = 0, 0, train["eval_every"]
         else:
             if {k: kept[k] for k in sizes} != sizes:
@@ -746,9 +747,7 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
             for key, a in _net_arrays(net).items():
                 a[...] = ckpt.arrays[key]
             order_rng.bit_generator.state = kept["order_rng"]
-            errors[rule_name], seen[rule_name] = kept["test_error"], kept["examples"]
-            for key in ANGLES_3A:
-                angles[key][rule_name] = kept[key]
+            errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
             first_epoch, count, next_eval = kept["epoch"], kept["count"], kept["next_eval"]
         # (closed on an error too: its line is cleared, not left under the error message)
         with tqdm(total=train["epochs"] * n_batches, initial=first_epoch * n_batches, desc=f"fig3a {rule_name}",
@@ -766,32 +765,30 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
                         errors[rule_name].append(test_error(net))
                         seen[rule_name].append(count)
                         if has_b:
-                            record_angles(net, rule_name)
+                            record_angle(net, rule_name)
                         bar.set_postfix(test_error=f"{errors[rule_name][-1]:.2%}")
                 if ckpt is not None and epoch + 1 < train["epochs"]:
                     ckpt.save({"rule": rule_name, "epoch": epoch + 1, "count": count, "next_eval": next_eval,
                                "order_rng": order_rng.bit_generator.state, "examples": seen[rule_name],
-                               "test_error": errors[rule_name], **{k: angles[k][rule_name] for k in ANGLES_3A},
-                               **sizes},
+                               "test_error": errors[rule_name], "angle": angles[rule_name], **sizes},
                               _net_arrays(net))
             if seen[rule_name][-1] != count:
                 errors[rule_name].append(test_error(net))
                 seen[rule_name].append(count)
                 if has_b:
-                    record_angles(net, rule_name)
+                    record_angle(net, rule_name)
         if net.W_mask is not None:  # removed synapses must still be exactly zero
             assert all(not np.any(w[~m]) for w, m in zip(net.W, net.W_mask))
         if ckpt is not None:
             ckpt.done[rule_name] = {"examples": seen[rule_name], "test_error": errors[rule_name],
-                                    **{k: angles[k][rule_name] for k in ANGLES_3A}}
+                                    "angle": angles[rule_name]}
             ckpt.save()
     summary = {"final_test_error": {r: e[-1] for r, e in errors.items()},
                "epochs": train["epochs"], "examples_seen": count, "dataset": dataset,
                "n_train": n_train, "n_test": len(x_test),
-               "final_fa_bp_angle": {r: a[-1] for r, a in angles["angle"].items() if a},
-               "final_modulator_angle": {r: a[-1] for r, a in angles["modulator_angle"].items() if a}}
+               "final_fa_bp_angle": {r: a[-1] for r, a in angles.items() if a}}
     return summary, {"examples": seen, "test_error": errors,
-                     **{k: {r: a for r, a in angles[k].items() if a} for k in ANGLES_3A}}
+                     "angle": {r: a for r, a in angles.items() if a}}
 
 
 _RUNNERS = {"fig2": _run_fig2, "fig3d": _run_fig3d, "fig5": _run_fig5}
@@ -909,18 +906,14 @@ def plot_experiment(result: dict):
         a.set_yscale("log")
         a.legend(frameon=False, fontsize="small")
         a.set_title("a  784-1000-10 logistic network", loc="left")
-        # solid: the modulators (with f'(h), the 2016 paper's); dashed: the signals sent down
-        # (B delta vs W^T delta); a JSON of an older spikefa holds the dashed ones only
-        for key, style in (("modulator_angle", "-"), ("angle", "--")):
-            for rule, ang in curves.get(key, {}).items():
-                label = RULE_LABELS.get(rule, rule) + (" (sent down)" if style == "--" else "")
-                line = plot_angle(np.asarray(curves["examples"][rule]) / n_train, ang, ax=b,
-                                  color=COLORS.get(rule), label=label,
-                                  ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)").lines[-1]
-                line.set_linestyle(style)
+        for rule, ang in curves["angle"].items():
+            plot_angle(np.asarray(curves["examples"][rule]) / n_train, ang, ax=b,
+                       color=COLORS.get(rule), label=RULE_LABELS.get(rule, rule),
+                       ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)")
         b.set_xlabel("epochs")
-        b.legend(frameon=False, fontsize="x-small")
-        b.set_title("b  FA vs BP modulators (hidden layer)", loc="left")
+        b.legend(frameon=False, fontsize="small")
+        sent = "B e" if result["config"]["train"].get("fa_derivatives") == "local" else "B $\\delta$"
+        b.set_title(f"b  angle of {sent} to W$^T\\delta$ (hidden layer)", loc="left")
     elif name == "fig5":
         fig = Figure(figsize=(13, 3.6))
         a, b, c = fig.subplots(1, 3)

@@ -42,11 +42,12 @@ modulators are made:
 
 ``bp``        backprop: ``delta_l = (W[l]^T delta_{l+1}) * f_l'(h_l)`` (Fig. 1b, Fig. 2 "(a)").
 ``fa``        feedback alignment: ``delta_l = (B[l-1] delta_{l+1}) * f_l'(h_l)`` with ``B`` fixed
-              random, shape ``W[l].T.shape`` (Fig. 1c; Fig. 2 "(b)"). The paper writes Fig. 3d's
-              chain as ``delta_2 = B2 e``, ``delta_1 = B1 delta_2``, with no derivative sent down
-              ("no need to transmit the derivatives"); here ``delta_2`` carries ``f_2'(h_2)`` to
-              layer 1 (a reading: an audit measured Fig. 3d's 4-layer FA at NSE 0.0517 with the
-              paper's chain against the committed 0.0561, 20 runs).
+              random, shape ``W[l].T.shape`` (Fig. 1c; Fig. 2 "(b)"); this is
+              ``derivatives="sent"``. With ``derivatives="local"`` (the paper's Methods for Figs
+              3a and 3d, the model files' choice) ``B`` carries the error and no derivative:
+              ``delta_FA = B e``, ``delta_1 = B1 delta_2``, each layer's ``f'`` applied only to
+              its own update ("no need to transmit the derivatives between cells or layers").
+              The two agree when only linear layers lie above (Figs 2 and 5).
 ``shallow``   only the output layer learns; hidden modulators are zero (Figs 2a, 3a,d, grey).
 ``sparse-fa`` ``fa`` on a network built with ``sparsity > 0``: that fraction of the entries of
               every ``W`` and ``B`` is removed for good (set to 0 and masked out of every update;
@@ -269,22 +270,52 @@ class Backprop:
         return acts, _backward(net, acts, delta_out, lambda l: _mT(net.W[l]))
 
 
+FA_DERIVATIVES = ("sent", "local")
+
+
 @dataclass(frozen=True)
 class FeedbackAlignment:
-    """``delta_l = (B[l-1] delta_{l+1}) * f'(h_l)``, ``B`` fixed and random.
+    """Feedback alignment: ``B`` fixed and random carries the signal down.
+
+    ``derivatives`` says what ``B`` carries (the two differ only below a nonlinear layer):
+
+    ``"sent"``   the modulator of the layer above, derivative included, as backprop's
+                 chain would: ``delta_l = (B[l-1] delta_{l+1}) * f'(h_l)``.
+    ``"local"``  the paper's Methods (Figs 3a, 3d): ``B`` carries the error and the signals
+                 made from it, ``s_m = e``, ``s_l = B[l-1] s_{l+1}`` (``delta_FA = B e``,
+                 ``delta_1 = B1 delta_2``), and each layer applies its own derivative only to
+                 its own update, ``delta_l = s_l * f'(h_l)`` ("there is no need to transmit
+                 the derivatives between cells or layers"). The output layer learns from
+                 ``e * f'(y)`` either way.
 
     With ``name="sparse-fa"`` the network must have been built with ``sparsity > 0``;
     the arithmetic is the same (removed entries of ``B`` are zeros).
     """
 
     name: str = "fa"
+    derivatives: str = "sent"
+
+    def __post_init__(self):
+        if self.derivatives not in FA_DERIVATIVES:
+            raise ValueError(f"derivatives = {self.derivatives!r}: valid: {', '.join(FA_DERIVATIVES)}")
 
     def modulators(self, net, x, target, rng=None):
         if self.name == "sparse-fa" and net.W_mask is None:
             raise ValueError("rule 'sparse-fa' needs a network built with sparsity > 0")
         acts = forward(net, x)
         delta_out = _output_modulator(net, acts[-1], target)
-        return acts, _backward(net, acts, delta_out, lambda l: net.B[l - 1])
+        if self.derivatives == "sent":
+            return acts, _backward(net, acts, delta_out, lambda l: net.B[l - 1])
+        signal, deltas = target - acts[-1], [delta_out]
+        for l in range(len(net.W) - 1, 0, -1):
+            signal = signal @ _mT(net.B[l - 1])
+            deltas.insert(0, signal * _derivative(net.activations[l - 1], acts[l]))
+        return acts, deltas
+
+    def sent(self, net, y, target):
+        """What ``B[-1]`` carries to the top hidden layer for outputs ``y``: the output
+        modulator (``"sent"``) or the error (``"local"``)."""
+        return _output_modulator(net, y, target) if self.derivatives == "sent" else target - y
 
 
 @dataclass(frozen=True)
@@ -351,11 +382,17 @@ class NodePerturbation:
         return acts, deltas
 
 
+_RULE_OPTIONS = {"np": ("sigma", "output"), "fa": ("derivatives",), "sparse-fa": ("derivatives",)}
+
+
 def get_rule(name: str, **options):
     """The learning rule called ``name`` (one of :data:`RULES`); ``options`` go to it
-    (only ``np`` takes any: ``sigma`` and ``output``)."""
-    if options and name != "np":  # fa with sigma=... was "__init__() got an unexpected keyword argument"
-        raise ValueError(f"rule {name!r} takes no options; got {', '.join(options)} (only 'np' takes sigma and output)")
+    (``np`` takes ``sigma`` and ``output``, ``fa`` and ``sparse-fa`` take ``derivatives``)."""
+    allowed = _RULE_OPTIONS.get(name, ())
+    unknown = [k for k in options if k not in allowed]
+    if unknown and name in RULES:  # (fa with sigma=... was "__init__() got an unexpected keyword argument")
+        takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+        raise ValueError(f"rule {name!r} has no option {', '.join(unknown)}; {takes}")
     if name == "bp":
         return Backprop(**options)
     if name in ("fa", "sparse-fa"):
@@ -440,34 +477,25 @@ def _hidden_layer(net: RateNetwork, layer) -> int:
     return int(layer)
 
 
-def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1, h=None):
-    """Angle in degrees between the FA and BP signals to hidden layer ``layer`` for the
-    same top-down signal ``delta_top`` (the modulator of layer ``layer + 1``; a batch is
-    flattened into one vector, Figs 2b, 3b).
-
-    Without ``h``: the signals sent down, ``B[layer-1] delta_top`` vs ``W[layer]^T
-    delta_top`` (the 2014 preprint's ``Delta h_FA`` and ``Delta h_BP``). With ``h``, that
-    layer's activities for the same inputs: the modulators the rules compute from them,
-    both multiplied element-wise by ``f'(h)`` (the 2016 paper's "modulator vectors"). The
-    derivative scales each unit's entry of both vectors by the same factor, but by a
-    different factor per unit, so it changes the angle; in a linear layer (Fig. 2) the two
-    are the same.
+def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1, sent=None):
+    """Angle in degrees between the modulators FA and BP send to hidden layer ``layer``
+    (Figs 2b, 3b: ``delta_FA`` and ``delta_BP``; a batch is flattened into one vector):
+    ``B[layer-1] sent`` vs ``W[layer]^T delta_top``, where ``delta_top`` is the modulator
+    of layer ``layer + 1`` and ``sent`` what FA's ``B`` carries from there, by default the
+    same (``FeedbackAlignment.sent`` gives it: the error ``e`` for ``derivatives="local"``,
+    the paper's ``delta_FA = B e``). As in the paper's Methods, neither includes this
+    layer's derivative ``f'(h)``, which each unit applies to its own update only.
 
     Returns a float, or one angle per run (an array) for an ensemble.
     """
     layer = _hidden_layer(net, layer)
     delta_top = np.atleast_2d(delta_top)
-    if delta_top.shape[-1] != net.W[layer].shape[-2]:
-        raise ValueError(f"delta_top has {delta_top.shape[-1]} columns; the modulator of layer {layer + 1} has "
-                         f"{net.W[layer].shape[-2]} units")
-    fa = delta_top @ _mT(net.B[layer - 1])
+    sent = delta_top if sent is None else np.atleast_2d(sent)
+    if delta_top.shape[-1] != net.W[layer].shape[-2] or sent.shape != delta_top.shape:
+        raise ValueError(f"delta_top and sent must have {net.W[layer].shape[-2]} columns, one per unit of layer "
+                         f"{layer + 1}, and the same shape; got {delta_top.shape} and {sent.shape}")
+    fa = sent @ _mT(net.B[layer - 1])
     bp = delta_top @ net.W[layer]
-    if h is not None:
-        h = np.asarray(h)
-        if h.shape != fa.shape:
-            raise ValueError(f"h has shape {h.shape}; layer {layer}'s activities for these inputs have {fa.shape}")
-        slope = _derivative(net.activations[layer - 1], h)
-        fa, bp = fa * slope, bp * slope
     if net.W[layer].ndim == 2:
         return angle_deg(fa, bp)
     return np.array([angle_deg(f, g) for f, g in zip(fa, bp)])

@@ -92,7 +92,8 @@ def test_angles_take_a_hidden_layer_only():
             rate.weight_angle(net, layer=layer)
         with pytest.raises(ValueError, match=rf"layer = {layer!r}"):
             rate.modulator_angle(net, np.ones((1, 20)), layer=layer)
-    with pytest.raises(ValueError, match="delta_top has 7 columns; the modulator of layer 2 has 20 units"):
+    with pytest.raises(ValueError, match=r"delta_top and sent must have 20 columns, one per unit of layer 2, "
+                                         r"and the same shape; got \(1, 7\) and \(1, 7\)"):
         rate.modulator_angle(net, np.ones((1, 7)))
     with pytest.raises(ValueError, match="no hidden layer"):
         rate.weight_angle(rate.init_network((20, 20), "tanh", np.random.default_rng(0), 0.1, 0.5))
@@ -110,7 +111,9 @@ def test_bad_arguments_name_themselves():
     fa = rate.get_rule("fa")
     calls = {
         "node perturbation sigma = 0": lambda: rate.get_rule("np", sigma=0),
-        "rule 'fa' takes no options; got sigma": lambda: rate.get_rule("fa", sigma=0.1),
+        "rule 'fa' has no option sigma; it takes derivatives": lambda: rate.get_rule("fa", sigma=0.1),
+        "rule 'bp' has no option derivatives; it takes none": lambda: rate.get_rule("bp", derivatives="local"),
+        "derivatives = 'chain': valid: sent, local": lambda: rate.get_rule("fa", derivatives="chain"),
         r"sizes = \[30, 20.7, 10\]": lambda: rate.init_network([30, 20.7, 10], "tanh", rng, 0.1, 0.5),
         r"sizes = \[30, 0, 10\]": lambda: rate.init_network([30, 0, 10], "tanh", rng, 0.1, 0.5),
         "rng = 0: a numpy.random.Generator": lambda: rate.init_network([30, 10], "tanh", 0, 0.1, 0.5),
@@ -388,32 +391,44 @@ def test_fig3d_quick_runs_learn(quick_results):
 
 
 
-def test_modulator_angle_with_h_is_the_angle_of_the_rules_modulators():
-    """Fig. 3b's angle of the modulators (the 2016 paper's delta_FA and delta_BP, with the
-    derivative f'(h)) is the angle between the hidden modulators the FA and BP rules
-    compute; without h it is that of the signals sent down, B delta and W^T delta. The two
-    differ in a logistic layer (the derivative scales each unit by its own factor) and
-    agree in a linear one."""
+def test_fa_local_derivatives_send_the_error_and_apply_f_prime_only_locally():
+    """FA with derivatives="local" (the paper's Methods, Figs 3a and 3d): B carries e and
+    the signals made from it, delta_FA = B e and delta_1 = B1 delta_2, and each layer's f'
+    enters only its own update; "sent" (backprop's chain with B) carries each modulator,
+    derivative included. Checked by hand on a 4-layer logistic network; the output
+    modulator is e * f'(y) either way, and the two agree when the layers above are linear.
+    modulator_angle measures the angle of what each rule sends (delta_FA = B e for
+    "local") to backprop's W^T (e * f'(y))."""
     rng = np.random.default_rng(3)
     x, target = rng.uniform(0, 1, (6, 8)), rng.uniform(0, 1, (6, 3))
-    for activation, differ in (("logistic", True), ("linear", False)):
-        net = rate.init_network((8, 5, 3), activation, np.random.default_rng(1), 1.0, 0.5)
-        acts, fa = rate.get_rule("fa").modulators(net, x, target)
-        _, bp = rate.get_rule("bp").modulators(net, x, target)
-        delta_out = fa[-1]
-        with_h = rate.modulator_angle(net, delta_out, h=acts[1])
-        np.testing.assert_allclose(with_h, rate.angle_deg(fa[0], bp[0]), rtol=1e-12)
-        sent = rate.modulator_angle(net, delta_out)
-        np.testing.assert_allclose(sent, rate.angle_deg(delta_out @ net.B[0].T, delta_out @ net.W[1]), rtol=1e-12)
-        assert (abs(with_h - sent) > 0.1) == differ, (activation, with_h, sent)
-    with pytest.raises(ValueError, match=r"h has shape \(6, 4\); layer 1's activities for these inputs have \(6, 5\)"):
-        rate.modulator_angle(net, delta_out, h=np.ones((6, 4)))
+    net = rate.init_network((8, 5, 4, 3), "logistic", np.random.default_rng(1), 1.0, 0.5)
+    h0, h1, h2, y = rate.forward(net, x)
+    e = target - y
+    B0, B1 = net.B
+    local = rate.get_rule("fa", derivatives="local")
+    _, deltas = local.modulators(net, x, target)
+    d2 = e @ B1.T  # delta_2 = B2 e in the paper's numbering
+    np.testing.assert_allclose(deltas[2], e * y * (1 - y))
+    np.testing.assert_allclose(deltas[1], d2 * h2 * (1 - h2))
+    np.testing.assert_allclose(deltas[0], (d2 @ B0.T) * h1 * (1 - h1))
+    _, chain = rate.get_rule("fa").modulators(net, x, target)
+    np.testing.assert_allclose(chain[1], ((e * y * (1 - y)) @ B1.T) * h2 * (1 - h2))
+    np.testing.assert_allclose(chain[0], (chain[1] @ B0.T) * h1 * (1 - h1))
+    assert not np.allclose(chain[0], deltas[0])
+    delta_out = e * y * (1 - y)
+    angle = rate.modulator_angle(net, delta_out, layer=2, sent=local.sent(net, y, target))
+    assert angle == pytest.approx(rate.angle_deg(e @ B1.T, delta_out @ net.W[2]))
+    assert rate.get_rule("fa").sent(net, y, target) == pytest.approx(delta_out)
+    lin = rate.init_network((8, 5, 3), ("tanh", "linear"), np.random.default_rng(1), 1.0, 0.5)
+    for a, b in zip(local.modulators(lin, x, target)[1], rate.get_rule("fa").modulators(lin, x, target)[1]):
+        np.testing.assert_allclose(a, b)
 
 
 def test_fig3a_quick_learns_mnist(quick_results):
     """Fig. 3a quick run (bundled subset, 5 epochs, eta 1e-2, seed 0): every rule starts at
-    chance (~90% error) and BP and FA end below 30% (measured 15.2% and 16.4%; shallow
-    18.8%, sparse FA 23.2%). The last point is after all 5 x 2000 examples."""
+    chance (~90% error) and BP and FA end below 30% (measured 15.2% and 13.8%; shallow
+    18.8%, sparse FA 16.2%; FA as the paper's Methods, delta_FA = B e). The last point is
+    after all 5 x 2000 examples."""
     if "fig3a" not in quick_results:
         pytest.skip("spikefa.data is not available")
     result = quick_results["fig3a"]
@@ -424,11 +439,10 @@ def test_fig3a_quick_learns_mnist(quick_results):
         assert result["curves"]["examples"][rule][-1] == 5 * 2000
     assert result["summary"]["final_test_error"] == {r: e[-1] for r, e in errors.items()}
     # both FA/BP angles, one per test point, for the rules that have a B
-    for key, final in (("angle", "final_fa_bp_angle"), ("modulator_angle", "final_modulator_angle")):
-        angles = result["curves"][key]
-        assert set(angles) == {"fa", "sparse-fa"}
-        assert all(len(a) == len(errors[r]) and 0 < a[-1] < 90 for r, a in angles.items())
-        assert result["summary"][final] == {r: a[-1] for r, a in angles.items()}
+    angles = result["curves"]["angle"]  # one per test point, for the rules that have a B
+    assert set(angles) == {"fa", "sparse-fa"}
+    assert all(len(a) == len(errors[r]) and 0 < a[-1] < 90 for r, a in angles.items())
+    assert result["summary"]["final_fa_bp_angle"] == {r: a[-1] for r, a in angles.items()}
 
 
 FIG2_SMALL = """
@@ -528,6 +542,7 @@ batch_size = 20
 epochs = 1
 eval_every = 1500
 probe_size = 100
+fa_derivatives = "local"
 """
 
 
@@ -720,10 +735,10 @@ def test_a_stopped_fig3a_resumes_to_the_uninterrupted_result(tmp_path, monkeypat
     assert numbers(out / "fig3a.json") == numbers(tmp_path / "whole" / "fig3a.json")
 
 
-def test_a_fig3a_checkpoint_without_the_modulator_angle_is_refused_by_name(tmp_path, monkeypatch):
-    """A checkpoint written before fig3a recorded the modulators' angle (with f'(h)) holds
-    the sent-down angle only: resuming it would stop with a bare KeyError mid-run, or give
-    curves of different lengths. It is refused on reading, naming what it lacks."""
+def test_a_fig3a_checkpoint_without_a_rules_curve_is_refused_by_name(tmp_path, monkeypatch):
+    """A checkpoint whose finished rule lacks one of its curves was read without a word and
+    stopped the resume with a bare KeyError after the data was loaded. It is refused on
+    reading, naming what it lacks."""
     from spikefa.experiments import checkpoint_path
 
     config, out = _stopped_fig3a(tmp_path, monkeypatch, n=450)  # bp done, sparse-fa after 1 epoch
@@ -731,13 +746,36 @@ def test_a_fig3a_checkpoint_without_the_modulator_angle_is_refused_by_name(tmp_p
     with np.load(ckpt) as f:
         arrays = {k: f[k] for k in f.files}
     meta = json.loads(str(arrays.pop("meta")[()]))
-    assert meta["done"]["bp"]["modulator_angle"] == [] and meta["current"]["rule"] == "sparse-fa"
-    del meta["done"]["bp"]["modulator_angle"], meta["current"]["modulator_angle"]
+    assert meta["done"]["bp"]["angle"] == [] and meta["current"]["rule"] == "sparse-fa"
+    del meta["done"]["bp"]["angle"], meta["current"]["angle"]
     np.savez(ckpt, meta=np.array(json.dumps(meta)), **arrays)
     with pytest.raises(ValueError, match=r"cannot read the experiment checkpoint .*\(KeyError: 'no "
-                                         r"done.bp.modulator_angle, modulator_angle'\); start the experiment "
-                                         r"again with --overwrite"):
+                                         r"done.bp.angle, angle'\); start the experiment again with --overwrite"):
         run_experiment("fig3a", out, config=config, progress=False, resume=True)
+
+
+def test_fig3a_fa_derivatives_reaches_the_rule_and_the_json(tmp_path):
+    """train.fa_derivatives is the FA rule's option in fig3a: "local" (the paper's
+    delta_FA = B e) and "sent" (B (e * y')) train differently, and the JSON says which
+    was run."""
+    results = {}
+    for derivatives in ("local", "sent"):
+        path = tmp_path / f"{derivatives}.toml"
+        path.write_text(FIG3A_SMALL.replace('fa_derivatives = "local"', f'fa_derivatives = "{derivatives}"'))
+        results[derivatives] = run_experiment("fig3a", tmp_path / derivatives, config=path, progress=False)
+        saved = json.loads((tmp_path / derivatives / "fig3a.json").read_text())
+        assert saved["config"]["train"]["fa_derivatives"] == derivatives
+    local, sent = (results[k]["curves"] for k in ("local", "sent"))
+    assert local["angle"]["fa"][0] != sent["angle"]["fa"][0]  # B e vs B (e * y') before learning
+    assert local["test_error"]["fa"][-1] != sent["test_error"]["fa"][-1] or \
+        local["angle"]["fa"][-1] != sent["angle"]["fa"][-1]
+
+
+def test_a_bad_fa_derivatives_is_refused_when_the_model_file_is_read(tmp_path):
+    path = tmp_path / "fig3a.toml"
+    path.write_text(FIG3A_SMALL.replace('fa_derivatives = "local"', 'fa_derivatives = "chain"'))
+    with pytest.raises(ValueError, match=r"fig3a.toml: train.fa_derivatives = 'chain': valid: sent, local"):
+        run_experiment("fig3a", tmp_path / "o", config=path, progress=False)
 
 
 def test_an_experiment_checkpoint_is_neither_thrown_away_nor_mixed_up(tmp_path, monkeypatch):
