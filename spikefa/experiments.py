@@ -72,7 +72,7 @@ _SCHEMAS = {
     },
     "fig3a": {
         "network": {"sizes": list, "activation": str, "w_init": float,
-                    "feedback_init": float, "sparsity": float, "dtype": str},
+                    "feedback_init": float, "sparsity": float, "sparse_layers": str, "dtype": str},
         "data": {"dataset": str},
         "train": {"rules": list, "eta": float, "weight_decay": float, "batch_size": int,
                   "epochs": int, "eval_every": int, "probe_size": int, "fa_derivatives": str},
@@ -159,6 +159,9 @@ def load_experiment_config(name: str, quick: bool = False, path=None) -> dict:
         rate.get_rule(rule)  # an unknown rule name fails here, listing the valid ones
     for learner in cfg.get("learner", []):
         rate.get_rule(learner["rule"])
+    layers = cfg.get("network", {}).get("sparse_layers", "all")
+    if layers not in rate.SPARSE_LAYERS:  # (fig3a would fail after minutes of bp and fa)
+        raise ValueError(f"{path}: network.sparse_layers = {layers!r}: valid: {', '.join(rate.SPARSE_LAYERS)}")
     if "fa_derivatives" in cfg.get("train", {}):  # a bad value fails here, before any training
         try:
             _rule(cfg, "fa")
@@ -730,7 +733,7 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
         sparsity = net_cfg["sparsity"] if rule_name == "sparse-fa" else 0.0
         net = rate.init_network(net_cfg["sizes"], net_cfg["activation"], init_rng,
                                 net_cfg["w_init"], net_cfg["feedback_init"],
-                                sparsity=sparsity, dtype=dtype)
+                                sparsity=sparsity, sparse_layers=net_cfg["sparse_layers"], dtype=dtype)
         rule = _rule(cfg, rule_name)
         has_b = rule_name in ("fa", "sparse-fa")
         n_batches = -(-n_train // batch)
@@ -778,7 +781,7 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
                 if has_b:
                     record_angle(net, rule_name)
         if net.W_mask is not None:  # removed synapses must still be exactly zero
-            assert all(not np.any(w[~m]) for w, m in zip(net.W, net.W_mask))
+            assert all(m is None or not np.any(w[~m]) for w, m in zip(net.W, net.W_mask))
         if ckpt is not None:
             ckpt.done[rule_name] = {"examples": seen[rule_name], "test_error": errors[rule_name],
                                     "angle": angles[rule_name]}

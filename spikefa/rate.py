@@ -50,10 +50,10 @@ modulators are made:
               The two agree when only linear layers lie above (Figs 2 and 5).
 ``shallow``   only the output layer learns; hidden modulators are zero (Figs 2a, 3a,d, grey).
 ``sparse-fa`` ``fa`` on a network built with ``sparsity > 0``: that fraction of the entries of
-              every ``W`` and ``B`` is removed for good (set to 0 and masked out of every update;
-              Fig. 3a text, "randomly remove 50% of the elements of the W and B matrices"). A
-              reading: every ``W`` includes ``W0`` (input to hidden); the paper's ``W`` may be
-              the hidden-to-output matrix alone.
+              the ``W`` and ``B`` matrices is removed for good (set to 0 and masked out of every
+              update; Fig. 3a text, "randomly remove 50% of the elements of the W and B
+              matrices"): of every ``W`` (``sparse_layers="all"``) or, as the paper's names
+              read, of the ``W`` paired with a ``B`` only (``"paired"``: not ``W0``).
 ``np``        node perturbation, a "fast form of reinforcement learning" (Fig. 2a, dark grey;
               refs 12 and 61: Williams 1992, Fiete & Seung 2006). Each sample is run twice:
               clean, and with Gaussian noise ``xi_l ~ N(0, sigma^2)`` added to the net input of
@@ -86,6 +86,7 @@ log = logging.getLogger(__name__)
 _NOTED_NO_DECAY: set = set()  # (dtype, eta, weight_decay, batch) already noted
 
 ACTIVATIONS = ("linear", "logistic", "tanh")
+SPARSE_LAYERS = ("all", "paired")
 RULES = ("bp", "fa", "shallow", "np", "sparse-fa")
 
 
@@ -126,7 +127,8 @@ class RateNetwork:
 
     ``B[l-1]`` is the feedback matrix that carries the modulator of layer ``l+1`` down to
     hidden layer ``l``; it has the shape of ``W[l].T``. ``W_mask``/``B_mask`` are ``None``
-    for a dense network, else boolean arrays: ``False`` marks a removed synapse.
+    for a dense network, else lists of boolean arrays (``False`` marks a removed synapse),
+    with ``None`` for a ``W`` that lost no synapse.
     """
 
     W: list
@@ -142,7 +144,7 @@ class RateNetwork:
 
     def copy(self) -> "RateNetwork":
         def cp(arrays):
-            return None if arrays is None else [a.copy() for a in arrays]
+            return None if arrays is None else [None if a is None else a.copy() for a in arrays]
 
         return RateNetwork(cp(self.W), cp(self.b), cp(self.B), self.activations,
                            cp(self.W_mask), cp(self.B_mask))
@@ -150,7 +152,7 @@ class RateNetwork:
 
 def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
                  feedback_scale: float, bias_scale: float = 0.0, sparsity: float = 0.0,
-                 dtype=np.float64, runs: int | None = None) -> RateNetwork:
+                 dtype=np.float64, runs: int | None = None, sparse_layers: str = "all") -> RateNetwork:
     """Random network: ``W ~ U[-w_scale, w_scale]``, ``B ~ U[-feedback_scale, feedback_scale]``,
     ``b ~ U[-bias_scale, bias_scale]``.
 
@@ -161,9 +163,14 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
     activations : str or sequence of str
         One per non-input layer, or one name for all.
     sparsity : float
-        Fraction of the entries of every ``W`` and ``B`` removed for good (``sparse-fa``).
-        The kept entries are drawn from the same distributions as in the dense network,
-        as in the paper.
+        Fraction of the entries of the ``W`` and ``B`` matrices removed for good
+        (``sparse-fa``). The kept entries are drawn from the same distributions as in the
+        dense network, as in the paper.
+    sparse_layers : {"all", "paired"}
+        Which ``W`` lose entries: every one, or only those with a feedback partner
+        (``W[l]``, ``l >= 1``, beside ``B[l-1]``): in Fig. 3a's network the paper's ``W``
+        (hidden to output) and not ``W0``, so that "neurons in h and y have a 25% chance
+        of reciprocal connection". Every ``B`` loses entries either way.
     runs : int, optional
         Build an ensemble of this many independent networks (a leading run axis on
         every array); default a single network.
@@ -197,6 +204,8 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
             raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    if sparse_layers not in SPARSE_LAYERS:
+        raise ValueError(f"sparse_layers = {sparse_layers!r}: valid: {', '.join(SPARSE_LAYERS)}")
 
     lead = () if runs is None else (int(runs),)
     W = [rng.uniform(-w_scale, w_scale, lead + (n_out, n_in)).astype(dtype)
@@ -207,10 +216,12 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
          for l in range(1, n_layers)]
     net = RateNetwork(W, b, B, activations)
     if sparsity > 0.0:
-        net.W_mask = [rng.random(w.shape) >= sparsity for w in W]
+        first = 0 if sparse_layers == "all" else 1
+        net.W_mask = [None] * first + [rng.random(w.shape) >= sparsity for w in W[first:]]
         net.B_mask = [rng.random(m.shape) >= sparsity for m in B]
         for w, mask in zip(net.W + net.B, net.W_mask + net.B_mask):
-            w *= mask
+            if mask is not None:
+                w *= mask
     return net
 
 
@@ -458,7 +469,7 @@ def train_step(net: RateNetwork, rule, x, target, eta: float, weight_decay: floa
             if learn_biases:
                 b *= shrink
         dW = _mT(delta) @ acts[l]
-        if net.W_mask is not None:
+        if net.W_mask is not None and net.W_mask[l] is not None:
             dW *= net.W_mask[l]  # a removed synapse never comes back
         W += eta * dW
         if learn_biases:

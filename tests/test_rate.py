@@ -531,6 +531,7 @@ activation = "logistic"
 w_init = 0.2
 feedback_init = 0.5
 sparsity = 0.5
+sparse_layers = "paired"
 dtype = "float64"
 [data]
 dataset = "mnist-subset"
@@ -771,10 +772,34 @@ def test_fig3a_fa_derivatives_reaches_the_rule_and_the_json(tmp_path):
         local["angle"]["fa"][-1] != sent["angle"]["fa"][-1]
 
 
+def test_sparse_layers_removes_synapses_from_every_w_or_only_the_paired_ones():
+    """sparse_layers = "all" removes half of every W and B; "paired" (Fig. 3a's reading of
+    the paper's "W and B") keeps W0 whole and removes half of the W that has a B, and of B.
+    Removed synapses stay at zero through learning; a network copy keeps the masks."""
+    rng = np.random.default_rng(0)
+    x, target = rng.uniform(0, 1, (20, 50)), rng.uniform(0, 1, (20, 6))
+    fa = rate.get_rule("sparse-fa")
+    for layers, w0_kept in (("all", 0.5), ("paired", 1.0)):
+        net = rate.init_network((50, 40, 6), "logistic", np.random.default_rng(1), 0.2, 0.5,
+                                sparsity=0.5, sparse_layers=layers)
+        for _ in range(3):
+            rate.train_step(net, fa, x, target, 0.1)
+        net = net.copy()
+        assert np.mean(net.W[0] != 0) == pytest.approx(w0_kept, abs=0.03)
+        assert (net.W_mask[0] is None) == (layers == "paired")
+        for w, m in ((net.W[1], net.W_mask[1]), (net.B[0], net.B_mask[0])):
+            assert m.mean() == pytest.approx(0.5, abs=0.08) and not np.any(w[~m])
+    with pytest.raises(ValueError, match="sparse_layers = 'output': valid: all, paired"):
+        rate.init_network((5, 4, 3), "tanh", rng, 0.1, 0.5, sparsity=0.5, sparse_layers="output")
+
+
 def test_a_bad_fa_derivatives_is_refused_when_the_model_file_is_read(tmp_path):
     path = tmp_path / "fig3a.toml"
     path.write_text(FIG3A_SMALL.replace('fa_derivatives = "local"', 'fa_derivatives = "chain"'))
     with pytest.raises(ValueError, match=r"fig3a.toml: train.fa_derivatives = 'chain': valid: sent, local"):
+        run_experiment("fig3a", tmp_path / "o", config=path, progress=False)
+    path.write_text(FIG3A_SMALL.replace('sparse_layers = "paired"', 'sparse_layers = "W"'))
+    with pytest.raises(ValueError, match=r"fig3a.toml: network.sparse_layers = 'W': valid: all, paired"):
         run_experiment("fig3a", tmp_path / "o", config=path, progress=False)
 
 
