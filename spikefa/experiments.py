@@ -719,7 +719,7 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
     def record_angle(net, rule_name):
         """delta_FA (what B carries: e for "local") vs delta_BP on the probe images."""
         y = rate.predict(net, x_train[probe])
-        delta_out = (y_train[probe] - y) * y * (1.0 - y)
+        delta_out = rate.output_modulator(net, y, y_train[probe])  # delta_BP = W^T (e * f'(y))
         angles[rule_name].append(rate.modulator_angle(net, delta_out, sent=fa_rule.sent(net, y, y_train[probe])))
 
     errors, angles, seen = {}, {}, {}

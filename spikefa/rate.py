@@ -256,7 +256,8 @@ def predict(net: RateNetwork, x: np.ndarray) -> np.ndarray:
 # modulator per non-input layer; `train_step` turns those into weight changes.
 
 
-def _output_modulator(net, y, target):
+def output_modulator(net: RateNetwork, y, target):
+    """The output layer's modulator ``e * f_m'(y)``, ``e = target - y``, for outputs ``y``."""
     return (target - y) * _derivative(net.activations[-1], y)
 
 
@@ -277,7 +278,7 @@ class Backprop:
 
     def modulators(self, net, x, target, rng=None):
         acts = forward(net, x)
-        delta_out = _output_modulator(net, acts[-1], target)
+        delta_out = output_modulator(net, acts[-1], target)
         return acts, _backward(net, acts, delta_out, lambda l: _mT(net.W[l]))
 
 
@@ -314,7 +315,7 @@ class FeedbackAlignment:
         if self.name == "sparse-fa" and net.W_mask is None:
             raise ValueError("rule 'sparse-fa' needs a network built with sparsity > 0")
         acts = forward(net, x)
-        delta_out = _output_modulator(net, acts[-1], target)
+        delta_out = output_modulator(net, acts[-1], target)
         if self.derivatives == "sent":
             return acts, _backward(net, acts, delta_out, lambda l: net.B[l - 1])
         signal, deltas = target - acts[-1], [delta_out]
@@ -326,7 +327,7 @@ class FeedbackAlignment:
     def sent(self, net, y, target):
         """What ``B[-1]`` carries to the top hidden layer for outputs ``y``: the output
         modulator (``"sent"``) or the error (``"local"``)."""
-        return _output_modulator(net, y, target) if self.derivatives == "sent" else target - y
+        return output_modulator(net, y, target) if self.derivatives == "sent" else target - y
 
 
 @dataclass(frozen=True)
@@ -337,7 +338,7 @@ class Shallow:
 
     def modulators(self, net, x, target, rng=None):
         acts = forward(net, x)
-        return acts, [None] * (len(net.W) - 1) + [_output_modulator(net, acts[-1], target)]
+        return acts, [None] * (len(net.W) - 1) + [output_modulator(net, acts[-1], target)]
 
 
 NP_OUTPUTS = ("gradient", "perturbation")
@@ -389,7 +390,7 @@ class NodePerturbation:
         reward = -(loss_noisy - loss_clean) / self.sigma**2
         deltas = [reward * xi for xi in noise]
         if self.output == "gradient":
-            deltas.append(_output_modulator(net, acts[-1], target))
+            deltas.append(output_modulator(net, acts[-1], target))
         return acts, deltas
 
 

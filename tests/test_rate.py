@@ -793,6 +793,24 @@ def test_sparse_layers_removes_synapses_from_every_w_or_only_the_paired_ones():
         rate.init_network((5, 4, 3), "tanh", rng, 0.1, 0.5, sparsity=0.5, sparse_layers="output")
 
 
+def test_fig3a_angle_uses_the_networks_own_output_derivative(tmp_path):
+    """fig3a's delta_BP = W^T (e * f'(y)) took f' as the logistic's y (1 - y) whatever
+    network.activation said: with tanh units the angle was of a wrong delta_BP. The first
+    angle (before learning) equals one computed by hand from the same initial network."""
+    from spikefa.data import load_dataset
+    from spikefa.experiments import _rngs
+
+    path = tmp_path / "tanh.toml"
+    path.write_text(FIG3A_SMALL.replace('activation = "logistic"', 'activation = "tanh"'))
+    result = run_experiment("fig3a", tmp_path / "o", config=path, progress=False)
+    net = rate.init_network((784, 30, 10), "tanh", _rngs(0)[0], 0.2, 0.5)
+    images, labels = load_dataset("mnist-subset", "train", None)
+    x, target = images[:100] / 255.0, np.eye(10)[labels[:100]]
+    y = rate.predict(net, x)
+    expected = rate.angle_deg((target - y) @ net.B[0].T, ((target - y) * (1 - y * y)) @ net.W[1])
+    assert result["curves"]["angle"]["fa"][0] == pytest.approx(expected, rel=1e-9)
+
+
 def test_a_bad_fa_derivatives_is_refused_when_the_model_file_is_read(tmp_path):
     path = tmp_path / "fig3a.toml"
     path.write_text(FIG3A_SMALL.replace('fa_derivatives = "local"', 'fa_derivatives = "chain"'))
