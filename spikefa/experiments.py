@@ -162,11 +162,9 @@ def load_experiment_config(name: str, quick: bool = False, path=None) -> dict:
     layers = cfg.get("network", {}).get("sparse_layers", "all")
     if layers not in rate.SPARSE_LAYERS:  # (fig3a would fail after minutes of bp and fa)
         raise ValueError(f"{path}: network.sparse_layers = {layers!r}: valid: {', '.join(rate.SPARSE_LAYERS)}")
-    if "fa_derivatives" in cfg.get("train", {}):  # a bad value fails here, before any training
-        try:
-            _rule(cfg, "fa")
-        except ValueError as exc:
-            raise ValueError(f"{path}: train.fa_{exc}") from None
+    derivatives = cfg.get("train", {}).get("fa_derivatives", "sent")
+    if derivatives not in rate.FA_DERIVATIVES:  # (a bad value fails here, before any training)
+        raise ValueError(f"{path}: train.fa_derivatives = {derivatives!r}: valid: {', '.join(rate.FA_DERIVATIVES)}")
     return cfg
 
 
