@@ -438,6 +438,8 @@ class StatisticalReport:
     alpha: float
     values: dict  # quantity -> (spikefa per seed, Brian2 per seed)
     tests: dict  # quantity -> (t, p)
+    model_readout: str = ""  # the model's own read-out, where it is not the one compared
+
 
     @property
     def level(self) -> float:
@@ -454,7 +456,9 @@ class StatisticalReport:
             f"spikefa vs Brian2 ({self.target} target), independent noise: model {self.model} [{layers}], "
             f"feedback {self.feedback}, spikefa {self.dtype} / Brian2 float64",
             f"{len(self.seeds)} seeds ({', '.join(map(str, self.seeds))}), same initial weights per seed; "
-            f"{self.train_steps} training steps, then test on {self.n_test} images (read-out '{self.readout}')",
+            f"{self.train_steps} training steps, then test on {self.n_test} images (read-out '{self.readout}'"
+            + (f"; the model's '{self.model_readout}' is compared as the summed spike count: Brian2 records spikes, "
+               f"not sigma(V)" if self.model_readout and self.model_readout != self.readout else "") + ")",
             f"test: two-sided paired t-test per quantity, Bonferroni over {len(self.tests)} comparisons: "
             f"pass if p > {self.alpha:g}/{len(self.tests)} = {self.level:.4f}",
             "",
@@ -548,4 +552,5 @@ def statistical_validate(model, *, seeds: int = 5, train_steps: int = 500, n_tes
     tests = {q: paired_t_test(a, b) for q, (a, b) in values.items()}
     return StatisticalReport(model=base.name, layers=tuple(base.model.layers), feedback=base.model.feedback,
                              dtype=base.model.dtype, seeds=seed_list, train_steps=train_steps, n_test=n_test,
-                             readout=readout, target=target, alpha=alpha, values=values, tests=tests)
+                             readout=readout, target=target, alpha=alpha, values=values, tests=tests,
+                             model_readout=base.test.readout)

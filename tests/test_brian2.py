@@ -438,7 +438,9 @@ def test_statistical_mode_compares_spike_counts_for_the_prob_readout():
         _readout_error(np.zeros((10, 20)), np.zeros(2, int), 5, 10, "prob")
     cfg = small(MINI).replace(test={"readout": "prob"})
     rep = statistical_validate(cfg, seeds=2, train_steps=20, n_test=10)
-    assert rep.readout == "sum" and "read-out 'sum'" in str(rep)
+    assert rep.readout == "sum" and rep.model_readout == "prob"
+    assert "(read-out 'sum'; the model's 'prob' is compared as the summed spike count: Brian2 records spikes, " \
+           "not sigma(V))" in str(rep)
     assert rep.seeds == [cfg.run.seed, cfg.run.seed + 1]
     for q in ("rate in", "rate h1", "rate h2", "rate out"):
         sf, b2 = rep.values[q]
