@@ -1200,6 +1200,12 @@ def test_diverged_training_and_library_errors_are_named(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert main(["plot", "error", str(good), "-o", str(tmp_path / "afile" / "e.png")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    # a run file under a file said "[Errno 17] File exists: '.../afile'"
+    assert main(["train", "tiny", "-o", str(tmp_path / "afile" / "r.h5")]) == 2
+    assert capsys.readouterr().err == (f"spikefa: error: cannot write the run file {tmp_path / 'afile' / 'r.h5'}: "
+                                       f"{tmp_path / 'afile'} is a file, not a folder\n")
+    assert main(["train", "tiny", "-o", str(tmp_path / "afile" / "sub" / "r.h5")]) == 2
+    assert "a part of that path is a file, not a folder" in capsys.readouterr().err
     assert main(["train", "tiny", "--set", "model.layers=[784, 100000000000, 10]", "-o", str(tmp_path / "m.h5")]) == 2
     assert "not enough memory" in capsys.readouterr().err
 
