@@ -206,6 +206,9 @@ def init_network(sizes, activations, rng: np.random.Generator, w_scale: float,
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     if sparse_layers not in SPARSE_LAYERS:
         raise ValueError(f"sparse_layers = {sparse_layers!r}: valid: {', '.join(SPARSE_LAYERS)}")
+    if sparsity > 0 and sparse_layers == "paired" and len(sizes) < 3:
+        # (it removed nothing, and sparse-fa then trained a dense network)
+        raise ValueError(f"sparse_layers = 'paired' on sizes {sizes}: no W has a feedback partner (no hidden layer)")
 
     lead = () if runs is None else (int(runs),)
     W = [rng.uniform(-w_scale, w_scale, lead + (n_out, n_in)).astype(dtype)

@@ -847,9 +847,9 @@ def create_run_file(path, cfg: Config, *, total_steps: int, overwrite: bool = Fa
     except FileExistsError as exc:
         if exc.filename is None and path.is_file():  # h5py's exclusive create, not mkdir's
             raise RunFileError(exists) from None
-        # mkdir of a folder on the way: it was "[Errno 17] File exists: 'DIR'"
-        raise RunFileError(f"cannot write the run file {path}: {exc.filename or path.parent} is a file, not a "
-                           f"folder") from None
+        if exc.filename is not None:  # mkdir of a folder on the way: it was "[Errno 17] File exists: 'DIR'"
+            raise RunFileError(f"cannot write the run file {path}: {exc.filename} is a file, not a folder") from None
+        raise RunFileError(f"cannot write the run file {path}: it exists, and is not a file (a broken link?)") from None
     except NotADirectoryError as exc:
         raise RunFileError(f"cannot write the run file {path}: a part of that path is a file, not a folder "
                            f"({exc.filename})") from None

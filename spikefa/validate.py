@@ -438,8 +438,7 @@ class StatisticalReport:
     alpha: float
     values: dict  # quantity -> (spikefa per seed, Brian2 per seed)
     tests: dict  # quantity -> (t, p)
-    model_readout: str = ""  # the model's own read-out, where it is not the one compared
-
+    model_readout: str = ""  # the model's own read-out (the report notes it when it is not the one compared)
 
     @property
     def level(self) -> float:

@@ -1206,6 +1206,9 @@ def test_diverged_training_and_library_errors_are_named(tmp_path, capsys):
                                        f"{tmp_path / 'afile'} is a file, not a folder\n")
     assert main(["train", "tiny", "-o", str(tmp_path / "afile" / "sub" / "r.h5")]) == 2
     assert "a part of that path is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "dangling.h5").symlink_to(tmp_path / "nowhere")  # not "its folder is a file"
+    assert main(["train", "tiny", "-o", str(tmp_path / "dangling.h5")]) == 2
+    assert "dangling.h5: it exists, and is not a file (a broken link?)" in capsys.readouterr().err
     assert main(["train", "tiny", "--set", "model.layers=[784, 100000000000, 10]", "-o", str(tmp_path / "m.h5")]) == 2
     assert "not enough memory" in capsys.readouterr().err
 

@@ -791,6 +791,8 @@ def test_sparse_layers_removes_synapses_from_every_w_or_only_the_paired_ones():
             assert m.mean() == pytest.approx(0.5, abs=0.08) and not np.any(w[~m])
     with pytest.raises(ValueError, match="sparse_layers = 'output': valid: all, paired"):
         rate.init_network((5, 4, 3), "tanh", rng, 0.1, 0.5, sparsity=0.5, sparse_layers="output")
+    with pytest.raises(ValueError, match=r"sparse_layers = 'paired' on sizes \(4, 2\): no W has a feedback partner"):
+        rate.init_network((4, 2), "tanh", rng, 0.1, 0.5, sparsity=0.5, sparse_layers="paired")
 
 
 def test_fig3a_angle_uses_the_networks_own_output_derivative(tmp_path):
@@ -819,6 +821,11 @@ def test_a_bad_fa_derivatives_is_refused_when_the_model_file_is_read(tmp_path):
     path.write_text(FIG3A_SMALL.replace('sparse_layers = "paired"', 'sparse_layers = "W"'))
     with pytest.raises(ValueError, match=r"fig3a.toml: network.sparse_layers = 'W': valid: all, paired"):
         run_experiment("fig3a", tmp_path / "o", config=path, progress=False)
+    # a bad value under [quick] is named there, and refused without --quick too
+    path.write_text(FIG3A_SMALL + '[quick]\ntrain = { fa_derivatives = "lokal" }\n')
+    for quick in (False, True):
+        with pytest.raises(ValueError, match=r"fig3a.toml: quick.train.fa_derivatives = 'lokal': valid: sent, local"):
+            run_experiment("fig3a", tmp_path / "o", config=path, quick=quick, progress=False)
 
 
 def test_an_experiment_checkpoint_is_neither_thrown_away_nor_mixed_up(tmp_path, monkeypatch):
