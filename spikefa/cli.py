@@ -229,7 +229,7 @@ def _experiment(args):
     before = json_stat()
     try:
         res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data,
-                             resume=args.resume, overwrite=args.overwrite)
+                             config=args.model, resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
         after = json_stat()
         if after is not None and after != before:  # stopped as it ended, after its JSON was written
@@ -589,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("name", help="fig2 | fig3a | fig3d | fig5")
     e.add_argument("--out", "-o", help="folder for the figure and numbers (default: "
                    "runs/rate-NAME, runs/rate-NAME-quick with --quick)")
+    e.add_argument("--model", metavar="FILE", help="a model file of this experiment to run instead of the bundled "
+                                                   "models/rate-NAME.toml (an edited copy; every key is required)")
     e.add_argument("--quick", action="store_true", help="the small version (seconds)")
     e.add_argument("--seed", type=int_at_least(0), default=0)
     e.add_argument("--data", metavar="DIR", help="folder with the four MNIST files (fig3a)")

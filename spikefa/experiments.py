@@ -251,14 +251,16 @@ def run_experiment(name: str, out_dir, quick: bool = False, seed: int = 0, data_
     # a second run of the same experiment in this folder (still running, or --resume/--overwrite of
     # a checkpoint that is still being written) is refused: the two would write the same files
     with WriterLock(out_dir / f"{name}.json"):
-        return _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwrite)
+        return _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwrite, config)
 
 
-def _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwrite):
+def _run_in(name, out_dir, quick, seed, data_dir, progress, cfg, resume, overwrite, model_file=None):
     saved = _checkpoint_to_continue(name, out_dir, quick, seed, cfg, resume, overwrite)
     start, ckpt = time.perf_counter(), None
     if name == "fig3a":
-        key = {"experiment": name, "quick": quick, "seed": seed, "config": _plain(cfg)}
+        key = {"experiment": name, "quick": quick, "seed": seed, "config": _plain(cfg),
+               # (for the resume command only; a resume is checked against the file's values)
+               "model_file": None if model_file is None else str(Path(model_file).resolve())}
         ckpt = _Checkpoint(checkpoint_path(out_dir, name), key, saved, start)
         summary, curves = _run_fig3a(cfg, seed, data_dir, progress, ckpt)
     else:
@@ -341,8 +343,10 @@ def checkpoint_progress(meta: dict) -> str:
 
 def resume_command(out_dir, name: str, meta: dict, data_dir=None) -> str:
     """The command that continues the checkpoint ``meta`` in ``out_dir``."""
-    words = ["spikefa", "experiment", name, "--out", str(out_dir)] + ["--quick"] * bool(meta["quick"]) \
-        + ["--seed", str(meta["seed"])] * (meta["seed"] != 0) + ["--data", str(data_dir)] * (data_dir is not None)
+    model = meta.get("model_file")  # a model file given instead of models/rate-NAME.toml
+    words = ["spikefa", "experiment", name, "--out", str(out_dir)] + ["--model", model] * bool(model) \
+        + ["--quick"] * bool(meta["quick"]) + ["--seed", str(meta["seed"])] * (meta["seed"] != 0) \
+        + ["--data", str(data_dir)] * (data_dir is not None)
     return shlex.join(words + ["--resume"])
 
 

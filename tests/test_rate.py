@@ -828,6 +828,29 @@ def test_a_bad_fa_derivatives_is_refused_when_the_model_file_is_read(tmp_path):
             run_experiment("fig3a", tmp_path / "o", config=path, quick=quick, progress=False)
 
 
+def test_experiment_model_option_runs_an_edited_model_file_and_resumes_with_it(tmp_path, monkeypatch, capsys):
+    """`spikefa experiment NAME --model FILE` runs an edited copy of a model file (the
+    command line had no way to; only the Python API took one), and a stopped fig3a's resume
+    command names the file, which the resume needs to match the stopped run."""
+    from spikefa.cli import main
+
+    config = tmp_path / "mine.toml"
+    config.write_text(FIG3A_RESUMABLE)
+    out = tmp_path / "run"
+    _stop_at_call(monkeypatch, 150)
+    with pytest.raises(SystemExit):
+        main(["experiment", "fig3a", "--model", str(config), "--out", str(out)])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    command = f"spikefa experiment fig3a --out {out} --model {config.resolve()} --resume"
+    assert command in err, err
+    assert main(command.split()[1:]) == 0
+    saved = json.loads((out / "fig3a.json").read_text())
+    assert saved["config"]["train"]["rules"] == ["bp", "sparse-fa"] and saved["resumes"] == 1
+    assert main(["experiment", "fig3a", "--model", str(tmp_path / "nosuch.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert "nosuch.toml: no such folder or file" in capsys.readouterr().err
+
+
 def test_an_experiment_checkpoint_is_neither_thrown_away_nor_mixed_up(tmp_path, monkeypatch):
     """What `spikefa experiment` refuses, each with what to do instead: starting over a
     stopped run's checkpoint without --overwrite, resuming it with another seed, quick or
@@ -1218,7 +1241,8 @@ def test_info_on_an_experiments_folder_other_cases(tmp_path, monkeypatch, capsys
 
     config, out = _stopped_fig3a(tmp_path, monkeypatch)
     _edit_checkpoint(checkpoint_path(out, "fig3a"), lambda meta: meta["config"]["data"].update(dataset="mnist"))
-    assert info(out).endswith(f"continue it with spikefa experiment fig3a --out {out} --data DIR --resume")
+    assert info(out).endswith(f"continue it with spikefa experiment fig3a --out {out} --model {config.resolve()} "
+                              f"--data DIR --resume")  # (the stopped run's own model file)
     checkpoint_path(out, "fig3a").write_bytes(b"")
     assert f"; cannot read the experiment checkpoint {checkpoint_path(out, 'fig3a')}" in info(out)
     done = tmp_path / "done"
