@@ -813,6 +813,21 @@ def test_fig3a_angle_uses_the_networks_own_output_derivative(tmp_path):
     assert result["curves"]["angle"]["fa"][0] == pytest.approx(expected, rel=1e-9)
 
 
+def test_plot_angle_cuts_off_no_angle_it_draws():
+    """plot_angle fixed its axis at 0-100 deg: Fig. 5a's single-unit angles that peak at
+    157 deg were cut off. The axis now reaches above every angle (and band) drawn on it,
+    also when a later call draws a smaller one; 0-100 stays the least."""
+    from spikefa.experiments import plot_angle
+
+    x = np.arange(5)
+    ax = plot_angle(x, np.array([90, 120, 157, 140, 130.0]))
+    assert ax.get_ylim()[1] >= 157
+    plot_angle(x, np.full(5, 60.0), ax=ax)
+    assert ax.get_ylim()[1] >= 157
+    assert plot_angle(x, np.full(5, 60.0)).get_ylim() == (0, 100)
+    assert plot_angle(x, np.full(5, 95.0), sd=np.full(5, 10.0)).get_ylim()[1] >= 115
+
+
 def test_a_bad_fa_derivatives_is_refused_when_the_model_file_is_read(tmp_path):
     path = tmp_path / "fig3a.toml"
     path.write_text(FIG3A_SMALL.replace('fa_derivatives = "local"', 'fa_derivatives = "chain"'))
