@@ -143,13 +143,7 @@ class Config:
 
     def flat(self) -> dict:
         """``{"name": .., "model.feedback": .., ...}``: every key, dotted."""
-        out = {}
-        for section, value in self.to_dict().items():
-            if isinstance(value, dict):
-                out.update({f"{section}.{k}": v for k, v in value.items()})
-            else:
-                out[section] = value
-        return out
+        return flat_keys(self.to_dict())
 
     def replace(self, **sections) -> "Config":
         """Return a copy with keys changed, e.g. ``cfg.replace(train={"epochs": 2})``."""
@@ -199,6 +193,17 @@ def layer_names(m: int) -> list[str]:
 
 def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
+
+
+def flat_keys(d: dict) -> dict:
+    """A config's dict of tables (``Config.to_dict``, or part of it) with dotted keys."""
+    out = {}
+    for section, value in d.items():
+        if isinstance(value, dict):
+            out.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            out[section] = value
+    return out
 
 
 def is_number(value) -> bool:

@@ -95,7 +95,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, flat_keys, load_config
 from .interrupt import StopFile, StopRequest
 from .runfile import RunFileError, pid_alive, write_whole
 
@@ -274,13 +274,21 @@ NOT_IDENTITY = {("run", "block_steps"), ("run", "checkpoint_minutes"), ("run", "
 LATER_KEYS = {("model", "feedback_storage"): "float", ("run", "forward_pass"): "full"}
 
 
-def config_hash(cfg: Config) -> str:
-    """Short content hash of what a run computes: the resolved config without the
-    ``[record]`` table and the run keys that cannot change its results (NOT_IDENTITY)."""
+def _what_it_computes(cfg: Config) -> dict:
+    """The resolved config as a dict without the ``[record]`` table and the run keys that
+    cannot change a run's results (NOT_IDENTITY): what both a run's hash and its sweep
+    condition are made of."""
     d = cfg.to_dict()
     d.pop("record", None)
     for section, key in NOT_IDENTITY:
         d[section].pop(key, None)
+    return d
+
+
+def config_hash(cfg: Config) -> str:
+    """Short content hash of what a run computes: the resolved config without the
+    ``[record]`` table and the run keys that cannot change its results (NOT_IDENTITY)."""
+    d = _what_it_computes(cfg)
     for (section, key), old in LATER_KEYS.items():
         if d[section].get(key) == old:
             del d[section][key]
@@ -964,12 +972,8 @@ def _condition_keys(cfg: Config) -> dict:
     table and the run keys that cannot change results (NOT_IDENTITY), as for the config
     hash: runs of a sweep whose ``run.checkpoint_minutes``, say, was edited between sessions
     are the same condition, not two rows."""
-    flat = cfg.flat()
+    flat = flat_keys(_what_it_computes(cfg))
     flat.pop("run.seed")
-    for key in [k for k in flat if k.startswith("record.")]:
-        del flat[key]
-    for section, key in NOT_IDENTITY:
-        flat.pop(f"{section}.{key}", None)
     return flat
 
 
