@@ -267,7 +267,6 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
     N = net.n_units
     sf = dict(spikes=np.zeros((steps, N), np.uint8), psp=np.zeros((steps, N)), feedback_psp=np.zeros((steps, N)))
     m, names = net.m, net.names
-    wdiff = {q: np.zeros(m + 1) for q in ("W", "b", "B")}
     whist = {q: [[] for _ in range(m + 1)] for q in ("W", "b", "B")}  # (last step, max |d|) per check
     wmax = {q: np.zeros(m + 1) for q in ("W", "b", "B")}
     has_B = [False] * (m + 1)
@@ -296,7 +295,6 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
                 has_B[l] = True
             for q, ref in pairs:
                 ref = ref.astype(np.float64)
-                wdiff[q][l] = max(wdiff[q][l], float(np.abs(st[f"{q}_{n}"] - ref).max()))
                 whist[q][l].append((t1 - 1, float(np.abs(st[f"{q}_{n}"] - ref).max())))
                 wmax[q][l] = max(wmax[q][l], float(np.abs(ref).max()))
             if f"Vbar_{n}" in st:
@@ -328,7 +326,7 @@ def cross_validate(model, steps: int = 500, *, dtype: str | None = "float64", se
                     first_over[q] = int(np.argmax(per_step > tols[q]))
             for q in ("W", "b", "B"):
                 if q != "B" or has_B[l]:
-                    diffs[q] = float(wdiff[q][l])
+                    diffs[q] = max((d for _, d in whist[q][l]), default=0.0)
                     tols[q] = tol(wmax[q][l])
                     if diffs[q] > tols[q]:
                         first_over[q] = next(t for t, d in whist[q][l] if d > tols[q])
