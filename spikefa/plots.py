@@ -219,7 +219,7 @@ def _default_traced(run, phase="train"):
         if "psp" in kinds:
             return layer
     raise RunFileError(f"{run.path}: no PSP was recorded" + (" in test passes" if phase == "test" else "") + (
-        run._untested(phase) or run._not_set_up(phase) or " (add a probe such as 'psp,modulator layers=h1 random=1')"))
+        run._why_not_recorded(phase, " (add a probe such as 'psp,modulator layers=h1 random=1')")))
 
 
 def traces(run, layer: str | None = None, neuron: int | None = None, window=None, *, phase: str = "train", ax=None):
@@ -556,7 +556,8 @@ def fig4(run, *, windows=None, steps: int | None = None, trace_layer: str | None
     if trace_layer is not None:
         rows.append("traces")
     if len(rows) <= (1 if images else 0):
-        hint = (run._not_set_up("train") if not rec else "") or " (record with the probe 'fig4')"
+        advice = " (record with the probe 'fig4')"
+        hint = run._why_not_recorded("train", advice) if not rec else advice
         raise RunFileError(f"{run.path}: no spikes or traces were recorded for Fig. 4{hint}")
     heights = {"images": 0.45, out_layer: 1.6, "traces": 1.1}
     fig = fig if fig is not None else Figure(figsize=figsize, layout="constrained")

@@ -1120,6 +1120,10 @@ def _rows_together(columns: dict) -> dict:
     return cut(columns)
 
 
+_RECORD_ADVICE = (" (record with spikefa train ... --record PROBE, e.g. --record fig4, or in Python "
+                  "record={'probes': ['fig4']} in the config)")
+
+
 class Run:
     """Read-only view of a run file: metadata at once, arrays only when asked for.
 
@@ -1317,24 +1321,20 @@ class Run:
             return {layer: tuple(k for k in KINDS if k in g[layer])
                     for layer in self.layers if layer in g}
 
-    def _not_set_up(self, phase: str) -> str:
-        """Why a run that records ``phase`` has no recordings in the file: it records them
-        (its config's probes) but its writer has not set them up yet; '' otherwise."""
+    def _why_not_recorded(self, phase: str, advice: str = _RECORD_ADVICE) -> str:
+        """Why the file holds no recordings of ``phase``: the run records them (its probes)
+        but its writer has not set them up yet; or it records training only
+        (``record.test = false``), where advice to add a probe would not help; else
+        ``advice``, how to record."""
         rp = self.config.record
-        if self.complete or not rp.probes or (phase == "test" and not rp.test):
-            return ""
-        return (f"; the run records {', '.join(map(str, rp.probes))} but has not set up its recordings in the "
-                f"file yet (it is starting: read it again in a moment; or it was stopped before that)")
-
-    def _untested(self, phase: str) -> str:
-        """Why a run with probes has no test-pass recordings: it records training only
-        ('' where that is not the reason). Advice to add a probe (--record fig4) would not
-        help a run that has them."""
-        rp = self.config.record
-        if phase != "test" or not rp.probes or rp.test:
-            return ""
-        return (f" (the run records {', '.join(map(str, rp.probes))} in training only, record.test = false: "
-                f"record test passes too with spikefa train ... --record-test, or plot --phase train)")
+        probes = ", ".join(map(str, rp.probes))
+        if rp.probes and phase == "test" and not rp.test:
+            return (f" (the run records {probes} in training only, record.test = false: record test passes too "
+                    f"with spikefa train ... --record-test, or plot --phase train)")
+        if rp.probes and not self.complete:
+            return (f"; the run records {probes} but has not set up its recordings in the file yet (it is "
+                    f"starting: read it again in a moment; or it was stopped before that)")
+        return advice
 
     def _window(self, window, phase: str = "train"):
         self._check_phase(phase)
@@ -1369,9 +1369,7 @@ class Run:
         path = f"record/{phase}/{layer}/{kind}"
         if path not in f:
             have = ", ".join(f"{k} of {lay}" for lay, ks in self.recorded(phase).items() for k in ks)
-            have = have or "nothing" + (self._not_set_up(phase) or self._untested(phase) or (
-                " (record with spikefa train ... --record PROBE, e.g. --record fig4, or in Python "
-                "record={'probes': ['fig4']} in the config; see spikefa train --help)"))
+            have = have or "nothing" + self._why_not_recorded(phase, _RECORD_ADVICE[:-1] + "; see spikefa train --help)")
             raise RunFileError(f"{self.path}: {kind} of {layer} ({phase}) were not recorded; recorded: {have}")
         return f[path]
 
@@ -1470,9 +1468,8 @@ class Run:
         with _readable(self.path) as f:
             g = f.get(f"record/{phase}/stimulus")
             if g is None:
-                raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r}" + (
-                    self._not_set_up(phase) or self._untested(phase) or " (record with spikefa train ... --record PROBE, e.g. --record "
-                    "fig4, or in Python record={'probes': ['fig4']} in the config)"))
+                raise RunFileError(f"{self.path}: nothing was recorded in phase {phase!r}"
+                                   + self._why_not_recorded(phase))
             i0, i1 = _row_range(g["step"], self._window(window, phase), g["label"], g["image"])
             return Stimulus(g["step"][i0:i1], g["label"][i0:i1], g["image"][i0:i1])
 
