@@ -264,12 +264,19 @@ def output_modulator(net: RateNetwork, y, target):
     return (target - y) * _derivative(net.activations[-1], y)
 
 
-def _backward(net, acts, delta_out, feedback):
+def _backward(net, acts, delta_out, feedback, sent=None):
     """Hidden modulators from the output one, top-down; `feedback(l)` is the matrix that
-    carries delta_{l+1} to hidden layer l (shape (n_l, n_{l+1}))."""
+    carries a signal to hidden layer l (shape (n_l, n_{l+1})). By default that signal is
+    delta_{l+1}, derivative included (backprop's chain); given ``sent``, what is carried
+    down from the output, the signals s_l = feedback(l) s_{l+1} carry no derivative, and
+    each layer applies its own to its modulator only, delta_l = s_l * f_l'(h_l) (FA
+    "local")."""
     deltas = [delta_out]
     for l in range(len(net.W) - 1, 0, -1):
-        deltas.insert(0, (deltas[0] @ _mT(feedback(l))) * _derivative(net.activations[l - 1], acts[l]))
+        carried = (deltas[0] if sent is None else sent) @ _mT(feedback(l))
+        if sent is not None:
+            sent = carried
+        deltas.insert(0, carried * _derivative(net.activations[l - 1], acts[l]))
     return deltas
 
 
@@ -319,13 +326,8 @@ class FeedbackAlignment:
             raise ValueError("rule 'sparse-fa' needs a network built with sparsity > 0")
         acts = forward(net, x)
         delta_out = output_modulator(net, acts[-1], target)
-        if self.derivatives == "sent":
-            return acts, _backward(net, acts, delta_out, lambda l: net.B[l - 1])
-        signal, deltas = target - acts[-1], [delta_out]
-        for l in range(len(net.W) - 1, 0, -1):
-            signal = signal @ _mT(net.B[l - 1])
-            deltas.insert(0, signal * _derivative(net.activations[l - 1], acts[l]))
-        return acts, deltas
+        return acts, _backward(net, acts, delta_out, lambda l: net.B[l - 1],
+                               sent=None if self.derivatives == "sent" else target - acts[-1])
 
     def sent(self, net, y, target):
         """What ``B[-1]`` carries to the top hidden layer for outputs ``y``: the output
