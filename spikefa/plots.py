@@ -467,10 +467,9 @@ def _fig4_windows(run, steps):
         chosen = [(lo, lo + n), ((lo + hi - n) // 2, (lo + hi - n) // 2 + n), (hi - n, hi)]
         whole = len(run.windows) == 0 or (int(run.windows[0][0]) <= 0
                                           and int(run.windows[0][1]) >= int(run.attrs.get("total_steps", 0)))
-        if not whole:  # parts of one window, not the early, middle and late of training
-            return [(int(a), int(b)) for a, b in dict.fromkeys(chosen)], ["start of window 0", "middle of window 0",
-                                                                           "end of window 0"]
-        return [(int(a), int(b)) for a, b in dict.fromkeys(chosen)], None
+        # parts of one window, not the early, middle and late of training, are named so
+        names = None if whole else ["start of window 0", "middle of window 0", "end of window 0"]
+        return list(dict.fromkeys(chosen)), names
     out = []
     for a, b in chosen:
         a, b = int(a), int(b)
