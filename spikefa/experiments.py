@@ -722,16 +722,37 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
     fa_rule = _rule(cfg, "fa")
 
     def record_angle(net, rule_name):
-        """delta_FA (what B carries: e for "local") vs delta_BP on the probe images."""
+        """delta_FA (what B carries: e for "local") vs delta_BP on the probe images, pooled;
+        and the mean and s.d. of the angles of the examples trained since the last test."""
         y, target = rate.predict(net, x_train[probe]), y_train[probe]
         delta_out = rate.output_modulator(net, y, target)  # delta_BP = W^T (e * f'(y))
         angles[rule_name].append(rate.modulator_angle(net, delta_out, sent=fa_rule.sent(net, y, target)))
+        if len(angles[rule_name]) > 1:  # (the first is before any training)
+            total, squares, n = sums
+            whole = n > 0 and np.isfinite(total)  # (NaN: part of it was trained before it was recorded)
+            mean = total / n if whole else None
+            trained[rule_name].append(mean)
+            trained_sd[rule_name].append(float(np.sqrt(max(squares - n * mean * mean, 0.0) / (n - 1)))
+                                         if whole and n > 1 else None)
+            sums[:] = [0.0, 0.0, 0]
 
-    errors, angles, seen = {}, {}, {}
+    def add_trained_angles(net, W_before, y, target):
+        """Each example's delta_FA vs delta_BP as the step just taken computed them
+        (with W before the step), summed until the next test (Fig. 3b's time average)."""
+        a = rate.modulator_angle(net, rate.output_modulator(net, y, target), sent=fa_rule.sent(net, y, target),
+                                 per_example=True, W=W_before)
+        a = a[np.isfinite(a)]
+        sums[0] += float(a.sum())
+        sums[1] += float(a @ a)
+        sums[2] += int(a.size)
+
+    errors, angles, seen, trained, trained_sd = {}, {}, {}, {}, {}
     for rule_name in train["rules"]:
+        has_b = rule_name in ("fa", "sparse-fa")
         if ckpt is not None and rule_name in ckpt.done:  # finished before the stop
             kept = ckpt.done[rule_name]
             errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
+            trained[rule_name], trained_sd[rule_name], _ = _kept_trained_angles(kept, has_b)
             count = seen[rule_name][-1]
             continue
         init_rng, order_rng, _ = _rngs(seed)  # same initial W, B and example order per rule
@@ -740,11 +761,11 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
                                 net_cfg["w_init"], net_cfg["feedback_init"],
                                 sparsity=sparsity, sparse_layers=net_cfg["sparse_layers"], dtype=dtype)
         rule = _rule(cfg, rule_name)
-        has_b = rule_name in ("fa", "sparse-fa")
         n_batches = -(-n_train // batch)
         kept = ckpt.current(rule_name) if ckpt is not None else None
         if kept is None:
             errors[rule_name], seen[rule_name], angles[rule_name] = [test_error(net)], [0], []
+            trained[rule_name], trained_sd[rule_name], sums = [], [], [0.0, 0.0, 0]
             if has_b:
                 record_angle(net, rule_name)
             first_epoch, count, next_eval = 0, 0, train["eval_every"]
@@ -756,6 +777,7 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
                 a[...] = ckpt.arrays[key]
             order_rng.bit_generator.state = kept["order_rng"]
             errors[rule_name], seen[rule_name], angles[rule_name] = kept["test_error"], kept["examples"], kept["angle"]
+            trained[rule_name], trained_sd[rule_name], sums = _kept_trained_angles(kept, has_b)
             first_epoch, count, next_eval = kept["epoch"], kept["count"], kept["next_eval"]
         # (closed on an error too: its line is cleared, not left under the error message)
         with tqdm(total=train["epochs"] * n_batches, initial=first_epoch * n_batches, desc=f"fig3a {rule_name}",
@@ -764,8 +786,11 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
                 order = order_rng.permutation(n_train)
                 for start in range(0, n_train, batch):
                     idx = order[start:start + batch]
-                    rate.train_step(net, rule, x_train[idx], y_train[idx], train["eta"],
-                                    weight_decay=train["weight_decay"])
+                    W_before = net.W[1].copy() if has_b else None
+                    y = rate.train_step(net, rule, x_train[idx], y_train[idx], train["eta"],
+                                        weight_decay=train["weight_decay"])
+                    if has_b:
+                        add_trained_angles(net, W_before, y, y_train[idx])
                     count += len(idx)
                     bar.update()
                     if count >= next_eval:
@@ -778,7 +803,9 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
                 if ckpt is not None and epoch + 1 < train["epochs"]:
                     ckpt.save({"rule": rule_name, "epoch": epoch + 1, "count": count, "next_eval": next_eval,
                                "order_rng": order_rng.bit_generator.state, "examples": seen[rule_name],
-                               "test_error": errors[rule_name], "angle": angles[rule_name], **sizes},
+                               "test_error": errors[rule_name], "angle": angles[rule_name],
+                               "angle_trained": trained[rule_name], "angle_trained_sd": trained_sd[rule_name],
+                               "angle_sums": sums, **sizes},
                               _net_arrays(net))
             if seen[rule_name][-1] != count:
                 errors[rule_name].append(test_error(net))
@@ -789,14 +816,31 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
             assert all(m is None or not np.any(w[~m]) for w, m in zip(net.W, net.W_mask))
         if ckpt is not None:
             ckpt.done[rule_name] = {"examples": seen[rule_name], "test_error": errors[rule_name],
-                                    "angle": angles[rule_name]}
+                                    "angle": angles[rule_name], "angle_trained": trained[rule_name],
+                                    "angle_trained_sd": trained_sd[rule_name]}
             ckpt.save()
     summary = {"final_test_error": {r: e[-1] for r, e in errors.items()},
                "epochs": train["epochs"], "examples_seen": count, "dataset": dataset,
                "n_train": n_train, "n_test": len(x_test),
-               "final_fa_bp_angle": {r: a[-1] for r, a in angles.items() if a}}
+               "final_fa_bp_angle": {r: a[-1] for r, a in angles.items() if a},
+               # the last test interval's mean and s.d. over the examples trained in it
+               "final_fa_bp_angle_trained": {r: a[-1] for r, a in trained.items() if a},
+               "final_fa_bp_angle_trained_sd": {r: a[-1] for r, a in trained_sd.items() if a}}
     return summary, {"examples": seen, "test_error": errors,
-                     "angle": {r: a for r, a in angles.items() if a}}
+                     "angle": {r: a for r, a in angles.items() if a},
+                     "angle_trained": {r: a for r, a in trained.items() if a},
+                     "angle_trained_sd": {r: a for r, a in trained_sd.items() if a}}
+
+
+def _kept_trained_angles(kept: dict, has_b: bool):
+    """A checkpointed rule's trained-example angles (their means and s.d.'s per test
+    interval, and the sums of the interval it stopped in). A checkpoint written before
+    these were recorded kept none: the intervals it had finished get None (a gap), and so
+    does the one it stopped in unless it stopped at a test."""
+    gap = [None] * (len(kept["examples"]) - 1) if has_b else []
+    at_a_test = kept.get("count", 0) == kept["examples"][-1]
+    return (list(kept.get("angle_trained", gap)), list(kept.get("angle_trained_sd", gap)),
+            list(kept.get("angle_sums", [0.0, 0.0, 0] if at_a_test else [np.nan, np.nan, 0])))
 
 
 _RUNNERS = {"fig2": _run_fig2, "fig3d": _run_fig3d, "fig5": _run_fig5}
@@ -839,17 +883,18 @@ def plot_learning_curves(x, curves: dict, ax=None, ylabel="NSE", colors=None, la
 
 
 def plot_angle(x, angle, sd=None, ax=None, color="tab:green", label=None,
-               ylabel="angle (deg)"):
-    """An angle over training with an optional +- 2 s.d. band; 90 deg marked."""
+               ylabel="angle (deg)", n_sd=2):
+    """An angle over training with an optional +- ``n_sd`` s.d. band; 90 deg marked.
+    None (or NaN) in ``angle`` or ``sd`` leaves a gap."""
     ax = _axes(ax)
     x, angle = np.asarray(x), np.asarray(angle, dtype=float)
     ax.plot(x, angle, color=color, label=label)
     if sd is not None:
         sd = np.asarray(sd, dtype=float)
-        ax.fill_between(x, angle - 2 * sd, angle + 2 * sd, color=color, alpha=0.2,
+        ax.fill_between(x, angle - n_sd * sd, angle + n_sd * sd, color=color, alpha=0.2,
                         linewidth=0)
     ax.axhline(90.0, color="0.6", linestyle=":", linewidth=1)
-    shown = angle + 2 * sd if sd is not None else angle
+    shown = angle + n_sd * sd if sd is not None else angle
     # at least 0-100 deg, and no angle drawn on these axes cut off (one is at most 180 deg)
     top = max([100.0, ax.get_ylim()[1], *(shown[np.isfinite(shown)] + 5)])
     ax.set_ylim(0, min(top, 185.0))
@@ -914,14 +959,22 @@ def plot_experiment(result: dict):
         a.set_yscale("log")
         a.legend(frameon=False, fontsize="small")
         a.set_title("a  784-1000-10 logistic network", loc="left")
-        for rule, ang in curves["angle"].items():
-            plot_angle(np.asarray(curves["examples"][rule]) / n_train, ang, ax=b,
+        # the paper's Fig. 3b: each trained example's angle, averaged over the examples
+        # between two tests (drawn at the middle of that stretch), +- 1 s.d. of them; a
+        # result from before these were recorded: the probe images' pooled angle
+        by_example = curves.get("angle_trained")
+        for rule, ang in (by_example or curves["angle"]).items():
+            x = np.asarray(curves["examples"][rule], dtype=float) / n_train
+            plot_angle((x[1:] + x[:-1]) / 2 if by_example else x, ang,
+                       curves["angle_trained_sd"][rule] if by_example else None, n_sd=1, ax=b,
                        color=COLORS.get(rule), label=RULE_LABELS.get(rule, rule),
                        ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)")
         b.set_xlabel("epochs")
         b.legend(frameon=False, fontsize="small")
         sent = "B e" if result["config"]["train"].get("fa_derivatives") == "local" else "B $\\delta$"
-        b.set_title(f"b  angle of {sent} to W$^T\\delta$ (hidden layer)", loc="left")
+        what = "examples trained, mean $\\pm$ 1 s.d." if by_example else "probe images, pooled"
+        b.set_title(f"b  angle of {sent} to W$^T\\delta$ (hidden layer;\n    {what})", loc="left",
+                    fontsize="medium")
     elif name == "fig5":
         fig = Figure(figsize=(13, 3.6))
         a, b, c = fig.subplots(1, 3)

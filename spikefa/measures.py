@@ -54,6 +54,22 @@ def angle_deg(a, b) -> float:
     return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
+def row_angles_deg(a, b) -> np.ndarray:
+    """The angle in degrees between each row of ``a`` and the same row of ``b`` (two
+    arrays of one shape, ``(rows, n)``), computed as :func:`angle_deg` computes one; NaN
+    for a row where either vector has zero length (its angle is undefined)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"row_angles_deg: two arrays of one shape (rows, n); got {a.shape} and {b.shape}")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.einsum("ij,ij->i", a, b) / norms
+    angles = np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+    angles[norms == 0.0] = np.nan
+    return angles
+
+
 def normalized_squared_error(target, prediction) -> float:
     """Normalized squared error (NSE) of a batch of predictions.
 

@@ -80,7 +80,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikefa.config import is_integer, is_number
-from spikefa.measures import angle_deg
+from spikefa.measures import angle_deg, row_angles_deg
 
 log = logging.getLogger(__name__)
 _NOTED_NO_DECAY: set = set()  # (dtype, eta, weight_decay, batch) already noted
@@ -494,7 +494,8 @@ def _hidden_layer(net: RateNetwork, layer) -> int:
     return int(layer)
 
 
-def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1, sent=None):
+def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1, sent=None,
+                    per_example: bool = False, W=None):
     """Angle in degrees between the modulators FA and BP send to hidden layer ``layer``
     (Figs 2b, 3b: ``delta_FA`` and ``delta_BP``; a batch is flattened into one vector):
     ``B[layer-1] sent`` vs ``W[layer]^T delta_top``, where ``delta_top`` is the modulator
@@ -503,17 +504,27 @@ def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1, sen
     the paper's ``delta_FA = B e``). As in the paper's Methods, neither includes this
     layer's derivative ``f'(h)``, which each unit applies to its own update only.
 
+    ``per_example=True`` gives one angle per row of the batch instead (NaN for a row whose
+    modulator is zero); ``W`` replaces ``W[layer]``, e.g. as it was before a training step.
+
     Returns a float, or one angle per run (an array) for an ensemble.
     """
     layer = _hidden_layer(net, layer)
+    W = net.W[layer] if W is None else np.asarray(W)
+    if W.shape != net.W[layer].shape:
+        raise ValueError(f"W must have the shape of W[{layer}], {net.W[layer].shape}; got {W.shape}")
     delta_top = np.atleast_2d(delta_top)
     sent = delta_top if sent is None else np.atleast_2d(sent)
-    if delta_top.shape[-1] != net.W[layer].shape[-2] or sent.shape != delta_top.shape:
-        raise ValueError(f"delta_top and sent must have {net.W[layer].shape[-2]} columns, one per unit of layer "
+    if delta_top.shape[-1] != W.shape[-2] or sent.shape != delta_top.shape:
+        raise ValueError(f"delta_top and sent must have {W.shape[-2]} columns, one per unit of layer "
                          f"{layer + 1}, and the same shape; got {delta_top.shape} and {sent.shape}")
     fa = sent @ _mT(net.B[layer - 1])
-    bp = delta_top @ net.W[layer]
-    if net.W[layer].ndim == 2:
+    bp = delta_top @ W
+    if per_example:
+        if W.ndim != 2:
+            raise ValueError("per_example angles are for one network, not an ensemble")
+        return row_angles_deg(fa, bp)
+    if W.ndim == 2:
         return angle_deg(fa, bp)
     return np.array([angle_deg(f, g) for f, g in zip(fa, bp)])
 

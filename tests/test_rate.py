@@ -424,6 +424,35 @@ def test_fa_local_derivatives_send_the_error_and_apply_f_prime_only_locally():
         np.testing.assert_allclose(a, b)
 
 
+def test_modulator_angle_per_example_and_with_the_weights_before_a_step():
+    """per_example=True gives each example's angle of delta_FA to delta_BP (what Fig. 3b
+    averages over the examples trained), NaN where an example's modulator is zero; W
+    replaces W[1] (as it was before a step). Checked against angle_deg row by row."""
+    from spikefa.measures import row_angles_deg
+
+    rng = np.random.default_rng(4)
+    net = rate.init_network((8, 5, 3), "logistic", np.random.default_rng(1), 1.0, 0.5)
+    x, target = rng.uniform(0, 1, (6, 8)), rng.uniform(0, 1, (6, 3))
+    y = rate.predict(net, x)
+    e = target - y
+    e[4] = 0.0  # an example with no error: no angle
+    delta_out = e * y * (1 - y)
+    W_other = rng.normal(size=net.W[1].shape)
+    for W in (None, W_other):
+        used = net.W[1] if W is None else W
+        got = rate.modulator_angle(net, delta_out, sent=e, per_example=True, W=W)
+        want = [angle_deg(e[i] @ net.B[0].T, delta_out[i] @ used) if i != 4 else np.nan for i in range(6)]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert rate.modulator_angle(net, delta_out, sent=e, W=W_other) == pytest.approx(
+        angle_deg(e @ net.B[0].T, delta_out @ W_other))
+    with pytest.raises(ValueError, match=r"W must have the shape of W\[1\], \(3, 5\); got \(5, 3\)"):
+        rate.modulator_angle(net, delta_out, W=W_other.T)
+    np.testing.assert_allclose(row_angles_deg([[1, 0], [1, 1], [0, 0]], [[0, 2], [2, 2], [1, 0]]), [90, 0, np.nan],
+                               atol=1e-5)  # (arccos resolves 0 deg to about 1e-6, as angle_deg says)
+    with pytest.raises(ValueError, match=r"row_angles_deg: two arrays of one shape \(rows, n\); got \(2,\) and \(2,\)"):
+        row_angles_deg([1, 0], [0, 1])
+
+
 def test_fig3a_quick_learns_mnist(quick_results):
     """Fig. 3a quick run (bundled subset, 5 epochs, eta 1e-2, seed 0): every rule starts at
     chance (~90% error) and BP and FA end below 30% (measured 15.2% and 13.8%; shallow
@@ -572,6 +601,36 @@ def test_fig3a_tests_after_the_last_example_too(tmp_path, monkeypatch):
     assert len(result["curves"]["angle"]["fa"]) == 3
     assert result["summary"]["examples_seen"] == 2000
     assert result["summary"]["final_test_error"]["fa"] == result["curves"]["test_error"]["fa"][-1]
+
+
+def test_fig3a_averages_the_angle_of_each_example_trained(tmp_path, monkeypatch):
+    """Fig. 3b draws "one s.d. around the time-averaged mean": fig3a records, for each
+    stretch between two tests, the mean and s.d. (ddof 1) of the angle of delta_FA = B e
+    to delta_BP = W^T (e y (1 - y)) of every example trained in it, with W as the step
+    found it. Replayed here by hand from the network each step is given."""
+    by_hand = []
+    train_step = rate.train_step
+
+    def watched(net, rule, x, target, *args, **kwargs):
+        hidden = 1 / (1 + np.exp(-(x @ net.W[0].T + net.b[0])))
+        y = 1 / (1 + np.exp(-(hidden @ net.W[1].T + net.b[1])))
+        e = target - y
+        by_hand.extend(angle_deg(net.B[0] @ e[i], (e[i] * y[i] * (1 - y[i])) @ net.W[1]) for i in range(len(x)))
+        return train_step(net, rule, x, target, *args, **kwargs)
+
+    monkeypatch.setattr(rate, "train_step", watched)
+    path = tmp_path / "fig3a.toml"
+    path.write_text(FIG3A_SMALL)
+    result = run_experiment("fig3a", tmp_path, config=path, progress=False)
+    curves, summary = result["curves"], result["summary"]
+    assert curves["examples"]["fa"] == [0, 1500, 2000] and len(by_hand) == 2000
+    stretches = [np.array(by_hand[:1500]), np.array(by_hand[1500:])]
+    np.testing.assert_allclose(curves["angle_trained"]["fa"], [a.mean() for a in stretches], rtol=1e-9)
+    np.testing.assert_allclose(curves["angle_trained_sd"]["fa"], [a.std(ddof=1) for a in stretches], rtol=1e-6)
+    assert summary["final_fa_bp_angle_trained"]["fa"] == curves["angle_trained"]["fa"][-1]
+    assert summary["final_fa_bp_angle_trained_sd"]["fa"] == curves["angle_trained_sd"]["fa"][-1]
+    saved = json.loads((tmp_path / "fig3a.json").read_text())
+    assert saved["curves"]["angle_trained"]["fa"] == pytest.approx(curves["angle_trained"]["fa"], abs=1e-4)
 
 
 def test_welch_t_by_hand():
@@ -755,6 +814,31 @@ def test_a_fig3a_checkpoint_without_a_rules_curve_is_refused_by_name(tmp_path, m
         run_experiment("fig3a", out, config=config, progress=False, resume=True)
 
 
+def test_a_fig3a_checkpoint_from_before_the_trained_angles_resumes_with_gaps(tmp_path, monkeypatch):
+    """A checkpoint written before fig3a recorded the angles of the examples trained (Fig.
+    3b) resumes: the test intervals it had trained, in part or whole, get None (a gap in
+    the figure), the ones after it their means and s.d.'s, equal to the uninterrupted run's."""
+    from spikefa.experiments import checkpoint_path
+
+    config, out = _stopped_fig3a(tmp_path, monkeypatch, n=450)  # bp done, sparse-fa after 1 epoch
+    ckpt = checkpoint_path(out, "fig3a")
+    with np.load(ckpt) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays.pop("meta")[()]))
+    assert meta["current"]["examples"] == [0, 700, 1400] and meta["current"]["count"] == 2000
+    for kept in (meta["done"]["bp"], meta["current"]):
+        for key in ("angle_trained", "angle_trained_sd", "angle_sums"):
+            kept.pop(key, None)
+    np.savez(ckpt, meta=np.array(json.dumps(meta)), **arrays)
+    result = run_experiment("fig3a", out, config=config, progress=False, resume=True)
+    whole = run_experiment("fig3a", tmp_path / "whole", config=config, progress=False)
+    got, want = result["curves"]["angle_trained"]["sparse-fa"], whole["curves"]["angle_trained"]["sparse-fa"]
+    assert got[:3] == [None] * 3 and None not in want and got[3:] == want[3:] and len(got) == len(want) == 9
+    assert result["curves"]["angle_trained_sd"]["sparse-fa"][:3] == [None] * 3
+    assert result["curves"]["test_error"] == whole["curves"]["test_error"]
+    assert (out / "fig3a.png").exists() and "bp" not in result["curves"]["angle_trained"]
+
+
 def test_fig3a_fa_derivatives_reaches_the_rule_and_the_json(tmp_path):
     """train.fa_derivatives is the FA rule's option in fig3a: "local" (the paper's
     delta_FA = B e) and "sent" (B (e * y')) train differently, and the JSON says which
@@ -826,6 +910,33 @@ def test_plot_angle_cuts_off_no_angle_it_draws():
     assert ax.get_ylim()[1] >= 157
     assert plot_angle(x, np.full(5, 60.0)).get_ylim() == (0, 100)
     assert plot_angle(x, np.full(5, 95.0), sd=np.full(5, 10.0)).get_ylim()[1] >= 115
+
+    assert plot_angle(x, np.full(5, 95.0), sd=np.full(5, 10.0), n_sd=1).get_ylim()[1] < 115
+
+
+def test_fig3b_draws_the_trained_examples_mean_with_one_sd_and_an_older_result_its_pooled_angle():
+    """Fig. 3b as the paper draws it: the mean angle of the examples trained between two
+    tests, at the middle of that stretch, +- 1 s.d.; a result saved before these were
+    recorded is drawn from its pooled probe angle (one point per test), and says so."""
+    from spikefa.experiments import plot_experiment
+
+    result = {"experiment": "fig3a", "config": {"train": {"fa_derivatives": "local"}},
+              "summary": {"n_train": 100, "n_test": 50},
+              "curves": {"examples": {"fa": [0, 100, 200, 250]}, "test_error": {"fa": [0.9, 0.5, 0.4, 0.3]},
+                         "angle": {"fa": [89.0, 80.0, 75.0, 74.0]},
+                         "angle_trained": {"fa": [None, 78.0, 76.0]}, "angle_trained_sd": {"fa": [None, 4.0, 3.0]}}}
+    b = plot_experiment(result).axes[1]
+    (line,) = [l for l in b.get_lines() if l.get_label() == "feedback alignment"]
+    np.testing.assert_allclose(line.get_xdata(), [0.5, 1.5, 2.25])
+    np.testing.assert_allclose(line.get_ydata(), [np.nan, 78.0, 76.0])
+    band = b.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(73.0) and band.max() == pytest.approx(82.0)  # 1 s.d., not 2
+    assert "examples trained" in b.get_title(loc="left")
+    del result["curves"]["angle_trained"], result["curves"]["angle_trained_sd"]
+    b = plot_experiment(result).axes[1]
+    (line,) = [l for l in b.get_lines() if l.get_label() == "feedback alignment"]
+    np.testing.assert_allclose(line.get_xdata(), [0, 1, 2, 2.5])
+    assert not b.collections and "pooled" in b.get_title(loc="left")
 
 
 def test_a_bad_fa_derivatives_is_refused_when_the_model_file_is_read(tmp_path):
