@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 from tqdm.auto import tqdm
 
 from spikefa import rate
@@ -957,6 +958,9 @@ def plot_experiment(result: dict):
         a.set_xlabel(f"epochs ({n_train} examples)")
         a.set_ylabel(f"test error (%, {summary['n_test']} images)")
         a.set_yscale("log")
+        # percent as plain numbers (2, 5, 10, 20, ...), not 2 x 10^0 or 6 x 10^1
+        a.yaxis.set_major_formatter(LogFormatter())
+        a.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         a.legend(frameon=False, fontsize="small")
         a.set_title("a  784-1000-10 logistic network", loc="left")
         # the paper's Fig. 3b: each trained example's angle, averaged over the examples

@@ -932,6 +932,12 @@ def test_fig3b_draws_the_trained_examples_mean_with_one_sd_and_an_older_result_i
     band = b.collections[0].get_paths()[0].vertices[:, 1]
     assert band.min() == pytest.approx(73.0) and band.max() == pytest.approx(82.0)  # 1 s.d., not 2
     assert "examples trained" in b.get_title(loc="left")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plot_experiment(result)
+    FigureCanvasAgg(fig).draw()  # panel a's percent axis (log) says 30, 60, not 3 x 10^1
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels(minor=True) + fig.axes[0].get_yticklabels()]
+    assert "30" in labels and "60" in labels and not any("times" in t or "^" in t for t in labels)
     del result["curves"]["angle_trained"], result["curves"]["angle_trained_sd"]
     b = plot_experiment(result).axes[1]
     (line,) = [l for l in b.get_lines() if l.get_label() == "feedback alignment"]
