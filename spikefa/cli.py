@@ -54,6 +54,7 @@ def int_at_least(lo: int):
 
 def _train(args):
     from .config import load_config
+    from .data import DataError
     from .train import train
 
     model = args.model
@@ -76,9 +77,16 @@ def _train(args):
         model = _apply_sets(load_config(model), args.set)
         if out is None:
             out = _set_out(model, args.seed, args.set)
-    res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=out,
-                resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend,
-                branch_from=args.branch_from)
+    try:
+        res = train(model, epochs=args.epochs, seed=args.seed, data_dir=args.data, out=out,
+                    resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, backend=args.backend,
+                    branch_from=args.branch_from)
+    except DataError as exc:
+        if args.resume or args.branch_from or load_config(model).train.dataset != "mnist":
+            raise  # (a run goes on with the data it began with; the subset's own error is not a missing set)
+        # its advice names the dataset key, not the table or the flag that sets it
+        raise DataError(f"{exc}\nOr train on the bundled subset: `spikefa train {shlex.quote(str(args.model))} --set "
+                        f"train.dataset=mnist-subset` (or `spikefa train small`, a smaller network made for it).") from None
     print(f"test error {res.test_error:.2%} after {_count(res.epochs, 'epoch')} ({res.steps} steps, {res.wall_s:.0f} s); "
           f"run file {res.path}")
 
@@ -215,6 +223,7 @@ def _window_arg(text):
 
 def _experiment(args):
     from .experiments import checkpoint_path, checkpoint_progress, read_checkpoint, resume_command, run_experiment
+    from .data import DataError
 
     out = args.out or f"runs/rate-{args.name}{'-quick' if args.quick else ''}"
     result_json = Path(out) / f"{args.name}.json"
@@ -230,6 +239,14 @@ def _experiment(args):
     try:
         res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data,
                              config=args.model, resume=args.resume, overwrite=args.overwrite)
+    except DataError as exc:
+        if args.quick:
+            raise
+        # (its advice names the data.dataset key; here the subset is one flag away)
+        model = ["--model", str(args.model)] if args.model else []
+        raise DataError(f"{exc}\nOr run `{shlex.join(['spikefa', 'experiment', args.name, *model, '--quick'])}`: its "
+                        f"quick form, on the bundled 2,000-image subset with the model file's [quick] settings, "
+                        f"in seconds.") from None
     except KeyboardInterrupt:
         after = json_stat()
         if after is not None and after != before:  # stopped as it ended, after its JSON was written

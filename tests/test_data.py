@@ -304,6 +304,22 @@ def test_missing_everywhere_lists_places(isolated):
         data.load_dataset("mnist", "train")
 
 
+def test_cli_train_without_mnist_gives_the_command_that_trains_on_the_subset(tmp_path, capsys):
+    """`spikefa train MODEL` without the full set: the data error, then the command that
+    trains the same model on the bundled subset (the advice named a 'dataset' key but not
+    its table, train, nor --set). That command runs."""
+    from spikefa.cli import main
+
+    out = tmp_path / "r.h5"
+    assert main(["train", "lillicrap2016-fig4", "--data", str(tmp_path / "none"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"data_dir {tmp_path / 'none'} does not exist" in err
+    line = "Or train on the bundled subset: `spikefa train lillicrap2016-fig4 --set train.dataset=mnist-subset`"
+    assert line in err and not out.exists()
+    assert main(["train", "lillicrap2016-fig4", "--set", "train.dataset=mnist-subset", "--epochs", "0.01",
+                 "--quiet", "--out", str(out)]) == 0
+
+
 def test_explicit_dir_without_files_does_not_fall_through(isolated, tmp_path):
     repo, _ = isolated
     _touch_mnist(repo / "data" / "mnist")  # a valid place exists further down the order

@@ -679,6 +679,18 @@ def test_model_files_are_complete():
         assert load_experiment_config(name, quick=True)
 
 
+def test_cli_experiment_without_mnist_says_that_quick_needs_none(tmp_path, capsys):
+    """fig3a without the full MNIST set: the data error's advice, and that --quick runs the
+    experiment on the bundled subset (the advice named only the data.dataset key)."""
+    from spikefa.cli import main
+
+    assert main(["experiment", "fig3a", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"data_dir {tmp_path / 'nothing'} does not exist" in err
+    assert "Or run `spikefa experiment fig3a --quick`: its quick form, on the bundled 2,000-image subset" in err
+    assert not (tmp_path / "o" / "fig3a.json").exists()
+
+
 def test_cli_experiment_writes_under_runs_by_default(tmp_path, monkeypatch, capsys):
     """Without --out, `spikefa experiment NAME --quick` writes runs/rate-NAME-quick/ in the
     working folder, never the committed results/rate/, and prints the summary and the
