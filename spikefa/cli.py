@@ -52,6 +52,18 @@ def int_at_least(lo: int):
     return parse
 
 
+def _without_data(argv, *extra) -> str:
+    """The command ``spikefa ARGV`` without its ``--data`` option, ``extra`` added: what to
+    run instead when the full MNIST set is missing."""
+    words, rest = [], iter(argv)
+    for word in rest:
+        if word == "--data":
+            next(rest, None)
+        elif not word.startswith("--data="):
+            words.append(word)
+    return shlex.join(["spikefa", *words, *extra])
+
+
 def _train(args):
     from .config import load_config
     from .data import DataError
@@ -85,8 +97,8 @@ def _train(args):
         if args.resume or args.branch_from or load_config(model).train.dataset != "mnist":
             raise  # (a run goes on with the data it began with; the subset's own error is not a missing set)
         # its advice names the dataset key, not the table or the flag that sets it
-        raise DataError(f"{exc}\nOr train on the bundled subset: `spikefa train {shlex.quote(str(args.model))} --set "
-                        f"train.dataset=mnist-subset` (or `spikefa train small`, a smaller network made for it).") from None
+        raise DataError(f"{exc}\nOr train on the bundled 2,000/500-image subset: "
+                        f"`{_without_data(args.argv, '--set', 'train.dataset=mnist-subset')}`") from None
     print(f"test error {res.test_error:.2%} after {_count(res.epochs, 'epoch')} ({res.steps} steps, {res.wall_s:.0f} s); "
           f"run file {res.path}")
 
@@ -240,13 +252,16 @@ def _experiment(args):
         res = run_experiment(args.name, out, quick=args.quick, seed=args.seed, data_dir=args.data,
                              config=args.model, resume=args.resume, overwrite=args.overwrite)
     except DataError as exc:
-        if args.quick:
+        from .experiments import load_experiment_config
+
+        if args.quick or args.resume or \
+                load_experiment_config(args.name, True, args.model)["data"]["dataset"] != "mnist-subset":
+            # (a model file whose [quick] table keeps the full set: --quick would fail the same way; a
+            # resume goes on with its own settings)
             raise
         # (its advice names the data.dataset key; here the subset is one flag away)
-        model = ["--model", str(args.model)] if args.model else []
-        raise DataError(f"{exc}\nOr run `{shlex.join(['spikefa', 'experiment', args.name, *model, '--quick'])}`: its "
-                        f"quick form, on the bundled 2,000-image subset with the model file's [quick] settings, "
-                        f"in seconds.") from None
+        raise DataError(f"{exc}\nOr run `{_without_data(args.argv, '--quick')}`: its quick form, on the bundled "
+                        f"2,000-image subset with the model file's [quick] settings, in seconds.") from None
     except KeyboardInterrupt:
         after = json_stat()
         if after is not None and after != before:  # stopped as it ended, after its JSON was written
@@ -748,6 +763,7 @@ def _main(argv) -> int:
 
             return bench_main(argv[1:])
         args = build_parser().parse_args(argv)
+        args.argv = argv  # (what a hint of another command to run starts from)
         if argv[:1] != ["train"]:  # training has its StopRequest (main); elsewhere SIGTERM is Ctrl-C
             signal.signal(signal.SIGTERM, _sigterm)
             if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:

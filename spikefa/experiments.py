@@ -722,12 +722,15 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
 
     fa_rule = _rule(cfg, "fa")
 
+    def fa_bp_angle(net, y, target, **how):
+        """delta_FA (what B carries: e for "local") vs delta_BP = W^T (e * f'(y)) for outputs y."""
+        return rate.modulator_angle(net, rate.output_modulator(net, y, target), sent=fa_rule.sent(net, y, target),
+                                    **how)
+
     def record_angle(net, rule_name):
-        """delta_FA (what B carries: e for "local") vs delta_BP on the probe images, pooled;
-        and the mean and s.d. of the angles of the examples trained since the last test."""
-        y, target = rate.predict(net, x_train[probe]), y_train[probe]
-        delta_out = rate.output_modulator(net, y, target)  # delta_BP = W^T (e * f'(y))
-        angles[rule_name].append(rate.modulator_angle(net, delta_out, sent=fa_rule.sent(net, y, target)))
+        """The angle on the probe images, pooled; and the mean and s.d. of the angles of the
+        examples trained since the last test."""
+        angles[rule_name].append(fa_bp_angle(net, rate.predict(net, x_train[probe]), y_train[probe]))
         if len(angles[rule_name]) > 1:  # (the first is before any training)
             total, squares, n = sums
             whole = n > 0 and np.isfinite(total)  # (NaN: part of it was trained before it was recorded)
@@ -740,9 +743,8 @@ def _run_fig3a(cfg, seed, data_dir, progress, ckpt=None):
     def add_trained_angles(net, W_before, y, target):
         """Each example's delta_FA vs delta_BP as the step just taken computed them
         (with W before the step), summed until the next test (Fig. 3b's time average)."""
-        a = rate.modulator_angle(net, rate.output_modulator(net, y, target), sent=fa_rule.sent(net, y, target),
-                                 per_example=True, W=W_before)
-        a = a[np.isfinite(a)]
+        a = fa_bp_angle(net, y, target, per_example=True, W=W_before)
+        a = a[np.isfinite(a)]  # (an example whose delta_FA or delta_BP is zero has no angle)
         sums[0] += float(a.sum())
         sums[1] += float(a @ a)
         sums[2] += int(a.size)
@@ -964,20 +966,24 @@ def plot_experiment(result: dict):
         a.legend(frameon=False, fontsize="small")
         a.set_title("a  784-1000-10 logistic network", loc="left")
         # the paper's Fig. 3b: each trained example's angle, averaged over the examples
-        # between two tests (drawn at the middle of that stretch), +- 1 s.d. of them; a
-        # result from before these were recorded: the probe images' pooled angle
-        by_example = curves.get("angle_trained")
-        for rule, ang in (by_example or curves["angle"]).items():
+        # between two tests (drawn at the middle of that stretch), +- 1 s.d. of them; a rule
+        # run before these were recorded: the probe images' pooled angle at each test
+        drawn = set()
+        for rule, pooled in curves["angle"].items():
             x = np.asarray(curves["examples"][rule], dtype=float) / n_train
-            plot_angle((x[1:] + x[:-1]) / 2 if by_example else x, ang,
-                       curves["angle_trained_sd"][rule] if by_example else None, n_sd=1, ax=b,
-                       color=COLORS.get(rule), label=RULE_LABELS.get(rule, rule),
+            by_example = curves.get("angle_trained", {}).get(rule)
+            if by_example and any(a is not None for a in by_example):
+                x, ang, sd = (x[1:] + x[:-1]) / 2, by_example, curves["angle_trained_sd"][rule]
+                drawn.add("examples trained, mean $\\pm$ 1 s.d.")
+            else:
+                ang, sd = pooled, None
+                drawn.add("probe images, pooled")
+            plot_angle(x, ang, sd, n_sd=1, ax=b, color=COLORS.get(rule), label=RULE_LABELS.get(rule, rule),
                        ylabel=r"$\delta_{FA}\ \angle\ \delta_{BP}$ (deg)")
         b.set_xlabel("epochs")
         b.legend(frameon=False, fontsize="small")
         sent = "B e" if result["config"]["train"].get("fa_derivatives") == "local" else "B $\\delta$"
-        what = "examples trained, mean $\\pm$ 1 s.d." if by_example else "probe images, pooled"
-        b.set_title(f"b  angle of {sent} to W$^T\\delta$ (hidden layer;\n    {what})", loc="left",
+        b.set_title(f"b  angle of {sent} to W$^T\\delta$ (hidden layer;\n    {'; '.join(sorted(drawn))})", loc="left",
                     fontsize="medium")
     elif name == "fig5":
         fig = Figure(figsize=(13, 3.6))

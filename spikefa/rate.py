@@ -504,8 +504,8 @@ def modulator_angle(net: RateNetwork, delta_top: np.ndarray, layer: int = 1, sen
     the paper's ``delta_FA = B e``). As in the paper's Methods, neither includes this
     layer's derivative ``f'(h)``, which each unit applies to its own update only.
 
-    ``per_example=True`` gives one angle per row of the batch instead (NaN for a row whose
-    modulator is zero); ``W`` replaces ``W[layer]``, e.g. as it was before a training step.
+    ``per_example=True`` gives one angle per row of the batch instead (NaN for a row where
+    either modulator is zero); ``W`` replaces ``W[layer]``, e.g. as it was before a training step.
 
     Returns a float, or one angle per run (an array) for an ensemble.
     """

@@ -305,19 +305,28 @@ def test_missing_everywhere_lists_places(isolated):
 
 
 def test_cli_train_without_mnist_gives_the_command_that_trains_on_the_subset(tmp_path, capsys):
-    """`spikefa train MODEL` without the full set: the data error, then the command that
-    trains the same model on the bundled subset (the advice named a 'dataset' key but not
-    its table, train, nor --set). That command runs."""
+    """`spikefa train MODEL` without the full set: the data error, then the user's own
+    command without --data and with the dataset set to the bundled subset (the advice named
+    a 'dataset' key but not its table, train, nor --set). That command runs as printed."""
+    import re
+    import shlex
+
     from spikefa.cli import main
 
     out = tmp_path / "r.h5"
     assert main(["train", "lillicrap2016-fig4", "--data", str(tmp_path / "none"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"data_dir {tmp_path / 'none'} does not exist" in err
-    line = "Or train on the bundled subset: `spikefa train lillicrap2016-fig4 --set train.dataset=mnist-subset`"
+    line = (f"Or train on the bundled 2,000/500-image subset: `spikefa train lillicrap2016-fig4 --out {out} "
+            f"--set train.dataset=mnist-subset`")
     assert line in err and not out.exists()
-    assert main(["train", "lillicrap2016-fig4", "--set", "train.dataset=mnist-subset", "--epochs", "0.01",
-                 "--quiet", "--out", str(out)]) == 0
+    # run as printed, for tiny set to the full set (seconds; fig4's network tests for minutes)
+    assert main(["train", "tiny", "--set", "train.dataset=mnist", f"--data={tmp_path / 'none'}", "--epochs", "0.01",
+                 "--quiet", "--out", str(out)]) == 2
+    command = re.search(r"Or train on the bundled 2,000/500-image subset: `([^`]*)`", capsys.readouterr().err).group(1)
+    assert command == f"spikefa train tiny --set train.dataset=mnist --epochs 0.01 --quiet --out {out} " \
+                      f"--set train.dataset=mnist-subset"
+    assert main(shlex.split(command)[1:]) == 0 and out.exists()
 
 
 def test_explicit_dir_without_files_does_not_fall_through(isolated, tmp_path):

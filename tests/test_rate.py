@@ -687,8 +687,17 @@ def test_cli_experiment_without_mnist_says_that_quick_needs_none(tmp_path, capsy
     assert main(["experiment", "fig3a", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"data_dir {tmp_path / 'nothing'} does not exist" in err
-    assert "Or run `spikefa experiment fig3a --quick`: its quick form, on the bundled 2,000-image subset" in err
+    assert f"Or run `spikefa experiment fig3a --out {tmp_path / 'o'} --quick`: its quick form, on the bundled " \
+           f"2,000-image subset" in err
     assert not (tmp_path / "o" / "fig3a.json").exists()
+    # a model file whose [quick] table keeps the full set: --quick would fail the same way
+    own = tmp_path / "own.toml"
+    text = (models_dir() / "rate-fig3a.toml").read_text()
+    own.write_text(text[:text.index("[quick]")])
+    assert main(["experiment", "fig3a", "--model", str(own), "--data", str(tmp_path / "nothing"),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"data_dir {tmp_path / 'nothing'} does not exist" in err and "--quick" not in err
 
 
 def test_cli_experiment_writes_under_runs_by_default(tmp_path, monkeypatch, capsys):
@@ -826,18 +835,54 @@ def test_a_fig3a_checkpoint_without_a_rules_curve_is_refused_by_name(tmp_path, m
         run_experiment("fig3a", out, config=config, progress=False, resume=True)
 
 
-def test_a_fig3a_checkpoint_from_before_the_trained_angles_resumes_with_gaps(tmp_path, monkeypatch):
+def test_fig3a_trained_angles_of_a_one_example_stretch_and_of_examples_without_one(tmp_path, monkeypatch):
+    """A stretch between two tests of one example has a mean but no s.d. (ddof 1); an
+    example whose angle is undefined (a zero modulator: NaN) is left out of its stretch
+    rather than making the whole stretch undefined."""
+    path = tmp_path / "fig3a.toml"
+    path.write_text(FIG3A_SMALL.replace("batch_size = 20", "batch_size = 1").replace("eval_every = 1500",
+                                                                                   "eval_every = 1999"))
+    result = run_experiment("fig3a", tmp_path / "one", config=path, progress=False)
+    assert result["curves"]["examples"]["fa"] == [0, 1999, 2000]
+    assert result["curves"]["angle_trained_sd"]["fa"][-1] is None and result["curves"]["angle_trained_sd"]["fa"][0] > 0
+    assert 0 < result["curves"]["angle_trained"]["fa"][-1] < 180
+
+    modulator_angle = rate.modulator_angle
+
+    def first_undefined(*args, **kwargs):
+        angles = modulator_angle(*args, **kwargs)
+        if kwargs.get("per_example"):
+            angles[0] = np.nan
+        return angles
+
+    monkeypatch.setattr(rate, "modulator_angle", first_undefined)
+    path.write_text(FIG3A_SMALL)
+    result = run_experiment("fig3a", tmp_path / "nan", config=path, progress=False)
+    assert all(0 < a < 180 for a in result["curves"]["angle_trained"]["fa"])
+
+
+@pytest.mark.parametrize("eval_every, gaps", [(700, 3), (1000, 2)])
+def test_a_fig3a_checkpoint_from_before_the_trained_angles_resumes_with_gaps(tmp_path, monkeypatch, eval_every,
+                                                                            gaps):
     """A checkpoint written before fig3a recorded the angles of the examples trained (Fig.
     3b) resumes: the test intervals it had trained, in part or whole, get None (a gap in
-    the figure), the ones after it their means and s.d.'s, equal to the uninterrupted run's."""
+    the figure), the ones after it their means and s.d.'s, equal to the uninterrupted run's.
+    Stopped at an epoch's end between two tests (700), the interval it was in is a gap too;
+    stopped at an epoch's end that is a test (1000), the next interval is whole."""
     from spikefa.experiments import checkpoint_path
 
-    config, out = _stopped_fig3a(tmp_path, monkeypatch, n=450)  # bp done, sparse-fa after 1 epoch
+    config = tmp_path / "fig3a.toml"
+    config.write_text(FIG3A_RESUMABLE.replace("eval_every = 700", f"eval_every = {eval_every}"))
+    out = tmp_path / "run"
+    _stop_at_call(monkeypatch, 450)  # bp done, sparse-fa after 1 epoch
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("fig3a", out, config=config, progress=False)
+    monkeypatch.undo()
     ckpt = checkpoint_path(out, "fig3a")
     with np.load(ckpt) as f:
         arrays = {k: f[k] for k in f.files}
     meta = json.loads(str(arrays.pop("meta")[()]))
-    assert meta["current"]["examples"] == [0, 700, 1400] and meta["current"]["count"] == 2000
+    assert meta["current"]["examples"] == list(range(0, 2001, eval_every)) and meta["current"]["count"] == 2000
     for kept in (meta["done"]["bp"], meta["current"]):
         for key in ("angle_trained", "angle_trained_sd", "angle_sums"):
             kept.pop(key, None)
@@ -845,8 +890,9 @@ def test_a_fig3a_checkpoint_from_before_the_trained_angles_resumes_with_gaps(tmp
     result = run_experiment("fig3a", out, config=config, progress=False, resume=True)
     whole = run_experiment("fig3a", tmp_path / "whole", config=config, progress=False)
     got, want = result["curves"]["angle_trained"]["sparse-fa"], whole["curves"]["angle_trained"]["sparse-fa"]
-    assert got[:3] == [None] * 3 and None not in want and got[3:] == want[3:] and len(got) == len(want) == 9
-    assert result["curves"]["angle_trained_sd"]["sparse-fa"][:3] == [None] * 3
+    assert got[:gaps] == [None] * gaps and None not in want and got[gaps:] == want[gaps:]
+    assert len(got) == len(want) == -(-6000 // eval_every)
+    assert result["curves"]["angle_trained_sd"]["sparse-fa"][:gaps] == [None] * gaps
     assert result["curves"]["test_error"] == whole["curves"]["test_error"]
     assert (out / "fig3a.png").exists() and "bp" not in result["curves"]["angle_trained"]
 
@@ -950,6 +996,17 @@ def test_fig3b_draws_the_trained_examples_mean_with_one_sd_and_an_older_result_i
     FigureCanvasAgg(fig).draw()  # panel a's percent axis (log) says 30, 60, not 3 x 10^1
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels(minor=True) + fig.axes[0].get_yticklabels()]
     assert "30" in labels and "60" in labels and not any("times" in t or "^" in t for t in labels)
+    # a rule resumed from a checkpoint that kept no trained angles: its pooled angle
+    for key, value in (("examples", [0, 100, 200, 250]), ("test_error", [0.9, 0.6, 0.5, 0.4]),
+                       ("angle", [89.0, 82.0, 79.0, 78.0]), ("angle_trained", [None] * 3),
+                       ("angle_trained_sd", [None] * 3)):
+        result["curves"][key]["sparse-fa"] = value
+    b = plot_experiment(result).axes[1]
+    (line,) = [l for l in b.get_lines() if l.get_label() == "sparse FA (50% removed)"]
+    np.testing.assert_allclose(line.get_xdata(), [0, 1, 2, 2.5])
+    assert "examples trained" in b.get_title(loc="left") and "pooled" in b.get_title(loc="left")
+    for key in ("examples", "test_error", "angle", "angle_trained", "angle_trained_sd"):
+        del result["curves"][key]["sparse-fa"]
     del result["curves"]["angle_trained"], result["curves"]["angle_trained_sd"]
     b = plot_experiment(result).axes[1]
     (line,) = [l for l in b.get_lines() if l.get_label() == "feedback alignment"]
