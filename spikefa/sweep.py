@@ -286,8 +286,9 @@ def _what_it_computes(cfg: Config) -> dict:
 
 
 def config_hash(cfg: Config) -> str:
-    """Short content hash of what a run computes: the resolved config without the
-    ``[record]`` table and the run keys that cannot change its results (NOT_IDENTITY)."""
+    """Short content hash of what a run computes (:func:`_what_it_computes`), less the
+    keys added later at the value that reproduces older runs (LATER_KEYS), so that earlier
+    sweep folders keep their run names."""
     d = _what_it_computes(cfg)
     for (section, key), old in LATER_KEYS.items():
         if d[section].get(key) == old:
